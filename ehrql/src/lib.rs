@@ -1,0 +1,1 @@
+//! ehrQL: dataset definitions to queries. (Being built.)

@@ -1,0 +1,1 @@
+//! `project.yaml`: parsing, validation and derived data. (Being built.)
