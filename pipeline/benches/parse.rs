@@ -1,0 +1,2 @@
+//! Parse-and-validate time for a generated 500-action project (filled in below).
+fn main() {}
