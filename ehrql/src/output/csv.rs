@@ -1,0 +1,88 @@
+//! CSV writing with Python `csv.writer`'s rules (spec §6.3): CRLF line endings, NULL as an
+//! empty field, booleans as `T`/`F`, floats as Python `repr`, quoting only when needed.
+
+use std::io::Write;
+
+use super::{TableWriter, flush, python_float_repr};
+use crate::engines::{ColumnSpec, SinkError};
+use crate::query_model::Value;
+
+/// Writes one CSV table.
+pub struct CsvWriter {
+    out: Box<dyn Write>,
+    line: String,
+}
+
+impl CsvWriter {
+    /// A writer over `out` (buffer it: rows are written one `write_all` each).
+    pub fn new(out: Box<dyn Write>) -> CsvWriter {
+        CsvWriter {
+            out,
+            line: String::new(),
+        }
+    }
+}
+
+/// Appends one field, quoted if it holds a comma, quote, CR or LF (Python's QUOTE_MINIMAL).
+pub fn push_field(line: &mut String, text: &str) {
+    if text.contains([',', '"', '\r', '\n']) {
+        line.push('"');
+        line.push_str(&text.replace('"', "\"\""));
+        line.push('"');
+    } else {
+        line.push_str(text);
+    }
+}
+
+/// The CSV text of one value.
+pub fn format_value(line: &mut String, value: &Value) {
+    use std::fmt::Write as _;
+    match value {
+        Value::Null => {}
+        Value::Bool(true) => line.push('T'),
+        Value::Bool(false) => line.push('F'),
+        Value::Int(i) => {
+            let _ = write!(line, "{i}");
+        }
+        Value::Float(f) => line.push_str(&python_float_repr(*f)),
+        Value::Str(s) | Value::Code(_, s) => push_field(line, s),
+        Value::Date(d) => {
+            let _ = write!(line, "{d}");
+        }
+    }
+}
+
+impl TableWriter for CsvWriter {
+    fn begin(&mut self, columns: &[ColumnSpec]) -> Result<(), SinkError> {
+        self.line.clear();
+        for (i, c) in columns.iter().enumerate() {
+            if i > 0 {
+                self.line.push(',');
+            }
+            push_field(&mut self.line, &c.name);
+        }
+        self.line.push_str("\r\n");
+        self.out.write_all(self.line.as_bytes())?;
+        Ok(())
+    }
+
+    fn row(&mut self, row: &[Value]) -> Result<(), SinkError> {
+        self.line.clear();
+        for (i, v) in row.iter().enumerate() {
+            if i > 0 {
+                self.line.push(',');
+            }
+            format_value(&mut self.line, v);
+        }
+        self.line.push_str("\r\n");
+        self.out.write_all(self.line.as_bytes())?;
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), SinkError> {
+        flush(&mut self.out)?;
+        // Dropping a GzEncoder writes its trailer; `flush` alone does not finish the stream.
+        drop(self.out);
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! SQL compilation (being built).
