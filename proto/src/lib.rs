@@ -4,7 +4,20 @@
 //! - [`pb`]: the generated protobuf and tonic code, one module per protobuf package
 //!   (`rap.v1`, `jobserver.v1`). The `.proto` files in `proto/` are the API boundary: a change
 //!   there is a change of the wire contract between separately deployed services.
+//! - [`tls`]: rustls/tonic TLS configurations from PEM files: mutual TLS for the agent link,
+//!   server-only TLS for token-authenticated services, and the matching client configs.
+//! - [`identity`]: the authenticated peer inside a handler: the [`BackendName`] an agent's
+//!   client certificate names.
+//! - [`certs`]: minting the installation's private PKI (CA, server, agent and client
+//!   certificates) with rcgen, for `rap-controller certs …` and for every crate's tests.
 //!
-//! Invariant: no domain logic lives here; this is the only crate with code generation.
+//! Invariants: no domain logic lives here (the only domain type is the validated
+//! [`BackendName`], because identity needs it); this is the only crate with code generation;
+//! TLS is rustls with ring only, and only our own CA is ever trusted.
 
+pub mod certs;
+pub mod identity;
 pub mod pb;
+pub mod tls;
+
+pub use identity::BackendName;
