@@ -17,7 +17,6 @@ const CASES: &str = include_str!("fixtures/spec_cases.json");
 #[derive(Clone, Copy, Debug)]
 enum EngineKind {
     Memory,
-    #[allow(dead_code)]
     Sqlite,
 }
 
@@ -158,8 +157,14 @@ fn run_all(kind: EngineKind) -> Vec<String> {
 
 /// Known failures, asserted explicitly so both a fix and a regression show.
 const KNOWN_MEMORY_FAILURES: &[&str] = &[];
+const KNOWN_SQLITE_FAILURES: &[&str] = &[];
 
 #[test]
 fn conformance_in_memory_engine() {
     assert_eq!(run_all(EngineKind::Memory), KNOWN_MEMORY_FAILURES);
+}
+
+#[test]
+fn conformance_sqlite_engine() {
+    assert_eq!(run_all(EngineKind::Sqlite), KNOWN_SQLITE_FAILURES);
 }

@@ -1,20 +1,230 @@
-//! SQLite engine (being built).
-use super::{Database, Engine, EngineError, RowSink};
-use crate::query_model::Dataset;
+//! The SQLite engine: compiles the dataset with [`crate::sql`] and the SQLite dialect, runs the
+//! setup statements, and streams the results query row by row into the sink (the result is
+//! never held in memory). Values are decoded through the output column types, since SQLite
+//! stores bools as 0/1 and dates as ISO text.
 
-/// SQLite engine.
-pub struct SqliteEngine;
-impl SqliteEngine {
-    /// Loads a database.
-    ///
-    /// # Errors
-    /// Always, for now.
-    pub fn from_database(_db: &Database) -> Result<SqliteEngine, EngineError> {
-        Err(EngineError::Unsupported("sqlite".into()))
+use std::path::Path;
+
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{Connection, OpenFlags};
+
+use super::{Database, Engine, EngineError, RowSink, table_specs};
+use crate::query_model::{Dataset, Date, ScalarType, Value};
+use crate::sql::{self, Dialect, SqliteDialect, StatementKind};
+
+/// Runs datasets against a SQLite database whose tables are named and shaped like the
+/// query-model tables (the reference's default backend).
+pub struct SqliteEngine {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for SqliteEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteEngine").finish_non_exhaustive()
     }
 }
-impl Engine for SqliteEngine {
-    fn run(&mut self, _dataset: &Dataset, _sink: &mut dyn RowSink) -> Result<(), EngineError> {
-        Err(EngineError::Unsupported("sqlite".into()))
+
+impl SqliteEngine {
+    /// Opens an existing database file read-only (temporary tables live in SQLite's separate
+    /// temp schema, so the data file is never written).
+    ///
+    /// # Errors
+    /// The file cannot be opened as a SQLite database.
+    pub fn open(path: &Path) -> Result<SqliteEngine, EngineError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        SqliteEngine::with_connection(conn)
     }
+
+    /// An in-memory SQLite database holding `database`'s tables (tests, conformance).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn from_database(database: &Database) -> Result<SqliteEngine, EngineError> {
+        let mut conn = Connection::open_in_memory()?;
+        load_database(&mut conn, database)?;
+        SqliteEngine::with_connection(conn)
+    }
+
+    fn with_connection(conn: Connection) -> Result<SqliteEngine, EngineError> {
+        register_functions(&conn)?;
+        // Temp tables and sorts spill to disk beyond a fixed cache, keeping memory flat.
+        conn.execute_batch("PRAGMA temp_store = FILE; PRAGMA cache_size = -65536;")?;
+        Ok(SqliteEngine { conn })
+    }
+}
+
+/// Creates `database`'s tables in `conn` (with `patient_id` indexes) and inserts the rows.
+///
+/// # Errors
+/// SQLite errors.
+pub fn load_database(conn: &mut Connection, database: &Database) -> Result<(), EngineError> {
+    let dialect = SqliteDialect;
+    let tx = conn.transaction()?;
+    for table in database.tables() {
+        let schema = &table.schema;
+        let mut columns = vec!["patient_id INTEGER NOT NULL".to_string()];
+        columns.extend(
+            schema
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", dialect.ident(&c.name), dialect.column_type(c.ty))),
+        );
+        let name = dialect.ident(&schema.name);
+        tx.execute_batch(&format!(
+            "CREATE TABLE {name} ({}); CREATE INDEX {} ON {name} (patient_id);",
+            columns.join(", "),
+            dialect.ident(&format!("ix_{}_patient_id", schema.name))
+        ))?;
+        let placeholders = vec!["?"; schema.columns.len() + 1].join(", ");
+        let mut insert = tx.prepare(&format!("INSERT INTO {name} VALUES ({placeholders})"))?;
+        for (patient_id, values) in &table.rows {
+            let mut params: Vec<SqlValue> = vec![SqlValue::Integer(*patient_id)];
+            params.extend(values.iter().map(to_sql));
+            insert.execute(rusqlite::params_from_iter(params))?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A value as SQLite stores it.
+pub fn to_sql(value: &Value) -> SqlValue {
+    match value {
+        Value::Null => SqlValue::Null,
+        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Int(i) => SqlValue::Integer(*i),
+        Value::Float(f) => SqlValue::Real(*f),
+        Value::Str(s) | Value::Code(_, s) => SqlValue::Text(s.to_string()),
+        Value::Date(d) => SqlValue::Text(d.to_string()),
+    }
+}
+
+/// `FLOOR` and `POW`, as SQLite's math extension names them (the bundled build lacks it).
+/// `POW` applies ehrQL's rules: NULL for 0 to a negative power and for a negative base to a
+/// fractional power; integer powers stay integers (NULL if they overflow).
+fn register_functions(conn: &Connection) -> Result<(), EngineError> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("FLOOR", 1, flags, |ctx| {
+        Ok(match ctx.get_raw(0) {
+            ValueRef::Integer(i) => SqlValue::Integer(i),
+            ValueRef::Real(f) => SqlValue::Real(f.floor()),
+            _ => SqlValue::Null,
+        })
+    })?;
+    conn.create_scalar_function("POW", 2, flags, |ctx| {
+        let (a, b) = (ctx.get_raw(0), ctx.get_raw(1));
+        Ok(match (a, b) {
+            (ValueRef::Integer(a), ValueRef::Integer(b)) => match u32::try_from(b) {
+                Ok(e) => a.checked_pow(e).map_or(SqlValue::Null, SqlValue::Integer),
+                Err(_) => SqlValue::Null,
+            },
+            (ValueRef::Real(a), ValueRef::Real(b)) => {
+                if (a == 0.0 && b < 0.0) || (a < 0.0 && b.fract() != 0.0) {
+                    SqlValue::Null
+                } else {
+                    let r = a.powf(b);
+                    if r.is_finite() {
+                        SqlValue::Real(r)
+                    } else {
+                        SqlValue::Null
+                    }
+                }
+            }
+            _ => SqlValue::Null,
+        })
+    })?;
+    Ok(())
+}
+
+/// The statements `dump-dataset-sql` prints.
+///
+/// # Errors
+/// Constructs the compiler does not support.
+pub fn dataset_sql(dataset: &Dataset) -> Result<Vec<sql::Statement>, sql::CompileError> {
+    sql::compile(dataset, &SqliteDialect)
+}
+
+impl Engine for SqliteEngine {
+    fn run(&mut self, dataset: &Dataset, sink: &mut dyn RowSink) -> Result<(), EngineError> {
+        let statements =
+            dataset_sql(dataset).map_err(|e| EngineError::Unsupported(e.to_string()))?;
+        let specs = table_specs(dataset);
+        let total = statements.len();
+        for (i, statement) in statements.iter().enumerate() {
+            let started = std::time::Instant::now();
+            match statement.kind {
+                StatementKind::Setup | StatementKind::Cleanup => {
+                    self.conn.execute_batch(&statement.sql)?
+                }
+                StatementKind::Results => {
+                    let (name, columns) = &specs[0];
+                    sink.begin_table(name, columns).map_err(EngineError::Sink)?;
+                    let mut stmt = self.conn.prepare(&statement.sql)?;
+                    let mut rows = stmt.query([])?;
+                    let mut out: Vec<Value> = Vec::with_capacity(columns.len());
+                    while let Some(row) = rows.next()? {
+                        out.clear();
+                        for (index, column) in columns.iter().enumerate() {
+                            out.push(decode(row.get_ref(index)?, column.ty, &column.name)?);
+                        }
+                        sink.row(&out).map_err(EngineError::Sink)?;
+                    }
+                }
+            }
+            tracing::debug!(
+                query = i + 1,
+                of = total,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "ran query"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn decode(value: ValueRef<'_>, ty: ScalarType, column: &str) -> Result<Value, EngineError> {
+    let bad = |message: String| EngineError::BadData {
+        table: "results".into(),
+        column: column.into(),
+        message,
+    };
+    Ok(match (value, ty) {
+        (ValueRef::Null, _) => Value::Null,
+        (ValueRef::Integer(i), ScalarType::Bool) => Value::Bool(i != 0),
+        (ValueRef::Integer(i), ScalarType::Int) => Value::Int(i),
+        (ValueRef::Real(f), ScalarType::Int) if f.fract() == 0.0 && f.abs() < 9.0e18 => {
+            Value::Int(f as i64)
+        }
+        (ValueRef::Real(f), ScalarType::Float) => Value::Float(f),
+        (ValueRef::Integer(i), ScalarType::Float) => Value::Float(i as f64),
+        (ValueRef::Text(t), ScalarType::Date) => {
+            let text = std::str::from_utf8(t).map_err(|e| bad(e.to_string()))?;
+            Value::Date(
+                Date::parse_iso(text).ok_or_else(|| bad(format!("'{text}' is not a date")))?,
+            )
+        }
+        (ValueRef::Text(t), ScalarType::Str | ScalarType::MultiCodeString(_)) => Value::Str(
+            std::str::from_utf8(t)
+                .map_err(|e| bad(e.to_string()))?
+                .into(),
+        ),
+        (ValueRef::Text(t), ScalarType::Code(system)) => Value::Code(
+            system,
+            std::str::from_utf8(t)
+                .map_err(|e| bad(e.to_string()))?
+                .into(),
+        ),
+        (other, ty) => {
+            return Err(bad(format!(
+                "a {:?} value cannot be read as {ty}",
+                other.data_type()
+            )));
+        }
+    })
 }

@@ -1,1 +1,940 @@
-//! SQL compilation (being built).
+//! Compiles a [`Dataset`] to SQL statements (spec §5.2), through a [`Dialect`].
+//!
+//! Plan, aiming at one pass per table:
+//! 1. Every node that needs its own query (aggregations over many rows, sort-and-pick, episode
+//!    counts, sets) is *materialized* into a temporary table keyed by `patient_id`.
+//! 2. Materialized nodes are grouped by (phase, level, root table): all aggregations and picks
+//!    over one table at one dependency level share a single scan, using conditional
+//!    aggregation (`SUM(CASE WHEN <filters> THEN x END)`) and one `ROW_NUMBER()` window per
+//!    pick, partitioned by patient and filter outcome. The level of a node is one more than the
+//!    deepest materialized node its inputs read.
+//! 3. Phase A holds what the population needs; then the universe (union of the patient ids of
+//!    the tables the population reads, valid because of the "not True on NULL inputs" rule)
+//!    and the population table; phase B scans are restricted to population patients.
+//! 4. The results query LEFT JOINs everything to the population, ordered by patient.
+//!
+//! The `rewrite_sorts` transform (spec §2.6) is applied when picking: the columns read from a
+//! pick, in lexical order, are appended as the lowest-priority sort keys.
+
+pub mod dialect;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub use dialect::{DatePart, Dialect, SqliteDialect};
+
+use crate::query_model::{
+    AggregateKind, Dataset, Domain, FunctionOp, Graph, Literal, Node, NodeId, Position, ScalarType,
+    Value,
+};
+
+/// Why a dataset cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompileError {
+    /// A construct the SQL compiler does not support.
+    #[error("{0} is not supported by the SQL engines")]
+    Unsupported(String),
+}
+
+/// What a statement is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatementKind {
+    /// Creates or fills a temporary table.
+    Setup,
+    /// Returns a result table's rows.
+    Results,
+    /// Drops a temporary table.
+    Cleanup,
+}
+
+/// One SQL statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    /// Its role.
+    pub kind: StatementKind,
+    /// The SQL text, with literal values inlined.
+    pub sql: String,
+}
+
+/// Compiles `dataset` to statements in execution order.
+///
+/// # Errors
+/// Event tables, measures parameters, or anything else not yet supported.
+pub fn compile(dataset: &Dataset, dialect: &dyn Dialect) -> Result<Vec<Statement>, CompileError> {
+    if !dataset.events().is_empty() {
+        return Err(CompileError::Unsupported(
+            "event tables (add_event_table)".into(),
+        ));
+    }
+    let mut compiler = Compiler::new(dataset, dialect)?;
+    compiler.compile()
+}
+
+/// Where a materialized node's values live: (temporary table, column).
+#[derive(Clone, Debug)]
+struct Location {
+    table: String,
+    column: String,
+}
+
+/// Per-query compilation state: the patient-id expression joins attach to, the many-rows base
+/// table (aliased `base`), and the LEFT JOINs needed so far.
+struct Scope {
+    patient_id: String,
+    base_root: Option<NodeId>,
+    joins: Vec<(String, String)>,
+    memo: HashMap<NodeId, String>,
+}
+
+impl Scope {
+    fn new(patient_id: String, base_root: Option<NodeId>) -> Scope {
+        Scope {
+            patient_id,
+            base_root,
+            joins: Vec::new(),
+            memo: HashMap::new(),
+        }
+    }
+
+    fn join(&mut self, alias: &str, table_sql: &str) {
+        if !self.joins.iter().any(|(a, _)| a == alias) {
+            self.joins.push((alias.to_string(), table_sql.to_string()));
+        }
+    }
+
+    fn join_sql(&self, dialect: &dyn Dialect) -> String {
+        let mut out = String::new();
+        for (alias, table) in &self.joins {
+            let alias_q = dialect.ident(alias);
+            out.push_str(&format!(
+                " LEFT JOIN {table} AS {alias_q} ON {alias_q}.patient_id = {}",
+                self.patient_id
+            ));
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Population,
+    Results,
+}
+
+/// What one statement computes: aggregations and picks over one root table, or a node with a
+/// query of its own (CountEpisodes, CombineAsSet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Batch {
+    Scan(NodeId),
+    Own(NodeId),
+}
+
+struct Compiler<'a> {
+    dataset: &'a Dataset,
+    graph: &'a Graph,
+    dialect: &'a dyn Dialect,
+    statements: Vec<Statement>,
+    cleanup: Vec<String>,
+    locations: HashMap<NodeId, Location>,
+    values_tables: HashMap<NodeId, String>,
+    counter: usize,
+    population_table: Option<String>,
+}
+
+impl<'a> Compiler<'a> {
+    fn new(dataset: &'a Dataset, dialect: &'a dyn Dialect) -> Result<Compiler<'a>, CompileError> {
+        for id in dataset.reachable() {
+            if let Node::Parameter { name, .. } = dataset.graph().node(id) {
+                return Err(CompileError::Unsupported(format!("Parameter '{name}'")));
+            }
+        }
+        Ok(Compiler {
+            dataset,
+            graph: dataset.graph(),
+            dialect,
+            statements: Vec::new(),
+            cleanup: Vec::new(),
+            locations: HashMap::new(),
+            values_tables: HashMap::new(),
+            counter: 0,
+            population_table: None,
+        })
+    }
+
+    fn temp_name(&mut self) -> String {
+        self.counter += 1;
+        format!("tmp_{}", self.counter)
+    }
+
+    fn setup(&mut self, sqls: Vec<String>) {
+        self.statements
+            .extend(sqls.into_iter().map(|sql| Statement {
+                kind: StatementKind::Setup,
+                sql,
+            }));
+    }
+
+    fn is_materialized(&self, id: NodeId) -> bool {
+        match self.graph.node(id) {
+            Node::PickOneRowPerPatient { .. } | Node::CountEpisodes { .. } => true,
+            Node::Aggregate { source, .. } => self.graph.info(*source).domain != Domain::Patient,
+            _ => false,
+        }
+    }
+
+    /// Materialized nodes read by `id`'s inputs (not looking inside materialized nodes).
+    fn direct_deps(&self, id: NodeId) -> BTreeSet<NodeId> {
+        let mut out = BTreeSet::new();
+        let mut stack = self.graph.node(id).children();
+        let mut seen = BTreeSet::new();
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
+            if self.is_materialized(n) {
+                out.insert(n);
+                continue;
+            }
+            stack.extend(self.graph.node(n).children());
+        }
+        out
+    }
+
+    /// The root `SelectTable` of a many-rows domain.
+    fn domain_root(&self, domain: Domain) -> Option<NodeId> {
+        let mut current = domain;
+        loop {
+            let Domain::Many(id) = current else {
+                return None;
+            };
+            match self.graph.node(id) {
+                Node::Filter { source, .. } => current = self.graph.info(*source).domain,
+                _ => return Some(id),
+            }
+        }
+    }
+
+    /// The filter conditions of a many-rows domain, innermost last.
+    fn domain_conditions(&self, domain: Domain) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        let mut current = domain;
+        while let Domain::Many(id) = current {
+            match self.graph.node(id) {
+                Node::Filter { source, condition } => {
+                    out.push(*condition);
+                    current = self.graph.info(*source).domain;
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// The many-rows domain a materialized node reads.
+    fn source_domain(&self, id: NodeId) -> Domain {
+        match self.graph.node(id) {
+            Node::PickOneRowPerPatient { source, .. }
+            | Node::Aggregate { source, .. }
+            | Node::CountEpisodes { source, .. } => self.graph.info(*source).domain,
+            _ => Domain::Patient,
+        }
+    }
+
+    fn compile(&mut self) -> Result<Vec<Statement>, CompileError> {
+        // Levels and phases of every materialized node (ids ascend in dependency order).
+        let reachable = self.dataset.reachable();
+        let mut level: HashMap<NodeId, usize> = HashMap::new();
+        for id in &reachable {
+            if self.is_materialized(*id) {
+                let l = self
+                    .direct_deps(*id)
+                    .iter()
+                    .map(|d| level.get(d).copied().unwrap_or(0))
+                    .max()
+                    .unwrap_or(0);
+                level.insert(*id, l + 1);
+            }
+        }
+        let mut population_needs: BTreeSet<NodeId> = BTreeSet::new();
+        let mut stack: Vec<NodeId> = if self.is_materialized(self.dataset.population()) {
+            vec![self.dataset.population()]
+        } else {
+            vec![]
+        };
+        stack.extend(self.direct_deps_of_expr(self.dataset.population()));
+        while let Some(n) = stack.pop() {
+            if population_needs.insert(n) {
+                stack.extend(self.direct_deps(n));
+            }
+        }
+        let mut batches: BTreeMap<(Phase, usize, Batch), Vec<NodeId>> = BTreeMap::new();
+        for (id, l) in &level {
+            let phase = if population_needs.contains(id) {
+                Phase::Population
+            } else {
+                Phase::Results
+            };
+            let own = matches!(self.graph.node(*id), Node::CountEpisodes { .. })
+                || matches!(
+                    self.graph.node(*id),
+                    Node::Aggregate {
+                        kind: AggregateKind::CombineAsSet,
+                        ..
+                    }
+                );
+            let key = if own {
+                (phase, *l, Batch::Own(*id))
+            } else {
+                let root = self.domain_root(self.source_domain(*id)).ok_or_else(|| {
+                    CompileError::Unsupported("an aggregation without a table".into())
+                })?;
+                (phase, *l, Batch::Scan(root))
+            };
+            batches.entry(key).or_default().push(*id);
+        }
+        let mut population_done = false;
+        for ((phase, _, batch), mut nodes) in batches {
+            if phase == Phase::Results && !population_done {
+                self.compile_population()?;
+                population_done = true;
+            }
+            nodes.sort();
+            match batch {
+                Batch::Scan(root) => self.compile_scan(root, &nodes)?,
+                Batch::Own(node) => self.compile_own(node)?,
+            }
+        }
+        if !population_done {
+            self.compile_population()?;
+        }
+        self.compile_results()?;
+        let mut statements = std::mem::take(&mut self.statements);
+        statements.extend(self.cleanup.iter().rev().map(|t| Statement {
+            kind: StatementKind::Cleanup,
+            sql: self.dialect.drop_temp_table(t),
+        }));
+        Ok(statements)
+    }
+
+    /// Materialized nodes an expression reads (including itself if materialized).
+    fn direct_deps_of_expr(&self, id: NodeId) -> BTreeSet<NodeId> {
+        if self.is_materialized(id) {
+            return BTreeSet::from([id]);
+        }
+        self.direct_deps(id)
+    }
+
+    fn semi_join(&self) -> Option<String> {
+        self.population_table.as_ref().map(|p| {
+            format!(
+                "base.patient_id IN (SELECT patient_id FROM {})",
+                self.dialect.ident(p)
+            )
+        })
+    }
+
+    fn table_sql(&self, root: NodeId) -> Result<String, CompileError> {
+        match self.graph.node(root) {
+            Node::SelectTable(t) | Node::SelectPatientTable(t) => Ok(self.dialect.ident(&t.name)),
+            _ => Err(CompileError::Unsupported(
+                "a frame that is not a table".into(),
+            )),
+        }
+    }
+
+    fn conditions_sql(
+        &mut self,
+        domain: Domain,
+        scope: &mut Scope,
+    ) -> Result<Option<String>, CompileError> {
+        let conditions = self.domain_conditions(domain);
+        if conditions.is_empty() {
+            return Ok(None);
+        }
+        let mut parts = Vec::new();
+        for c in conditions.iter().rev() {
+            let sql = self.expr(*c, scope)?;
+            parts.push(self.dialect.bool_test(&sql));
+        }
+        Ok(Some(parts.join(" AND ")))
+    }
+
+    /// One scan of `root` computing every aggregation and pick in `nodes`.
+    fn compile_scan(&mut self, root: NodeId, nodes: &[NodeId]) -> Result<(), CompileError> {
+        let d = self.dialect;
+        let mut scope = Scope::new("base.patient_id".into(), Some(root));
+        let mut inner: Vec<String> = vec!["base.patient_id AS patient_id".into()];
+        let mut outer: Vec<String> = Vec::new();
+        let mut columns: Vec<String> = Vec::new();
+        let table = self.temp_name();
+        let mut locations = Vec::new();
+        for (i, id) in nodes.iter().enumerate() {
+            let domain = self.source_domain(*id);
+            let condition = self.conditions_sql(domain, &mut scope)?;
+            let when = |value: &str| match &condition {
+                Some(c) => format!("CASE WHEN {c} THEN {value} END"),
+                None => value.to_string(),
+            };
+            match self.graph.node(*id).clone() {
+                Node::Aggregate { kind, source } => {
+                    let column = format!("v{i}");
+                    let (arg, agg) = match kind {
+                        AggregateKind::Exists => (
+                            match &condition {
+                                Some(c) => format!("CASE WHEN {c} THEN 1 ELSE 0 END"),
+                                None => "1".into(),
+                            },
+                            "MAX",
+                        ),
+                        AggregateKind::Count => (when("1"), "COUNT"),
+                        other => {
+                            let value = self.expr(source, &mut scope)?;
+                            let agg = match other {
+                                AggregateKind::CountDistinct => "COUNT(DISTINCT",
+                                AggregateKind::Min => "MIN",
+                                AggregateKind::Max => "MAX",
+                                AggregateKind::Sum => "SUM",
+                                AggregateKind::Mean => "AVG",
+                                _ => {
+                                    return Err(CompileError::Unsupported(format!(
+                                        "{other:?} in a scan"
+                                    )));
+                                }
+                            };
+                            (when(&value), agg)
+                        }
+                    };
+                    inner.push(format!("{arg} AS a{i}"));
+                    let close = if agg.ends_with("DISTINCT") {
+                        format!("{agg} a{i})")
+                    } else {
+                        format!("{agg}(a{i})")
+                    };
+                    outer.push(format!("{close} AS {column}"));
+                    columns.push(column.clone());
+                    locations.push((
+                        *id,
+                        Location {
+                            table: table.clone(),
+                            column,
+                        },
+                    ));
+                }
+                Node::PickOneRowPerPatient { source, position } => {
+                    let flag = match &condition {
+                        Some(c) => format!("CASE WHEN {c} THEN 1 ELSE 0 END"),
+                        None => "1".into(),
+                    };
+                    // Sort keys: outermost Sort first, then the rewrite_sorts columns.
+                    let mut keys = Vec::new();
+                    let mut current = source;
+                    loop {
+                        match self.graph.node(current).clone() {
+                            Node::Sort { source, sort_by } => {
+                                keys.push(self.expr(sort_by, &mut scope)?);
+                                current = source;
+                            }
+                            Node::Filter { source, .. } => current = source,
+                            _ => break,
+                        }
+                    }
+                    let picked: Vec<String> = self
+                        .dataset
+                        .pick_columns(*id)
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect();
+                    for c in &picked {
+                        keys.push(format!("base.{}", d.ident(c)));
+                    }
+                    let direction = if position == Position::Last {
+                        " DESC"
+                    } else {
+                        ""
+                    };
+                    let order: Vec<String> =
+                        keys.iter().map(|k| format!("{k}{direction}")).collect();
+                    inner.push(format!("{flag} AS f{i}"));
+                    inner.push(format!(
+                        "ROW_NUMBER() OVER (PARTITION BY base.patient_id, {flag} ORDER BY {}) AS r{i}",
+                        order.join(", ")
+                    ));
+                    let exists = format!("p{i}_exists");
+                    outer.push(format!("MAX(f{i}) AS {exists}"));
+                    columns.push(exists.clone());
+                    locations.push((
+                        *id,
+                        Location {
+                            table: table.clone(),
+                            column: exists,
+                        },
+                    ));
+                    for (j, c) in picked.iter().enumerate() {
+                        inner.push(format!("base.{} AS c{i}_{j}", d.ident(c)));
+                        let column = format!("p{i}_{j}");
+                        outer.push(format!(
+                            "MAX(CASE WHEN r{i} = 1 AND f{i} = 1 THEN c{i}_{j} END) AS {column}"
+                        ));
+                        columns.push(column);
+                    }
+                }
+                other => {
+                    return Err(CompileError::Unsupported(format!(
+                        "{} in a scan",
+                        other.class_name()
+                    )));
+                }
+            }
+        }
+        let mut select = format!(
+            "SELECT patient_id, {} FROM (SELECT {} FROM {} AS base{}",
+            outer.join(", "),
+            inner.join(", "),
+            self.table_sql(root)?,
+            scope.join_sql(d)
+        );
+        if let Some(semi) = self.semi_join() {
+            select.push_str(&format!(" WHERE {semi}"));
+        }
+        select.push_str(") AS scan GROUP BY patient_id");
+        let sqls = d.create_patient_temp_table(&table, &columns, &select);
+        self.setup(sqls);
+        self.cleanup.push(table);
+        for (id, loc) in locations {
+            self.locations.insert(id, loc);
+        }
+        Ok(())
+    }
+
+    /// A node with a query of its own: episode counts (a `LAG` window) and sets.
+    fn compile_own(&mut self, id: NodeId) -> Result<(), CompileError> {
+        let d = self.dialect;
+        let domain = self.source_domain(id);
+        let root = self
+            .domain_root(domain)
+            .ok_or_else(|| CompileError::Unsupported("a set without a table".into()))?;
+        let mut scope = Scope::new("base.patient_id".into(), Some(root));
+        let mut conditions = Vec::new();
+        if let Some(c) = self.conditions_sql(domain, &mut scope)? {
+            conditions.push(c);
+        }
+        if let Some(semi) = self.semi_join() {
+            conditions.push(semi);
+        }
+        let table = self.temp_name();
+        match self.graph.node(id).clone() {
+            Node::CountEpisodes {
+                source,
+                maximum_gap_days,
+            } => {
+                let date = self.expr(source, &mut scope)?;
+                conditions.push(format!("{date} IS NOT NULL"));
+                let inner = format!(
+                    "SELECT base.patient_id AS patient_id, {date} AS d, LAG({date}) OVER (PARTITION BY base.patient_id ORDER BY {date}) AS prev FROM {} AS base{} WHERE {}",
+                    self.table_sql(root)?,
+                    scope.join_sql(d),
+                    conditions.join(" AND ")
+                );
+                let select = format!(
+                    "SELECT patient_id, SUM(CASE WHEN prev IS NULL OR {} > {maximum_gap_days} THEN 1 ELSE 0 END) AS value FROM ({inner}) AS episodes GROUP BY patient_id",
+                    d.date_diff_days("d", "prev")
+                );
+                self.setup(d.create_patient_temp_table(&table, &["value".to_string()], &select));
+            }
+            Node::Aggregate {
+                kind: AggregateKind::CombineAsSet,
+                source,
+            } => {
+                let value = self.expr(source, &mut scope)?;
+                conditions.push(format!("{value} IS NOT NULL"));
+                let select = format!(
+                    "SELECT DISTINCT base.patient_id AS patient_id, {value} AS value FROM {} AS base{} WHERE {}",
+                    self.table_sql(root)?,
+                    scope.join_sql(d),
+                    conditions.join(" AND ")
+                );
+                self.setup(d.create_temp_table(&table, &select, &["patient_id", "value"]));
+            }
+            other => {
+                return Err(CompileError::Unsupported(format!(
+                    "{} on its own",
+                    other.class_name()
+                )));
+            }
+        }
+        self.cleanup.push(table.clone());
+        self.locations.insert(
+            id,
+            Location {
+                table,
+                column: "value".into(),
+            },
+        );
+        Ok(())
+    }
+
+    fn compile_population(&mut self) -> Result<(), CompileError> {
+        let d = self.dialect;
+        let universe = self.temp_name();
+        let mut scope = Scope::new(format!("{}.patient_id", d.ident(&universe)), None);
+        let condition = self.expr(self.dataset.population(), &mut scope)?;
+        let sources: Vec<String> = scope
+            .joins
+            .iter()
+            .map(|(_, t)| format!("SELECT patient_id FROM {t}"))
+            .collect();
+        let universe_select = if sources.is_empty() {
+            // No table is read: the population can only be a constant, and (not True on NULL
+            // inputs) it is not True, so nobody qualifies.
+            "SELECT 0 AS patient_id WHERE 0 = 1".to_string()
+        } else {
+            sources.join(" UNION ")
+        };
+        self.setup(d.create_patient_temp_table(&universe, &[], &universe_select));
+        self.cleanup.push(universe.clone());
+        let population = self.temp_name();
+        let select = format!(
+            "SELECT {u}.patient_id FROM {u}{} WHERE {}",
+            scope.join_sql(d),
+            d.bool_test(&condition),
+            u = d.ident(&universe)
+        );
+        self.setup(d.create_patient_temp_table(&population, &[], &select));
+        self.cleanup.push(population.clone());
+        self.population_table = Some(population);
+        Ok(())
+    }
+
+    fn compile_results(&mut self) -> Result<(), CompileError> {
+        let d = self.dialect;
+        let population = self
+            .population_table
+            .clone()
+            .ok_or_else(|| CompileError::Unsupported("no population".into()))?;
+        let p = d.ident(&population);
+        let mut scope = Scope::new(format!("{p}.patient_id"), None);
+        let mut columns = vec![format!("{p}.patient_id")];
+        for (name, id) in self.dataset.variables() {
+            let sql = self.expr(*id, &mut scope)?;
+            let sql = if self.graph.scalar_type(*id) == Some(ScalarType::Bool) {
+                d.bool_value(&sql)
+            } else {
+                sql
+            };
+            columns.push(format!("{sql} AS {}", d.ident(name)));
+        }
+        let sql = format!(
+            "SELECT {} FROM {p}{} ORDER BY {p}.patient_id",
+            columns.join(", "),
+            scope.join_sql(d)
+        );
+        self.statements.push(Statement {
+            kind: StatementKind::Results,
+            sql,
+        });
+        Ok(())
+    }
+
+    fn location(&self, id: NodeId) -> Result<Location, CompileError> {
+        self.locations.get(&id).cloned().ok_or_else(|| {
+            CompileError::Unsupported(format!("node {} used before it was computed", id.index()))
+        })
+    }
+
+    fn joined_column(&self, loc: &Location, scope: &mut Scope) -> String {
+        let alias = loc.table.clone();
+        scope.join(&alias, &self.dialect.ident(&loc.table));
+        format!(
+            "{}.{}",
+            self.dialect.ident(&alias),
+            self.dialect.ident(&loc.column)
+        )
+    }
+
+    /// The SQL of a series in `scope`.
+    fn expr(&mut self, id: NodeId, scope: &mut Scope) -> Result<String, CompileError> {
+        if let Some(sql) = scope.memo.get(&id) {
+            return Ok(sql.clone());
+        }
+        let sql = self.expr_uncached(id, scope)?;
+        scope.memo.insert(id, sql.clone());
+        Ok(sql)
+    }
+
+    fn expr_uncached(&mut self, id: NodeId, scope: &mut Scope) -> Result<String, CompileError> {
+        let d = self.dialect;
+        let node = self.graph.node(id).clone();
+        match node {
+            Node::Value(Literal::Scalar(v)) => Ok(d.literal(&v)),
+            Node::Value(Literal::Set { .. }) => {
+                Err(CompileError::Unsupported("a set outside 'In'".into()))
+            }
+            Node::Parameter { name, .. } => {
+                Err(CompileError::Unsupported(format!("Parameter '{name}'")))
+            }
+            Node::SelectColumn { source, name } => self.column(source, &name, scope),
+            Node::Aggregate { kind, source }
+                if self.graph.info(source).domain == Domain::Patient =>
+            {
+                // Exists/Count of a one-row-per-patient frame.
+                let present = self.frame_present(source, scope)?;
+                Ok(match kind {
+                    AggregateKind::Exists => d.bool_value(&present),
+                    _ => format!("(CASE WHEN {present} THEN 1 ELSE 0 END)"),
+                })
+            }
+            Node::Aggregate { kind, .. } => {
+                let loc = self.location(id)?;
+                let column = self.joined_column(&loc, scope);
+                Ok(match kind {
+                    AggregateKind::Exists => d.bool_value(&format!("(COALESCE({column}, 0) = 1)")),
+                    AggregateKind::Count | AggregateKind::CountDistinct => {
+                        format!("COALESCE({column}, 0)")
+                    }
+                    _ => column,
+                })
+            }
+            Node::CountEpisodes { .. } => {
+                let loc = self.location(id)?;
+                Ok(format!("COALESCE({}, 0)", self.joined_column(&loc, scope)))
+            }
+            Node::Function { op, args } => self.function(op, &args, scope),
+            Node::Case { cases, default } => {
+                let mut sql = String::from("(CASE");
+                for (condition, value) in cases {
+                    let c = self.expr(condition, scope)?;
+                    let v = match value {
+                        Some(v) => self.expr(v, scope)?,
+                        None => "NULL".into(),
+                    };
+                    sql.push_str(&format!(" WHEN {} THEN {v}", d.bool_test(&c)));
+                }
+                if let Some(default) = default {
+                    sql.push_str(&format!(" ELSE {}", self.expr(default, scope)?));
+                }
+                sql.push_str(" END)");
+                Ok(sql)
+            }
+            other => Err(CompileError::Unsupported(format!(
+                "{} as a series",
+                other.class_name()
+            ))),
+        }
+    }
+
+    /// SQL true when a one-row-per-patient frame has a row for the patient.
+    fn frame_present(&mut self, frame: NodeId, scope: &mut Scope) -> Result<String, CompileError> {
+        match self.graph.node(frame).clone() {
+            Node::SelectPatientTable(t) => {
+                scope.join(&t.name, &self.dialect.ident(&t.name));
+                Ok(format!(
+                    "({}.patient_id IS NOT NULL)",
+                    self.dialect.ident(&t.name)
+                ))
+            }
+            Node::PickOneRowPerPatient { .. } => {
+                let loc = self.location(frame)?;
+                Ok(format!(
+                    "(COALESCE({}, 0) = 1)",
+                    self.joined_column(&loc, scope)
+                ))
+            }
+            other => Err(CompileError::Unsupported(format!(
+                "{} as a patient frame",
+                other.class_name()
+            ))),
+        }
+    }
+
+    fn column(
+        &mut self,
+        source: NodeId,
+        name: &str,
+        scope: &mut Scope,
+    ) -> Result<String, CompileError> {
+        let d = self.dialect;
+        match self.graph.node(source).clone() {
+            Node::SelectPatientTable(t) => {
+                scope.join(&t.name, &d.ident(&t.name));
+                Ok(format!("{}.{}", d.ident(&t.name), d.ident(name)))
+            }
+            Node::PickOneRowPerPatient { .. } => {
+                if name == "patient_id" {
+                    return Ok(scope.patient_id.clone());
+                }
+                let index = self
+                    .dataset
+                    .pick_columns(source)
+                    .iter()
+                    .position(|c| &**c == name)
+                    .ok_or_else(|| {
+                        CompileError::Unsupported(format!("column '{name}' of a pick"))
+                    })?;
+                let mut loc = self.location(source)?;
+                loc.column = loc.column.replace("exists", &index.to_string());
+                Ok(self.joined_column(&loc, scope))
+            }
+            _ => {
+                // A many-rows frame: the column of the scan's base table.
+                let root = self.domain_root(self.graph.info(source).domain);
+                if root.is_none() || root != scope.base_root {
+                    return Err(CompileError::Unsupported(
+                        "a many-rows column outside its table's scan".into(),
+                    ));
+                }
+                Ok(format!("base.{}", d.ident(name)))
+            }
+        }
+    }
+
+    fn function(
+        &mut self,
+        op: FunctionOp,
+        args: &[NodeId],
+        scope: &mut Scope,
+    ) -> Result<String, CompileError> {
+        use FunctionOp::*;
+        let d = self.dialect;
+        if op == In {
+            return self.in_set(args[0], args[1], scope);
+        }
+        let mut a = Vec::with_capacity(args.len());
+        for arg in args {
+            a.push(self.expr(*arg, scope)?);
+        }
+        let first_type = self.graph.scalar_type(args[0]);
+        let binary = |sym: &str| format!("({} {sym} {})", a[0], a[1]);
+        Ok(match op {
+            Eq => binary("="),
+            Ne => binary("!="),
+            Lt => binary("<"),
+            Le => binary("<="),
+            Gt => binary(">"),
+            Ge => binary(">="),
+            And => d.bool_value(&format!(
+                "({} AND {})",
+                d.bool_test(&a[0]),
+                d.bool_test(&a[1])
+            )),
+            Or => d.bool_value(&format!(
+                "({} OR {})",
+                d.bool_test(&a[0]),
+                d.bool_test(&a[1])
+            )),
+            Not => d.bool_value(&format!("(NOT {})", d.bool_test(&a[0]))),
+            IsNull => d.bool_value(&format!("({} IS NULL)", a[0])),
+            Negate => format!("(-{})", a[0]),
+            Absolute => format!("abs({})", a[0]),
+            Add => binary("+"),
+            Subtract => binary("-"),
+            Multiply => binary("*"),
+            TrueDivide => d.true_divide(&a[0], &a[1]),
+            FloorDivide => d.floor_divide(&a[0], &a[1], first_type == Some(ScalarType::Int)),
+            Power => d.power(&a[0], &a[1]),
+            CastToInt => d.cast_to_int(&a[0]),
+            CastToFloat => d.cast_to_float(&a[0]),
+            DateAddDays => d.date_add_days(&a[0], &a[1]),
+            DateAddMonths => d.date_add_months(&a[0], &a[1]),
+            DateAddYears => d.date_add_years(&a[0], &a[1]),
+            DateDifferenceInDays => d.date_diff_days(&a[0], &a[1]),
+            DateDifferenceInMonths => {
+                let part = |s: &str, p| d.date_part(s, p);
+                format!(
+                    "(({} - {}) * 12 + ({} - {}) - (CASE WHEN {} < {} THEN 1 ELSE 0 END))",
+                    part(&a[0], DatePart::Year),
+                    part(&a[1], DatePart::Year),
+                    part(&a[0], DatePart::Month),
+                    part(&a[1], DatePart::Month),
+                    part(&a[0], DatePart::Day),
+                    part(&a[1], DatePart::Day)
+                )
+            }
+            DateDifferenceInYears => {
+                let part = |s: &str, p| d.date_part(s, p);
+                // "Birthday not reached yet": (month, day) of end before those of start.
+                format!(
+                    "(({} - {}) - (CASE WHEN ({} - {}) * -31 > ({} - {}) THEN 1 ELSE 0 END))",
+                    part(&a[0], DatePart::Year),
+                    part(&a[1], DatePart::Year),
+                    part(&a[0], DatePart::Month),
+                    part(&a[1], DatePart::Month),
+                    part(&a[0], DatePart::Day),
+                    part(&a[1], DatePart::Day)
+                )
+            }
+            YearFromDate => d.date_part(&a[0], DatePart::Year),
+            MonthFromDate => d.date_part(&a[0], DatePart::Month),
+            DayFromDate => d.date_part(&a[0], DatePart::Day),
+            ToFirstOfYear => d.first_of_year(&a[0]),
+            ToFirstOfMonth => d.first_of_month(&a[0]),
+            StringContains => d.bool_value(&d.string_contains(&a[0], &a[1])),
+            MinimumOf => d.greatest(&a, false),
+            MaximumOf => d.greatest(&a, true),
+            In => unreachable_in(),
+        })
+    }
+
+    fn in_set(
+        &mut self,
+        lhs: NodeId,
+        rhs: NodeId,
+        scope: &mut Scope,
+    ) -> Result<String, CompileError> {
+        let d = self.dialect;
+        let x = self.expr(lhs, scope)?;
+        match self.graph.node(rhs).clone() {
+            Node::Value(Literal::Set { values, .. }) => {
+                if values.is_empty() {
+                    // Empty set: False even for NULL.
+                    return Ok(d.literal(&Value::Bool(false)));
+                }
+                let literals: Vec<String> = values.iter().map(|v| d.literal(v)).collect();
+                if literals.len() <= d.max_in_list_len() {
+                    return Ok(d.bool_value(&format!("({x} IN ({}))", literals.join(", "))));
+                }
+                let table = match self.values_tables.get(&rhs) {
+                    Some(t) => t.clone(),
+                    None => {
+                        self.counter += 1;
+                        let t = format!("inline_data_{}", self.counter);
+                        let sqls = d.create_values_table(&t, &literals);
+                        // Values tables depend on nothing: create them first.
+                        for (i, sql) in sqls.into_iter().enumerate() {
+                            self.statements.insert(
+                                i,
+                                Statement {
+                                    kind: StatementKind::Setup,
+                                    sql,
+                                },
+                            );
+                        }
+                        self.cleanup.push(t.clone());
+                        self.values_tables.insert(rhs, t.clone());
+                        t
+                    }
+                };
+                Ok(d.bool_value(&format!("({x} IN (SELECT value FROM {}))", d.ident(&table))))
+            }
+            Node::Aggregate {
+                kind: AggregateKind::CombineAsSet,
+                ..
+            } => {
+                let loc = self.location(rhs)?;
+                let t = d.ident(&loc.table);
+                Ok(d.bool_value(&format!(
+                    "({x} IN (SELECT value FROM {t} WHERE {t}.patient_id = {}))",
+                    scope.patient_id
+                )))
+            }
+            other => Err(CompileError::Unsupported(format!(
+                "'In' with {}",
+                other.class_name()
+            ))),
+        }
+    }
+}
+
+fn unreachable_in() -> String {
+    // `In` is handled before the generic path; keep a harmless value rather than panicking.
+    "NULL".into()
+}

@@ -1,0 +1,261 @@
+//! SQL dialects: everything that differs between databases (spec §5.3) behind one trait, so a
+//! PostgreSQL dialect is a second implementation of [`Dialect`], not a rewrite of the compiler.
+//!
+//! Every method receives already-compiled SQL fragments and returns a fragment; fragments are
+//! always parenthesised or atomic so they compose without precedence surprises.
+
+use crate::query_model::{ScalarType, Value};
+
+/// A part of a date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatePart {
+    /// Year.
+    Year,
+    /// Month (1–12).
+    Month,
+    /// Day of month.
+    Day,
+}
+
+/// What a database needs said differently.
+pub trait Dialect {
+    /// A name for `dump-dataset-sql` headers.
+    fn name(&self) -> &'static str;
+    /// Quotes an identifier.
+    fn ident(&self, name: &str) -> String {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+    /// A literal value.
+    fn literal(&self, value: &Value) -> String;
+    /// The SQL column type used to store `ty` in source tables.
+    fn column_type(&self, ty: ScalarType) -> &'static str;
+    /// Statements creating temporary table `name` keyed uniquely by `patient_id`, with the
+    /// given other columns, filled from `select` (whose columns come in the same order).
+    fn create_patient_temp_table(
+        &self,
+        name: &str,
+        columns: &[String],
+        select: &str,
+    ) -> Vec<String>;
+    /// Statements creating temporary table `name` from `select` (rows not unique per patient),
+    /// indexed on `index_columns`.
+    fn create_temp_table(&self, name: &str, select: &str, index_columns: &[&str]) -> Vec<String>;
+    /// Statements creating a one-column temporary table `name(value)` holding `values`
+    /// (long `IN` lists).
+    fn create_values_table(&self, name: &str, values: &[String]) -> Vec<String>;
+    /// Drops a temporary table.
+    fn drop_temp_table(&self, name: &str) -> String {
+        format!("DROP TABLE IF EXISTS {}", self.ident(name))
+    }
+    /// Longest `IN (...)` literal list before a values table is used instead.
+    fn max_in_list_len(&self) -> usize {
+        32
+    }
+    /// `date + days`.
+    fn date_add_days(&self, date: &str, days: &str) -> String;
+    /// `date + months`, rolling an overflowing day to the 1st of the next month.
+    fn date_add_months(&self, date: &str, months: &str) -> String;
+    /// `date + years` (29 Feb on a non-leap year becomes 1 Mar).
+    fn date_add_years(&self, date: &str, years: &str) -> String;
+    /// Whole days from `start` to `end`.
+    fn date_diff_days(&self, end: &str, start: &str) -> String;
+    /// A part of a date as an integer.
+    fn date_part(&self, date: &str, part: DatePart) -> String;
+    /// 1 January of the date's year.
+    fn first_of_year(&self, date: &str) -> String;
+    /// The 1st of the date's month.
+    fn first_of_month(&self, date: &str) -> String;
+    /// Float (or bool) to int, truncating toward zero.
+    fn cast_to_int(&self, x: &str) -> String;
+    /// Number to float.
+    fn cast_to_float(&self, x: &str) -> String;
+    /// Float division; NULL when dividing by zero.
+    fn true_divide(&self, lhs: &str, rhs: &str) -> String;
+    /// Floor division; NULL when dividing by zero. `int_result` keeps an integer type.
+    fn floor_divide(&self, lhs: &str, rhs: &str, int_result: bool) -> String;
+    /// Power with ehrQL's NULL rules (0 to a negative power, a negative base to a fractional
+    /// power).
+    fn power(&self, lhs: &str, rhs: &str) -> String;
+    /// Case-sensitive substring test with no wildcard characters.
+    fn string_contains(&self, haystack: &str, needle: &str) -> String;
+    /// Largest (or smallest) of several values, ignoring NULLs.
+    fn greatest(&self, args: &[String], largest: bool) -> String;
+    /// A boolean expression as a stored value (0/1/NULL or TRUE/FALSE/NULL).
+    fn bool_value(&self, predicate: &str) -> String {
+        predicate.to_string()
+    }
+    /// An expression testing a stored bool (`x` in SQLite, `x` in PostgreSQL too).
+    fn bool_test(&self, value: &str) -> String {
+        value.to_string()
+    }
+}
+
+/// SQLite: bools are 0/1, dates ISO text, `FLOOR`/`POW` registered by the engine (the same
+/// names as SQLite's math extension, so dumped SQL also runs under `sqlean`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SqliteDialect;
+
+impl SqliteDialect {
+    fn int(&self, s: &str) -> String {
+        format!("CAST({s} AS INTEGER)")
+    }
+}
+
+impl Dialect for SqliteDialect {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn literal(&self, value: &Value) -> String {
+        match value {
+            Value::Null => "NULL".into(),
+            Value::Bool(b) => if *b { "1" } else { "0" }.into(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) if f.is_finite() => crate::output::python_float_repr(*f),
+            Value::Float(_) => "NULL".into(),
+            Value::Str(s) | Value::Code(_, s) => format!("'{}'", s.replace('\'', "''")),
+            Value::Date(d) => format!("'{d}'"),
+        }
+    }
+
+    fn column_type(&self, ty: ScalarType) -> &'static str {
+        match ty.primitive() {
+            ScalarType::Bool | ScalarType::Int => "INTEGER",
+            ScalarType::Float => "REAL",
+            _ => "TEXT",
+        }
+    }
+
+    fn create_patient_temp_table(
+        &self,
+        name: &str,
+        columns: &[String],
+        select: &str,
+    ) -> Vec<String> {
+        let mut cols = String::from("patient_id INTEGER PRIMARY KEY");
+        for c in columns {
+            cols.push_str(", ");
+            cols.push_str(&self.ident(c));
+        }
+        let name = self.ident(name);
+        vec![
+            format!("CREATE TEMPORARY TABLE {name} ({cols})"),
+            format!("INSERT INTO {name} {select}"),
+        ]
+    }
+
+    fn create_temp_table(&self, name: &str, select: &str, index_columns: &[&str]) -> Vec<String> {
+        let quoted = self.ident(name);
+        let cols: Vec<String> = index_columns.iter().map(|c| self.ident(c)).collect();
+        vec![
+            format!("CREATE TEMPORARY TABLE {quoted} AS {select}"),
+            format!(
+                "CREATE INDEX {} ON {quoted} ({})",
+                self.ident(&format!("ix_{name}")),
+                cols.join(", ")
+            ),
+        ]
+    }
+
+    fn create_values_table(&self, name: &str, values: &[String]) -> Vec<String> {
+        let quoted = self.ident(name);
+        let rows: Vec<String> = values.iter().map(|v| format!("({v})")).collect();
+        vec![
+            format!("CREATE TEMPORARY TABLE {quoted} (value PRIMARY KEY) WITHOUT ROWID"),
+            format!(
+                "INSERT OR IGNORE INTO {quoted} (value) VALUES {}",
+                rows.join(", ")
+            ),
+        ]
+    }
+
+    fn date_add_days(&self, date: &str, days: &str) -> String {
+        format!("date({date}, ({days}) || ' days')")
+    }
+
+    fn date_add_months(&self, date: &str, months: &str) -> String {
+        // SQLite normalises 31 Feb to 3 Mar; ehrQL wants 1 Mar. Build the date from the 1st of
+        // the target month; if the day overflowed, take the 1st of the month after instead.
+        let day = self.date_part(date, DatePart::Day);
+        let target = format!(
+            "date({date}, 'start of month', ({months}) || ' months', ({day} - 1) || ' days')"
+        );
+        format!(
+            "(CASE WHEN {} = {day} THEN {target} ELSE date({date}, 'start of month', (({months}) + 1) || ' months') END)",
+            self.date_part(&target, DatePart::Day)
+        )
+    }
+
+    fn date_add_years(&self, date: &str, years: &str) -> String {
+        self.date_add_months(date, &format!("({years}) * 12"))
+    }
+
+    fn date_diff_days(&self, end: &str, start: &str) -> String {
+        self.int(&format!("julianday({end}) - julianday({start})"))
+    }
+
+    fn date_part(&self, date: &str, part: DatePart) -> String {
+        let f = match part {
+            DatePart::Year => "%Y",
+            DatePart::Month => "%m",
+            DatePart::Day => "%d",
+        };
+        self.int(&format!("strftime('{f}', {date})"))
+    }
+
+    fn first_of_year(&self, date: &str) -> String {
+        format!("date({date}, 'start of year')")
+    }
+
+    fn first_of_month(&self, date: &str) -> String {
+        format!("date({date}, 'start of month')")
+    }
+
+    fn cast_to_int(&self, x: &str) -> String {
+        self.int(x)
+    }
+
+    fn cast_to_float(&self, x: &str) -> String {
+        format!("CAST({x} AS REAL)")
+    }
+
+    fn true_divide(&self, lhs: &str, rhs: &str) -> String {
+        // SQLite gives NULL for division by zero.
+        format!("(CAST({lhs} AS REAL) / {rhs})")
+    }
+
+    fn floor_divide(&self, lhs: &str, rhs: &str, int_result: bool) -> String {
+        let floor = format!("FLOOR(CAST({lhs} AS REAL) / {rhs})");
+        if int_result { self.int(&floor) } else { floor }
+    }
+
+    fn power(&self, lhs: &str, rhs: &str) -> String {
+        // The registered POW applies ehrQL's NULL rules and keeps integer powers integral.
+        format!("POW({lhs}, {rhs})")
+    }
+
+    fn string_contains(&self, haystack: &str, needle: &str) -> String {
+        // instr is case-sensitive and has no wildcards, unlike LIKE.
+        format!("(instr({haystack}, {needle}) > 0)")
+    }
+
+    fn greatest(&self, args: &[String], largest: bool) -> String {
+        if args.len() == 1 {
+            return args[0].clone();
+        }
+        // SQLite's scalar MAX/MIN return NULL if any argument is NULL; "cyclic COALESCE"
+        // makes each argument fall back to the others, so NULLs are skipped.
+        let n = args.len();
+        let coalesced: Vec<String> = (0..n)
+            .map(|i| {
+                let rotated: Vec<&str> = (0..n).map(|j| args[(i + j) % n].as_str()).collect();
+                format!("COALESCE({})", rotated.join(", "))
+            })
+            .collect();
+        format!(
+            "{}({})",
+            if largest { "MAX" } else { "MIN" },
+            coalesced.join(", ")
+        )
+    }
+}
