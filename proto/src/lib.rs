@@ -10,6 +10,10 @@
 //!   client certificate names.
 //! - [`certs`]: minting the installation's private PKI (CA, server, agent and client
 //!   certificates) with rcgen, for `rap-controller certs …` and for every crate's tests.
+//! - [`trace_context`]: W3C `traceparent` propagation in gRPC metadata and in the trace-context
+//!   maps stored on jobs, bridging `tracing` spans and OpenTelemetry contexts.
+//! - [`telemetry`]: the process's `tracing` subscriber: logs to stderr and, when configured,
+//!   spans to an OTLP collector.
 //!
 //! Invariants: no domain logic lives here (the only domain type is the validated
 //! [`BackendName`], because identity needs it); this is the only crate with code generation;
@@ -18,6 +22,8 @@
 pub mod certs;
 pub mod identity;
 pub mod pb;
+pub mod telemetry;
 pub mod tls;
+pub mod trace_context;
 
 pub use identity::BackendName;
