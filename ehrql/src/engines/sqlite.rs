@@ -228,3 +228,48 @@ fn decode(value: ValueRef<'_>, ty: ScalarType, column: &str) -> Result<Value, En
         }
     })
 }
+
+/// Reads every registry table present in a SQLite database into a [`Database`], so the
+/// in-memory engine can run over the same data (`--query-engine in_memory`).
+///
+/// # Errors
+/// SQLite errors, or values that do not fit their column types.
+pub fn read_database(path: &Path) -> Result<Database, EngineError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let dialect = SqliteDialect;
+    let mut database = Database::new();
+    for schema in crate::tables::all_tables() {
+        let present: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?1",
+            [&schema.name],
+            |row| row.get(0),
+        )?;
+        if present == 0 {
+            continue;
+        }
+        let columns: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| dialect.ident(&c.name))
+            .collect();
+        let mut select = String::from("SELECT patient_id");
+        for c in &columns {
+            select.push_str(", ");
+            select.push_str(c);
+        }
+        select.push_str(&format!(" FROM {}", dialect.ident(&schema.name)));
+        let mut stmt = conn.prepare(&select)?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let patient_id: i64 = row.get(0)?;
+            let mut values = Vec::with_capacity(schema.columns.len());
+            for (i, c) in schema.columns.iter().enumerate() {
+                values.push(decode(row.get_ref(i + 1)?, c.ty, &c.name)?);
+            }
+            out.push((patient_id, values));
+        }
+        database.insert_table(schema, out)?;
+    }
+    Ok(database)
+}

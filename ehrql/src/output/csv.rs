@@ -1,21 +1,44 @@
 //! CSV writing with Python `csv.writer`'s rules (spec §6.3): CRLF line endings, NULL as an
 //! empty field, booleans as `T`/`F`, floats as Python `repr`, quoting only when needed.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Stdout, Write};
 
-use super::{TableWriter, flush, python_float_repr};
+use flate2::write::GzEncoder;
+
+use super::{TableWriter, python_float_repr};
 use crate::engines::{ColumnSpec, SinkError};
 use crate::query_model::Value;
 
+/// Where CSV bytes go.
+pub enum CsvOut {
+    /// A plain file.
+    File(BufWriter<File>),
+    /// A gzip stream (level 6, as Python's default) into a file.
+    Gzip(GzEncoder<BufWriter<File>>),
+    /// Standard output.
+    Stdout(BufWriter<Stdout>),
+}
+
+impl CsvOut {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            CsvOut::File(w) => w,
+            CsvOut::Gzip(w) => w,
+            CsvOut::Stdout(w) => w,
+        }
+    }
+}
+
 /// Writes one CSV table.
 pub struct CsvWriter {
-    out: Box<dyn Write>,
+    out: CsvOut,
     line: String,
 }
 
 impl CsvWriter {
-    /// A writer over `out` (buffer it: rows are written one `write_all` each).
-    pub fn new(out: Box<dyn Write>) -> CsvWriter {
+    /// A writer over `out`.
+    pub fn new(out: CsvOut) -> CsvWriter {
         CsvWriter {
             out,
             line: String::new(),
@@ -62,7 +85,7 @@ impl TableWriter for CsvWriter {
             push_field(&mut self.line, &c.name);
         }
         self.line.push_str("\r\n");
-        self.out.write_all(self.line.as_bytes())?;
+        self.out.writer().write_all(self.line.as_bytes())?;
         Ok(())
     }
 
@@ -75,14 +98,17 @@ impl TableWriter for CsvWriter {
             format_value(&mut self.line, v);
         }
         self.line.push_str("\r\n");
-        self.out.write_all(self.line.as_bytes())?;
+        self.out.writer().write_all(self.line.as_bytes())?;
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>) -> Result<(), SinkError> {
-        flush(&mut self.out)?;
-        // Dropping a GzEncoder writes its trailer; `flush` alone does not finish the stream.
-        drop(self.out);
+    fn finish(self: Box<Self>) -> Result<(), SinkError> {
+        match self.out {
+            CsvOut::File(mut w) => w.flush()?,
+            // `finish` writes the gzip trailer; `flush` alone would not end the stream.
+            CsvOut::Gzip(w) => w.finish()?.flush()?,
+            CsvOut::Stdout(mut w) => w.flush()?,
+        }
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ pub mod arrow;
 pub mod csv;
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::engines::{ColumnSpec, RowSink, SinkError};
@@ -139,6 +139,13 @@ impl FileSink {
                 .map_err(|e| io_err(io::Error::other(e.to_string())))?;
         }
         if let Some(temp) = self.temp.take() {
+            // Temporary files are created 0600; outputs get ordinary permissions.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o644))
+                    .map_err(io_err)?;
+            }
             temp.persist(&self.target).map_err(|e| io_err(e.error))?;
         }
         Ok(())
@@ -156,8 +163,10 @@ impl RowSink for FileSink {
         let temp = self.temp.as_ref().ok_or("output already finished")?;
         let file = temp.reopen()?;
         let mut writer: Box<dyn TableWriter> = match self.format {
-            Format::Csv => Box::new(csv::CsvWriter::new(Box::new(io::BufWriter::new(file)))),
-            Format::CsvGz => Box::new(csv::CsvWriter::new(Box::new(
+            Format::Csv => Box::new(csv::CsvWriter::new(csv::CsvOut::File(io::BufWriter::new(
+                file,
+            )))),
+            Format::CsvGz => Box::new(csv::CsvWriter::new(csv::CsvOut::Gzip(
                 flate2::write::GzEncoder::new(
                     io::BufWriter::new(file),
                     flate2::Compression::new(6),
@@ -209,7 +218,7 @@ impl Default for StdoutSink {
 
 impl RowSink for StdoutSink {
     fn begin_table(&mut self, _name: &str, columns: &[ColumnSpec]) -> Result<(), SinkError> {
-        let mut w = csv::CsvWriter::new(Box::new(io::BufWriter::new(io::stdout())));
+        let mut w = csv::CsvWriter::new(csv::CsvOut::Stdout(io::BufWriter::new(io::stdout())));
         w.begin(columns)?;
         self.writer = Some(w);
         Ok(())
@@ -221,11 +230,6 @@ impl RowSink for StdoutSink {
             None => Err("row before table".into()),
         }
     }
-}
-
-/// Flushes a boxed writer (used by format writers).
-pub(crate) fn flush(w: &mut dyn Write) -> Result<(), SinkError> {
-    w.flush().map_err(Into::into)
 }
 
 /// Python's `repr(float)`: shortest round-trip digits, scientific notation outside
