@@ -28,6 +28,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls::pki_types::ServerName;
 use thiserror::Error;
 
 use crate::identity::{BackendName, CLIENT_URI_PREFIX};
@@ -117,9 +118,9 @@ pub enum CertsError {
     InvalidHostname {
         /// The hostname as given.
         hostname: String,
-        /// rcgen's reason.
+        /// Why it is not a DNS name.
         #[source]
-        source: rcgen::Error,
+        source: rustls::pki_types::InvalidDnsNameError,
     },
     /// A name is empty or has characters outside `[A-Za-z0-9._-]`.
     #[error("invalid certificate name {name:?}: use letters, digits, '.', '_' and '-'")]
@@ -440,17 +441,23 @@ fn common_name(name: &str) -> DistinguishedName {
 }
 
 fn server_name(hostname: &str) -> Result<SanType, CertsError> {
-    if let Ok(ip) = hostname.parse::<IpAddr>() {
-        return Ok(SanType::IpAddress(ip));
-    }
-    match hostname.try_into() {
-        Ok(dns) if !hostname.is_empty() => Ok(SanType::DnsName(dns)),
-        Ok(_) => Err(CertsError::InvalidName {
+    // rustls's own parser decides, so that a name we put in a certificate is exactly one that
+    // clients can verify against (rcgen would accept any ASCII string as a DNS name).
+    let invalid = |source| CertsError::InvalidHostname {
+        hostname: hostname.to_owned(),
+        source,
+    };
+    match ServerName::try_from(hostname).map_err(invalid)? {
+        ServerName::IpAddress(ip) => Ok(SanType::IpAddress(IpAddr::from(ip))),
+        ServerName::DnsName(dns) => match dns.as_ref().try_into() {
+            Ok(ia5) => Ok(SanType::DnsName(ia5)),
+            // A valid DNS name is ASCII, so this cannot happen; reported rather than unwrapped.
+            Err(_) => Err(CertsError::InvalidName {
+                name: hostname.to_owned(),
+            }),
+        },
+        _ => Err(CertsError::InvalidName {
             name: hostname.to_owned(),
-        }),
-        Err(source) => Err(CertsError::InvalidHostname {
-            hostname: hostname.to_owned(),
-            source,
         }),
     }
 }
