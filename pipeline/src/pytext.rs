@@ -80,8 +80,22 @@ pub(crate) fn float_repr(f: f64) -> String {
     if f == 0.0 {
         return if f.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
     }
-    // Rust's `{:e}` gives the shortest round-trip digits, like Python's repr: "d.ddde<exp>".
-    let scientific = format!("{:e}", f.abs());
+    // Python's repr gives the shortest digits that read back as the same float and, among
+    // those, the closest to its exact value. Rust's `{:e}` gives the shortest length but not
+    // always the closest digits, so redo that length with exact, correctly rounded formatting.
+    let shortest = format!("{:e}", f.abs());
+    let n_digits = shortest
+        .split_once('e')
+        .map_or(shortest.as_str(), |(mantissa, _)| mantissa)
+        .chars()
+        .filter(char::is_ascii_digit)
+        .count();
+    let closest = format!("{:.*e}", n_digits.saturating_sub(1), f.abs());
+    let scientific = if closest.parse::<f64>().ok() == Some(f.abs()) {
+        closest
+    } else {
+        shortest
+    };
     let (mantissa, exponent) = match scientific.split_once('e') {
         Some(pair) => pair,
         None => (scientific.as_str(), "0"),
@@ -296,6 +310,8 @@ mod tests {
             (1.2345e20, "1.2345e+20"),
             (123456789012345.0, "123456789012345.0"),
             (0.1, "0.1"),
+            // Rust's shortest digits here end in 3; Python's closest shortest end in 2.
+            (71848888186297.12, "71848888186297.12"),
             (f64::INFINITY, "inf"),
         ];
         for (f, expected) in cases {

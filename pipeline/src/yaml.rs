@@ -7,6 +7,7 @@
 //! memory or the stack. Plain scalars resolve by the YAML 1.2 core schema, as the reference's
 //! YAML 1.2 parser does; quoted scalars are always strings.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
@@ -111,8 +112,6 @@ struct Builder {
     root: Option<Node>,
     n_documents: usize,
     n_nodes: usize,
-    /// Gives each NaN key a distinct identity: Python's `nan != nan`, so NaN keys never clash.
-    n_nan_keys: usize,
 }
 
 enum Frame {
@@ -123,8 +122,9 @@ enum Frame {
     },
     Map {
         entries: Vec<(Node, Node)>,
-        /// Identities of the explicit keys so far, to find duplicates without a quadratic scan.
-        seen: HashMap<String, usize>,
+        /// Explicit keys by hash, built once the mapping is large enough that a linear search
+        /// for duplicates would be quadratic (the `actions` mapping of a big project).
+        seen: Option<HashMap<u64, Vec<usize>>>,
         merges: Vec<Node>,
         pending_key: Option<(Node, bool)>,
         anchor: usize,
@@ -165,7 +165,7 @@ impl Builder {
             Event::Scalar(text, style, anchor, tag) => {
                 self.charge(1, location)?;
                 let is_merge_key = style == ScalarStyle::Plain && tag.is_none() && text == "<<";
-                let value = resolve_scalar(&text, style, tag.as_deref(), location)?;
+                let value = resolve_scalar(text, style, tag.as_deref(), location)?;
                 let node = Node { value, location };
                 if anchor != 0 {
                     self.anchors.insert(anchor, node.clone());
@@ -186,7 +186,7 @@ impl Builder {
                 self.open(location)?;
                 self.stack.push(Frame::Map {
                     entries: Vec::new(),
-                    seen: HashMap::new(),
+                    seen: None,
                     merges: Vec::new(),
                     pending_key: None,
                     anchor,
@@ -255,7 +255,6 @@ impl Builder {
     }
 
     fn insert(&mut self, node: Node, is_merge_key: bool) -> Result<(), Failure> {
-        let n_nan_keys = &mut self.n_nan_keys;
         match self.stack.last_mut() {
             None => {
                 self.root = Some(node);
@@ -293,8 +292,7 @@ impl Builder {
                     Ok(())
                 }
                 Some((key, false)) => {
-                    let identity = key_identity(&key.value, n_nan_keys);
-                    if let Some(&index) = seen.get(&identity) {
+                    if let Some(index) = find_key(entries, seen.as_ref(), &key.value) {
                         let original = &entries[index].1;
                         return Err(Failure::yaml(
                             format!(
@@ -306,7 +304,21 @@ impl Builder {
                             Some(key.location),
                         ));
                     }
-                    seen.insert(identity, entries.len());
+                    if let Some(seen) = seen {
+                        seen.entry(key_hash(&key.value))
+                            .or_default()
+                            .push(entries.len());
+                    } else if entries.len() + 1 >= HASHED_FROM {
+                        let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
+                        for (i, (k, _)) in entries.iter().enumerate() {
+                            index.entry(key_hash(&k.value)).or_default().push(i);
+                        }
+                        index
+                            .entry(key_hash(&key.value))
+                            .or_default()
+                            .push(entries.len());
+                        *seen = Some(index);
+                    }
                     entries.push((key, node));
                     Ok(())
                 }
@@ -317,13 +329,12 @@ impl Builder {
 
 /// Applies `<<` merge keys as the reference's YAML library does: merged entries come first, an
 /// earlier merge source wins over a later one, and explicit keys override merged ones in place.
+/// Merges are rare and small, so plain linear searches do.
 fn apply_merges(entries: Vec<(Node, Node)>, merges: Vec<Node>) -> Vec<(Node, Node)> {
     if merges.is_empty() {
         return entries;
     }
     let mut merged: Vec<(Node, Node)> = Vec::new();
-    let mut index_of: HashMap<String, usize> = HashMap::new();
-    let mut n_nan = 0;
     let mut sources: Vec<Node> = Vec::new();
     for merge in merges {
         match merge.value {
@@ -337,52 +348,84 @@ fn apply_merges(entries: Vec<(Node, Node)>, merges: Vec<Node>) -> Vec<(Node, Nod
             continue;
         };
         for (key, value) in source_entries {
-            let identity = key_identity(&key.value, &mut n_nan);
-            if index_of.contains_key(&identity) {
-                continue;
+            if find_key(&merged, None, &key.value).is_none() {
+                merged.push((key, value));
             }
-            index_of.insert(identity, merged.len());
-            merged.push((key, value));
         }
     }
     for (key, value) in entries {
-        let identity = key_identity(&key.value, &mut n_nan);
-        match index_of.get(&identity) {
-            Some(&index) => merged[index].1 = value,
-            None => {
-                index_of.insert(identity, merged.len());
-                merged.push((key, value));
-            }
+        match find_key(&merged, None, &key.value) {
+            Some(index) => merged[index].1 = value,
+            None => merged.push((key, value)),
         }
     }
     merged
 }
 
-/// An identity string for a key with Python's equality: `1`, `1.0` and `true` are the same key.
-fn key_identity(value: &Value, n_nan_keys: &mut usize) -> String {
-    match value {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => format!("num:{}", i128::from(*b)),
-        Value::Int(i) => format!("num:{i}"),
-        Value::Float(f) if f.is_nan() => {
-            *n_nan_keys += 1;
-            format!("nan:{n_nan_keys}")
-        }
-        Value::Float(f) => {
-            // An integral float equals the int of the same value, as in Python.
-            if f.fract() == 0.0 && f.abs() < 1e38 {
-                format!("num:{}", *f as i128)
-            } else {
-                format!("float:{}", f.to_bits())
-            }
-        }
-        Value::Str(s) => format!("str:{s}"),
-        // Collections cannot be keys (rejected on insertion); give them a unique identity anyway.
-        Value::Seq(_) | Value::Map(_) => {
-            *n_nan_keys += 1;
-            format!("collection:{n_nan_keys}")
-        }
+/// Mappings with at least this many keys get a hash index for duplicate detection.
+const HASHED_FROM: usize = 16;
+
+/// The index of the entry whose key equals `key` (Python's equality), if any.
+fn find_key(
+    entries: &[(Node, Node)],
+    index: Option<&HashMap<u64, Vec<usize>>>,
+    key: &Value,
+) -> Option<usize> {
+    match index {
+        Some(index) => index
+            .get(&key_hash(key))?
+            .iter()
+            .copied()
+            .find(|&i| same_key(&entries[i].0.value, key)),
+        None => entries.iter().position(|(k, _)| same_key(&k.value, key)),
     }
+}
+
+/// A number as Python compares it: `true == 1 == 1.0`.
+fn as_number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+/// Key equality with Python's rules: numbers compare by value across int, float and bool; NaN
+/// equals nothing; strings by content; collections are never equal (they cannot be keys).
+fn same_key(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::Str(x), Value::Str(y)) => x == y,
+        (Value::Int(x), Value::Int(y)) => x == y,
+        _ => match (as_number(a), as_number(b)) {
+            // An int too large for an exact f64 only equals an int (handled above).
+            (Some(x), Some(y)) => x == y && !matches!((a, b), (Value::Int(_), Value::Int(_))),
+            _ => false,
+        },
+    }
+}
+
+/// A hash consistent with [`same_key`]: equal keys hash alike.
+fn key_hash(value: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match value {
+        Value::Null => 0u8.hash(&mut hasher),
+        Value::Str(s) => {
+            1u8.hash(&mut hasher);
+            s.hash(&mut hasher);
+        }
+        Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
+            2u8.hash(&mut hasher);
+            // Hash numbers by their f64 value so 1, 1.0 and true collide; -0.0 is 0.0.
+            let number = as_number(value).unwrap_or(0.0);
+            let number = if number == 0.0 { 0.0 } else { number };
+            number.to_bits().hash(&mut hasher);
+        }
+        Value::Seq(_) | Value::Map(_) => 3u8.hash(&mut hasher),
+    }
+    hasher.finish()
 }
 
 fn too_many_nodes(location: Location) -> Failure {
@@ -432,7 +475,7 @@ fn unknown_tag(tag: &Tag, location: Location) -> Failure {
 
 /// Resolves a scalar by the YAML 1.2 core schema (plain style) or its explicit core tag.
 fn resolve_scalar(
-    text: &str,
+    text: Cow<'_, str>,
     style: ScalarStyle,
     tag: Option<&Tag>,
     location: Location,
@@ -441,16 +484,16 @@ fn resolve_scalar(
         if !tag.is_yaml_core_schema() {
             // `!` alone is the non-specific tag: the scalar is a string.
             if tag.handle == "!" && tag.suffix.is_empty() {
-                return Ok(Value::Str(text.to_owned()));
+                return Ok(Value::Str(text.into_owned()));
             }
             return Err(unknown_tag(tag, location));
         }
         let resolved = match tag.suffix.as_str() {
-            "str" => Some(Value::Str(text.to_owned())),
-            "null" => resolve_null(text),
-            "bool" => resolve_bool(text),
-            "int" => resolve_int(text),
-            "float" => resolve_float(text).or_else(|| resolve_int(text).map(int_to_float)),
+            "str" => return Ok(Value::Str(text.into_owned())),
+            "null" => resolve_null(&text),
+            "bool" => resolve_bool(&text),
+            "int" => resolve_int(&text),
+            "float" => resolve_float(&text).or_else(|| resolve_int(&text).map(int_to_float)),
             _ => return Err(unknown_tag(tag, location)),
         };
         return resolved.ok_or_else(|| {
@@ -461,13 +504,21 @@ fn resolve_scalar(
         });
     }
     if style != ScalarStyle::Plain {
-        return Ok(Value::Str(text.to_owned()));
+        return Ok(Value::Str(text.into_owned()));
     }
-    Ok(resolve_null(text)
-        .or_else(|| resolve_bool(text))
-        .or_else(|| resolve_int(text))
-        .or_else(|| resolve_float(text))
-        .unwrap_or_else(|| Value::Str(text.to_owned())))
+    // Most plain scalars are words: only these first characters can start a null, bool or number.
+    let could_be_special = text
+        .chars()
+        .next()
+        .is_none_or(|c| c.is_ascii_digit() || "~nNtTfF-+.".contains(c));
+    if !could_be_special {
+        return Ok(Value::Str(text.into_owned()));
+    }
+    let special = resolve_null(&text)
+        .or_else(|| resolve_bool(&text))
+        .or_else(|| resolve_int(&text))
+        .or_else(|| resolve_float(&text));
+    Ok(special.unwrap_or_else(|| Value::Str(text.into_owned())))
 }
 
 fn int_to_float(value: Value) -> Value {
