@@ -162,6 +162,33 @@ pub fn backend_from_request<T>(request: &Request<T>) -> Result<BackendName, Iden
     backend_from_certificate(leaf.as_ref())
 }
 
+/// A tonic interceptor that admits only agents and records their backend in the request's
+/// extensions, so that no handler can forget the check:
+/// `AgentServiceServer::with_interceptor(service, identity::require_agent)`, then
+/// [`authenticated_backend`] in the handler.
+///
+/// # Errors
+/// `Status::unauthenticated` when the peer's certificate names no single valid backend.
+#[allow(clippy::result_large_err)] // tonic's interceptor signature
+pub fn require_agent(mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
+    let backend = backend_from_request(&request).map_err(|error| unauthenticated(&error))?;
+    request.extensions_mut().insert(backend);
+    Ok(request)
+}
+
+/// The backend [`require_agent`] recorded for this request.
+///
+/// # Errors
+/// `Status::unauthenticated` when the service was mounted without [`require_agent`], so a
+/// wiring mistake refuses every caller rather than admitting them.
+#[allow(clippy::result_large_err)] // returned straight from handlers
+pub fn authenticated_backend<T>(request: &Request<T>) -> Result<&BackendName, tonic::Status> {
+    request
+        .extensions()
+        .get::<BackendName>()
+        .ok_or_else(|| tonic::Status::unauthenticated("no authenticated agent on this request"))
+}
+
 /// The backend named by a DER-encoded agent certificate (see the module doc for the convention).
 ///
 /// # Errors
@@ -244,6 +271,14 @@ mod tests {
             matches!(error, IdentityError::Unparseable { .. }),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn interceptor_refuses_without_certificate_and_handler_finds_nothing() {
+        let status = require_agent(Request::new(())).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let status = authenticated_backend(&Request::new(())).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
     }
 
     #[test]

@@ -29,6 +29,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// every identified caller on `seen`.
 struct EchoIdentity {
     seen: mpsc::Sender<BackendName>,
+    /// Read the backend that `identity::require_agent` recorded instead of the certificate.
+    from_interceptor: bool,
 }
 
 #[tonic::async_trait]
@@ -39,8 +41,12 @@ impl AgentService for EchoIdentity {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let backend = identity::backend_from_request(&request)
-            .map_err(|error| identity::unauthenticated(&error))?;
+        let backend = if self.from_interceptor {
+            identity::authenticated_backend(&request)?.clone()
+        } else {
+            identity::backend_from_request(&request)
+                .map_err(|error| identity::unauthenticated(&error))?
+        };
         self.seen
             .send(backend.clone())
             .await
@@ -64,14 +70,32 @@ struct TestServer {
 
 impl TestServer {
     async fn start(tls: ServerTlsConfig) -> TestServer {
+        TestServer::start_with(tls, false).await
+    }
+
+    /// Like `start`, with the service behind `identity::require_agent`.
+    async fn start_behind_interceptor(tls: ServerTlsConfig) -> TestServer {
+        TestServer::start_with(tls, true).await
+    }
+
+    async fn start_with(tls: ServerTlsConfig, from_interceptor: bool) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (seen_tx, seen) = mpsc::channel(16);
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder()
-            .tls_config(tls)
-            .unwrap()
-            .add_service(AgentServiceServer::new(EchoIdentity { seen: seen_tx }));
+        let service = EchoIdentity {
+            seen: seen_tx,
+            from_interceptor,
+        };
+        let mut builder = tonic::transport::Server::builder().tls_config(tls).unwrap();
+        let router = if from_interceptor {
+            builder.add_service(AgentServiceServer::with_interceptor(
+                service,
+                identity::require_agent,
+            ))
+        } else {
+            builder.add_service(AgentServiceServer::new(service))
+        };
         let task = tokio::spawn(router.serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             async {
@@ -355,6 +379,30 @@ async fn configs_load_from_files_written_by_certs() {
     .await;
 
     assert_eq!(result, Ok("tpp".to_owned()));
+    assert_eq!(
+        timeout(WAIT, server.seen.recv()).await.unwrap(),
+        Some(backend("tpp"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn interceptor_admits_agents_and_records_their_backend() {
+    let pki = Pki::new();
+    let mut server = TestServer::start_behind_interceptor(pki.mtls_server()).await;
+    let operator = pki.ca.issue_client("operator").unwrap();
+    let agent = pki.ca.issue_agent(&backend("tpp")).unwrap();
+
+    let refused = call(server.addr, Some(pki.client_with(&operator))).await;
+    let error = refused.unwrap_err();
+    assert!(error.contains("Unauthenticated"), "{error}");
+    assert!(error.contains("names no backend"), "{error}");
+    server.assert_nobody_seen();
+
+    assert_eq!(
+        call(server.addr, Some(pki.client_with(&agent))).await,
+        Ok("tpp".to_owned())
+    );
     assert_eq!(
         timeout(WAIT, server.seen.recv()).await.unwrap(),
         Some(backend("tpp"))
