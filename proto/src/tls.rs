@@ -16,8 +16,8 @@
 //! directly. Tonic services must use the tonic configs: only tonic's own TLS acceptor records
 //! the peer's certificates on the request, which identity extraction needs.
 //!
-//! Tonic takes the system-independent parts only: no native or webpki root store is ever
-//! trusted, only the CA file given (our own private CA).
+//! No native or webpki root store is ever trusted: only the CA file given (the installation's
+//! private CA, minted by [`crate::certs`]).
 
 use std::fmt;
 use std::io;
