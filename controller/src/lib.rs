@@ -4,10 +4,12 @@
 //! Layout:
 //! - [`jobs`]: the job model, status codes, request validation and job creation (pure);
 //! - [`tasks`]: tasks for agents and their reports;
+//! - [`git`]: reading `project.yaml` and checking commits through the `git` command;
 //! - [`store`]: sled persistence with versioned records and the change log;
 //!
 //! Invariants: only `rpc/` sees protobuf types; only `store` sees sled; the job model does no IO.
 
+pub mod git;
 pub mod jobs;
 pub mod store;
 pub mod tasks;
