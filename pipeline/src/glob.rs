@@ -2,7 +2,7 @@
 //! relative path against one, where `*` stays within one path segment (the agent's rule: `*`
 //! becomes `[^/]*` in an anchored match, every other character is literal).
 //!
-//! The agent uses [`matches`] to find a job's outputs and [`check_pattern`] to refuse a pattern
+//! The agent uses [`matches()`] to find a job's outputs and [`check_pattern`] to refuse a pattern
 //! before touching the disk, whatever the file said; validation uses [`check_output_pattern`].
 
 use std::fmt;

@@ -461,9 +461,14 @@ fn check_collection_tag(
 ) -> Result<(), Failure> {
     match tag {
         None => Ok(()),
+        Some(tag) if is_non_specific(tag) => Ok(()),
         Some(tag) if tag.is_yaml_core_schema() && tag.suffix == expected => Ok(()),
         Some(tag) => Err(unknown_tag(tag, location)),
     }
+}
+
+fn is_non_specific(tag: &Tag) -> bool {
+    tag.handle.is_empty() && tag.suffix == "!"
 }
 
 fn unknown_tag(tag: &Tag, location: Location) -> Failure {
@@ -482,8 +487,9 @@ fn resolve_scalar(
 ) -> Result<Value, Failure> {
     if let Some(tag) = tag {
         if !tag.is_yaml_core_schema() {
-            // `!` alone is the non-specific tag: the scalar is a string.
-            if tag.handle == "!" && tag.suffix.is_empty() {
+            // `!` alone is the non-specific tag (the parser gives it an empty handle and the
+            // suffix `!`): the scalar is a string.
+            if is_non_specific(tag) {
                 return Ok(Value::Str(text.into_owned()));
             }
             return Err(unknown_tag(tag, location));
@@ -637,6 +643,14 @@ mod tests {
         assert_eq!(value("1_000"), Value::Str("1_000".into()));
         assert_eq!(value("!!str 5"), Value::Str("5".into()));
         assert_eq!(value("!!float 5"), Value::Float(5.0));
+        assert_eq!(value("! 5"), Value::Str("5".into()));
+        assert_eq!(
+            value("! [5]"),
+            Value::Seq(vec![Node {
+                value: Value::Int(5),
+                location: Location { line: 1, column: 4 }
+            }])
+        );
     }
 
     #[test]
