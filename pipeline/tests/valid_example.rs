@@ -174,3 +174,16 @@ fn a_name_outside_the_allow_list_is_a_reusable_action() {
         assert_eq!(reusable_action_repo(image), None);
     }
 }
+
+#[test]
+fn parsed_pipelines_and_errors_can_cross_threads() {
+    // Services hold pipelines across `.await`s and hand errors to other tasks.
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<rap_pipeline::Pipeline>();
+    assert_send_sync::<rap_pipeline::ValidationError>();
+    let pipeline = load_pipeline(EXAMPLE).unwrap();
+    let names = std::thread::spawn(move || pipeline.action_names().len())
+        .join()
+        .unwrap();
+    assert_eq!(names, 6);
+}
