@@ -56,6 +56,22 @@ pub fn matches(pattern: &str, path: &str) -> bool {
             .all(|(p, s)| segment_matches(p, s))
 }
 
+/// Whether `path`, a file path relative to a workspace (such as a file an output pattern
+/// matched), is safe to join onto the workspace directory: not empty, relative in POSIX and
+/// Windows terms, with no empty, `.` or `..` components, no backslash and no NUL.
+///
+/// Unlike [`check_pattern`] this accepts any file name a pattern can match (`a[1].csv`, `.csv`,
+/// names without an extension): use it for paths, and `check_pattern` for patterns.
+pub fn is_safe_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !is_windows_absolute(path)
+        && !path.contains(['\\', '\0'])
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
 /// Checks the privacy-independent rules of spec §1.9 (all but the file-type list), in the
 /// reference's order: no `\`, only `*` wildcards, a file extension, standard form (so no `..`),
 /// not under `metadata/`, not absolute.
@@ -169,6 +185,33 @@ mod tests {
         let pattern = "*a".repeat(30) + "b";
         let text = "a".repeat(3000);
         assert!(!matches(&pattern, &text));
+    }
+
+    #[test]
+    fn is_safe_path_accepts_matched_files_and_refuses_escapes() {
+        for path in [
+            "output/a.csv",
+            "output/a[1].csv",
+            "output/.csv",
+            "README",
+            "a/b/c",
+        ] {
+            assert!(is_safe_path(path), "{path}");
+        }
+        for path in [
+            "",
+            "/etc/passwd",
+            "../a.csv",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a/",
+            "c:/x",
+            "a\\b",
+            "a\0b",
+        ] {
+            assert!(!is_safe_path(path), "{path:?}");
+        }
     }
 
     #[test]
