@@ -9,7 +9,10 @@
 //!
 //! Invariants: only `rpc/` sees protobuf types; only `store` sees sled; the job model does no IO.
 
+pub mod backend;
+pub mod config;
 pub mod git;
 pub mod jobs;
 pub mod store;
 pub mod tasks;
+pub mod watch;

@@ -193,6 +193,19 @@ impl Store {
     /// # Errors
     /// A storage or encoding failure; nothing is written then.
     pub fn write(&self, batch: &WriteBatch) -> Result<Vec<Change>, StoreError> {
+        self.write_then(batch, &mut |_| {})
+    }
+
+    /// [`Store::write`], calling `on_commit` with the new changes while still holding the write
+    /// lock, so that callers see changes in cursor order (the watch hub stages them this way).
+    ///
+    /// # Errors
+    /// A storage or encoding failure; nothing is written then and `on_commit` is not called.
+    pub fn write_then(
+        &self,
+        batch: &WriteBatch,
+        on_commit: &mut dyn FnMut(&[Change]),
+    ) -> Result<Vec<Change>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -310,6 +323,7 @@ impl Store {
             Err(TransactionError::Abort(())) => {}
         }
         *last_cursor = cursor;
+        on_commit(&changes);
         Ok(changes)
     }
 

@@ -1,0 +1,1309 @@
+//! The decisions of a backend's actor: job creation against the store, cancellation, agent
+//! updates and connections, operator flags, and the scheduling pass (spec §3.4–§3.10).
+//!
+//! Every method applies one transition as one atomic store write. Effects that leave the
+//! process (agent pushes, watch events) are queued and performed by the actor after the flush.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::config::{BackendConfig, Config};
+use crate::jobs::create::{
+    self, CreateError, CreateOutcome, JobRequest, check_codelists, create_jobs,
+};
+use crate::jobs::project::Project;
+use crate::jobs::state::{CodeChange, ExecutorStage, State, StatusCode, messages, set_code};
+use crate::jobs::{Job, JobId, RapId};
+use crate::store::{Change, Flag, Store, StoreError, WriteBatch};
+use crate::tasks::{
+    ErrorKind, JobDefinition, RunJobResults, Task, TaskDefinition, TaskResults, TaskType,
+    TaskUpdate, canceljob_task_id, runjob_attempt, runjob_task_id,
+};
+use crate::watch::WatchHub;
+
+/// Flag ids (§3.9).
+pub mod flags {
+    pub const PAUSED: &str = "paused";
+    pub const MODE: &str = "mode";
+    pub const MANUAL_DB_MAINTENANCE: &str = "manual-db-maintenance";
+    pub const DB_CHECKS_DISABLED: &str = "db-maintenance-checks-disabled";
+    pub const LAST_SEEN: &str = "last-seen-at";
+    pub const DB_MAINTENANCE: &str = "db-maintenance";
+}
+
+/// Level 4 limits sent with every job (§1.5).
+const LEVEL4_MAX_FILESIZE: u64 = 16 * 1024 * 1024;
+const LEVEL4_MAX_CSV_ROWS: u64 = 5000;
+const LEVEL4_FILE_TYPES: [&str; 11] = [
+    ".csv", ".html", ".jpeg", ".jpg", ".json", ".log", ".md", ".png", ".svg", ".svgz", ".txt",
+];
+
+/// A backend's failure, with the reference's error class and details where users see it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("Jobs already created for rap_id '{0}' are inconsistent with request data")]
+    Inconsistent(String),
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    #[error("No jobs found for rap_id {0}")]
+    JobsNotFound(String),
+    #[error("Jobs matching requested cancelled actions could not be found: {}", .0.join(","))]
+    ActionsNotFound(Vec<String>),
+    #[error("Unknown task '{0}'")]
+    UnknownTask(String),
+    #[error("{0}")]
+    Storage(String),
+    #[error("the backend is shutting down")]
+    Stopped,
+}
+
+impl From<StoreError> for BackendError {
+    fn from(e: StoreError) -> Self {
+        BackendError::Storage(e.to_string())
+    }
+}
+
+/// What a submit did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    Created(u32),
+    NoChange(u32),
+    NothingToDo(&'static str),
+}
+
+/// What a cancel did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelOutcome {
+    pub count: u32,
+}
+
+/// What the actor pushes to an agent connection.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentCommand {
+    Task(Box<Task>),
+    Revoke(String),
+}
+
+/// A task as operators see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskSummary {
+    pub id: String,
+    pub backend: String,
+    pub task_type: TaskType,
+    pub active: bool,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub agent_stage: String,
+    pub agent_complete: bool,
+    pub leased_to: String,
+}
+
+struct AgentConnection {
+    id: u64,
+    agent_id: String,
+    tx: mpsc::Sender<AgentCommand>,
+}
+
+/// The state a backend's actor owns.
+pub struct Core {
+    backend: BackendConfig,
+    registry: String,
+    max_task_attempts: u32,
+    projects_with_event_level_access: Vec<String>,
+    store: Arc<Store>,
+    hub: WatchHub,
+    flags: BTreeMap<String, Flag>,
+    agents: Vec<AgentConnection>,
+    next_connection: u64,
+    /// Pushes to perform after the next flush: (agent id, command).
+    outbox: Vec<(String, AgentCommand)>,
+    /// The highest cursor written since the last flush.
+    written_cursor: Option<u64>,
+    /// When the last DBSTATUS task finished (UNIX seconds).
+    last_db_status: Option<i64>,
+}
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn now_s() -> i64 {
+    now_ns() / 1_000_000_000
+}
+
+impl Core {
+    /// Load a backend's flags and task history.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn new(
+        config: &Config,
+        backend: &BackendConfig,
+        store: Arc<Store>,
+        hub: WatchHub,
+    ) -> Result<Core, StoreError> {
+        let flags = store.flags(&backend.name)?;
+        let last_db_status = store
+            .all_tasks(&backend.name)?
+            .iter()
+            .filter(|t| t.task_type == TaskType::DbStatus)
+            .filter_map(|t| t.finished_at)
+            .max();
+        Ok(Core {
+            backend: backend.clone(),
+            registry: config.docker_registry.clone(),
+            max_task_attempts: config.max_task_attempts,
+            projects_with_event_level_access: config.projects_with_event_level_access.clone(),
+            store,
+            hub,
+            flags,
+            agents: Vec::new(),
+            next_connection: 1,
+            outbox: Vec::new(),
+            written_cursor: None,
+            last_db_status,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.backend.name
+    }
+
+    fn write(&mut self, batch: &WriteBatch) -> Result<Vec<Change>, BackendError> {
+        let hub = self.hub.clone();
+        let changes = self
+            .store
+            .write_then(batch, &mut |changes| hub.stage(changes))?;
+        if let Some(last) = changes.last() {
+            self.written_cursor = Some(last.cursor);
+        }
+        Ok(changes)
+    }
+
+    /// Make this batch durable and release its watch changes.
+    ///
+    /// # Errors
+    /// The flush failed: nothing may be acknowledged.
+    pub async fn commit(&mut self) -> Result<(), BackendError> {
+        self.store.flush().await?;
+        if let Some(cursor) = self.written_cursor.take() {
+            self.hub.release(cursor);
+        }
+        Ok(())
+    }
+
+    /// Push queued tasks and revocations to their agents. An agent whose channel is full or
+    /// closed is disconnected; it gets everything again when it reconnects.
+    pub fn deliver(&mut self) {
+        for (agent_id, command) in std::mem::take(&mut self.outbox) {
+            let Some(index) = self.agents.iter().position(|a| a.agent_id == agent_id) else {
+                continue;
+            };
+            if self.agents[index].tx.try_send(command).is_err() {
+                tracing::warn!(backend = %self.backend.name, %agent_id, "agent stream full or closed; disconnecting it");
+                self.agents.remove(index);
+            }
+        }
+    }
+
+    fn flag_value(&self, id: &str) -> Option<&str> {
+        self.flags.get(id).and_then(|f| f.value.as_deref())
+    }
+
+    fn is_paused(&self) -> bool {
+        self.flag_value(flags::PAUSED)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    fn in_db_maintenance(&self) -> bool {
+        self.flag_value(flags::MODE) == Some(flags::DB_MAINTENANCE)
+    }
+
+    /// A flag change for the batch; the timestamp moves only when the value changes (§2.6).
+    fn flag_change(&mut self, id: &str, value: Option<&str>, batch: &mut WriteBatch) {
+        let current = self.flags.get(id);
+        if current.is_some_and(|f| f.value.as_deref() == value) && id != flags::LAST_SEEN {
+            return;
+        }
+        let flag = Flag {
+            value: value.map(str::to_string),
+            timestamp: now_s(),
+        };
+        self.flags.insert(id.to_string(), flag.clone());
+        batch
+            .flags
+            .push((self.backend.name.clone(), id.to_string(), flag));
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Requests.
+
+    /// §2.3 step 3 and §3.5 steps 4–10.
+    ///
+    /// # Errors
+    /// Inconsistent data, creation rules, storage.
+    pub fn submit(
+        &mut self,
+        request: &JobRequest,
+        project: &Project,
+    ) -> Result<SubmitOutcome, BackendError> {
+        // Checked again here, serialised with other submits, so a retried request racing its
+        // first attempt cannot create jobs twice.
+        if let Some(outcome) = idempotency(&self.store, request)? {
+            return Ok(outcome);
+        }
+        let existing = self
+            .store
+            .existing_jobs(&self.backend.name, &request.workspace)?;
+        let rules = create::RequestRules {
+            backends: vec![self.backend.name.clone()],
+            allowed_github_orgs: vec![],
+            allow_local_repos: false,
+            projects_with_event_level_access: self.projects_with_event_level_access.clone(),
+        };
+        let jobs = match create_jobs(request, project, &existing, &rules, now_ns())? {
+            CreateOutcome::NothingToDo(details) => return Ok(SubmitOutcome::NothingToDo(details)),
+            CreateOutcome::Created(jobs) => jobs,
+        };
+        check_codelists(request, &jobs)?;
+        let count = u32::try_from(jobs.len()).unwrap_or(u32::MAX);
+        self.write(&WriteBatch {
+            jobs,
+            ..Default::default()
+        })?;
+        Ok(SubmitOutcome::Created(count))
+    }
+
+    /// §2.4: flag the named actions' jobs cancelled, whatever their state.
+    ///
+    /// # Errors
+    /// No jobs for the request on this backend, or actions with no job.
+    pub fn cancel(
+        &mut self,
+        rap_id: &RapId,
+        actions: &[String],
+    ) -> Result<CancelOutcome, BackendError> {
+        let jobs: Vec<Job> = self
+            .store
+            .jobs_for_rap(rap_id.as_str())?
+            .into_iter()
+            .filter(|j| j.backend == self.backend.name)
+            .collect();
+        if jobs.is_empty() {
+            return Err(BackendError::JobsNotFound(rap_id.to_string()));
+        }
+        let mut not_found: Vec<String> = actions
+            .iter()
+            .filter(|a| !jobs.iter().any(|j| &j.action == *a))
+            .cloned()
+            .collect();
+        if !not_found.is_empty() {
+            not_found.sort();
+            not_found.dedup();
+            return Err(BackendError::ActionsNotFound(not_found));
+        }
+        let now = now_s();
+        let mut batch = WriteBatch::default();
+        for mut job in jobs {
+            if actions.contains(&job.action) && !job.cancelled {
+                job.cancelled = true;
+                job.status.completed_at = Some(now);
+                batch.jobs.push(job);
+            }
+        }
+        self.write(&batch)?;
+        Ok(CancelOutcome {
+            count: u32::try_from(actions.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Agents.
+
+    /// Register a connection and queue every active task leased to the agent (DBSTATUS first,
+    /// §1.3), leasing unleased tasks to it.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn connect(
+        &mut self,
+        agent_id: &str,
+    ) -> Result<(u64, mpsc::Receiver<AgentCommand>), BackendError> {
+        self.agents.retain(|a| a.agent_id != agent_id);
+        let mut tasks = self.store.active_tasks(&self.backend.name)?;
+        let mut batch = WriteBatch::default();
+        for task in &mut tasks {
+            if task.leased_to.is_none() {
+                task.leased_to = Some(agent_id.to_string());
+                batch.tasks.push(task.clone());
+            }
+        }
+        self.flag_change(flags::LAST_SEEN, Some("connected"), &mut batch);
+        self.write(&batch)?;
+        tasks.retain(|t| t.leased_to.as_deref() == Some(agent_id));
+        tasks.sort_by_key(|t| (t.task_type != TaskType::DbStatus, t.id.clone()));
+        let (tx, rx) = mpsc::channel((tasks.len() + 64).max(1024));
+        for task in tasks {
+            // Cannot fail: the channel is new and larger than the task list.
+            let _ = tx.try_send(AgentCommand::Task(Box::new(task)));
+        }
+        let id = self.next_connection;
+        self.next_connection += 1;
+        self.agents.push(AgentConnection {
+            id,
+            agent_id: agent_id.to_string(),
+            tx,
+        });
+        tracing::info!(backend = %self.backend.name, %agent_id, "agent connected");
+        Ok((id, rx))
+    }
+
+    pub fn disconnect(&mut self, connection: u64) {
+        self.agents.retain(|a| a.id != connection);
+    }
+
+    /// Apply a task update (§1.3); repeated update ids are acknowledged without effect.
+    ///
+    /// # Errors
+    /// The task does not exist on this backend.
+    pub fn update(&mut self, agent_id: &str, update: &TaskUpdate) -> Result<(), BackendError> {
+        let Some(mut task) = self.store.task(&update.task_id)? else {
+            return Err(BackendError::UnknownTask(update.task_id.clone()));
+        };
+        if task.backend != self.backend.name {
+            return Err(BackendError::UnknownTask(update.task_id.clone()));
+        }
+        let mut batch = WriteBatch::default();
+        self.flag_change(flags::LAST_SEEN, Some(agent_id), &mut batch);
+        if update.update_id != 0 && update.update_id <= task.last_update_id {
+            self.write(&batch)?;
+            return Ok(());
+        }
+        task.last_update_id = update.update_id.max(task.last_update_id);
+        task.agent_stage = update.stage;
+        if update.results.is_some() {
+            task.agent_results = update.results.clone();
+        }
+        task.agent_complete = update.complete;
+        if update.timestamp_ns > 0 {
+            task.agent_timestamp_ns = Some(update.timestamp_ns);
+        }
+        if update.complete && task.active {
+            task.active = false;
+            task.finished_at = Some(now_s());
+        }
+        if task.task_type == TaskType::DbStatus && update.complete {
+            self.last_db_status = Some(now_s());
+            if let Some(TaskResults::DbStatus {
+                status,
+                error: None,
+            }) = &update.results
+            {
+                if self.flag_value(flags::MANUAL_DB_MAINTENANCE) != Some("on") {
+                    let value = status.clone();
+                    self.flag_change(flags::MODE, Some(&value), &mut batch);
+                }
+            }
+        }
+        batch.tasks.push(task);
+        self.write(&batch)?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Operators.
+
+    /// # Errors
+    /// Storage failures.
+    pub fn set_paused(&mut self, paused: bool) -> Result<String, BackendError> {
+        let mut batch = WriteBatch::default();
+        self.flag_change(flags::PAUSED, paused.then_some("true"), &mut batch);
+        self.write(&batch)?;
+        Ok(format!(
+            "[{}] paused={}",
+            self.backend.name,
+            if paused { "true" } else { "" }
+        ))
+    }
+
+    /// # Errors
+    /// Storage failures.
+    pub fn set_db_maintenance(&mut self, on: bool) -> Result<String, BackendError> {
+        let mut batch = WriteBatch::default();
+        if on {
+            self.flag_change(flags::MODE, Some(flags::DB_MAINTENANCE), &mut batch);
+            self.flag_change(flags::MANUAL_DB_MAINTENANCE, Some("on"), &mut batch);
+        } else {
+            self.flag_change(flags::MODE, None, &mut batch);
+            self.flag_change(flags::MANUAL_DB_MAINTENANCE, None, &mut batch);
+            self.flag_change(flags::DB_CHECKS_DISABLED, None, &mut batch);
+        }
+        self.write(&batch)?;
+        Ok(format!(
+            "[{}] db-maintenance {}",
+            self.backend.name,
+            if on { "on" } else { "off" }
+        ))
+    }
+
+    /// # Errors
+    /// Storage failures.
+    pub fn prepare_for_reboot(&mut self) -> Result<String, BackendError> {
+        let mut batch = WriteBatch::default();
+        self.flag_change(flags::PAUSED, Some("true"), &mut batch);
+        self.write(&batch)?;
+        let mut count = 0;
+        for job in self.store.active_jobs(&self.backend.name)? {
+            if job.state() != State::Running {
+                continue;
+            }
+            let mut batch = WriteBatch::default();
+            let job = self.cancel_tasks(job, &mut batch)?;
+            self.set_code_into(
+                job,
+                StatusCode::WaitingOnReboot,
+                messages::WAITING_ON_REBOOT,
+                None,
+                &mut batch,
+            );
+            self.write(&batch)?;
+            count += 1;
+        }
+        Ok(format!(
+            "[{}] paused; {count} running job(s) returned to pending",
+            self.backend.name
+        ))
+    }
+
+    /// # Errors
+    /// The task does not exist on this backend.
+    pub fn kill_task(&mut self, task_id: &str) -> Result<String, BackendError> {
+        let Some(mut task) = self.store.task(task_id)? else {
+            return Err(BackendError::UnknownTask(task_id.to_string()));
+        };
+        if task.backend != self.backend.name {
+            return Err(BackendError::UnknownTask(task_id.to_string()));
+        }
+        let mut batch = WriteBatch::default();
+        if task.active {
+            task.active = false;
+            task.finished_at = Some(now_s());
+            if let Some(agent) = &task.leased_to {
+                self.outbox
+                    .push((agent.clone(), AgentCommand::Revoke(task.id.clone())));
+            }
+            batch.tasks.push(task.clone());
+        }
+        if let TaskDefinition::Job(definition) = &task.definition {
+            let id = JobId::from_stored(definition.id.clone());
+            if let Some(job) = self.store.job(&id)? {
+                if job.state().is_active() {
+                    self.set_code_into(
+                        job,
+                        StatusCode::KilledByAdmin,
+                        messages::KILLED_BY_ADMIN,
+                        None,
+                        &mut batch,
+                    );
+                }
+            }
+        }
+        self.write(&batch)?;
+        Ok(format!("[{}] task {task_id} killed", self.backend.name))
+    }
+
+    /// # Errors
+    /// Storage failures.
+    pub fn list_tasks(&mut self, include_inactive: bool) -> Result<Vec<TaskSummary>, BackendError> {
+        let tasks = if include_inactive {
+            self.store.all_tasks(&self.backend.name)?
+        } else {
+            self.store.active_tasks(&self.backend.name)?
+        };
+        Ok(tasks
+            .into_iter()
+            .map(|t| TaskSummary {
+                id: t.id,
+                backend: t.backend,
+                task_type: t.task_type,
+                active: t.active,
+                created_at: t.created_at,
+                finished_at: t.finished_at,
+                agent_stage: t.agent_stage.as_str().to_string(),
+                agent_complete: t.agent_complete,
+                leased_to: t.leased_to.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The scheduling pass (§3.4).
+
+    /// Visit every active job of the backend once, in the reference's order.
+    ///
+    /// # Errors
+    /// Storage failures (the pass stops; the next one retries).
+    pub fn pass(&mut self) -> Result<(), BackendError> {
+        let jobs = self.store.active_jobs(&self.backend.name)?;
+        let (running, mut pending): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| j.state() == State::Running);
+
+        let mut running_per_workspace: HashMap<String, u32> = HashMap::new();
+        let mut usage = Usage::default();
+        for job in &running {
+            *running_per_workspace
+                .entry(job.workspace.clone())
+                .or_default() += 1;
+            usage.add(
+                job.requires_db,
+                self.backend.weight(&job.workspace, &job.action),
+            );
+        }
+        for job in running {
+            let was_running = job.state() == State::Running;
+            let job = self.handle_job(job, &mut usage)?;
+            if was_running && job.state() != State::Running {
+                usage.remove(
+                    job.requires_db,
+                    self.backend.weight(&job.workspace, &job.action),
+                );
+                if let Some(n) = running_per_workspace.get_mut(&job.workspace) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+
+        // Fairness: the workspace with the fewest running jobs first, then database jobs,
+        // then the oldest. Re-sorted after each start, as starts change the counts.
+        let sort = |pending: &mut Vec<Job>, counts: &HashMap<String, u32>| {
+            pending.sort_by(|a, b| {
+                let ka = (
+                    counts.get(&a.workspace).copied().unwrap_or(0),
+                    !a.requires_db,
+                    a.created_at,
+                );
+                let kb = (
+                    counts.get(&b.workspace).copied().unwrap_or(0),
+                    !b.requires_db,
+                    b.created_at,
+                );
+                kb.cmp(&ka)
+            });
+        };
+        sort(&mut pending, &running_per_workspace);
+        while let Some(job) = pending.pop() {
+            let job = self.handle_job(job, &mut usage)?;
+            if job.state() == State::Running {
+                *running_per_workspace
+                    .entry(job.workspace.clone())
+                    .or_default() += 1;
+                sort(&mut pending, &running_per_workspace);
+            }
+        }
+        self.schedule_db_status()?;
+        Ok(())
+    }
+
+    /// The rules of §3.4 for one job; returns the job as written.
+    fn handle_job(&mut self, job: Job, usage: &mut Usage) -> Result<Job, BackendError> {
+        let mut batch = WriteBatch::default();
+        let job = if job.cancelled {
+            let job = self.cancel_tasks(job, &mut batch)?;
+            self.set_code_into(
+                job,
+                StatusCode::CancelledByUser,
+                messages::CANCELLED_BY_USER,
+                None,
+                &mut batch,
+            )
+        } else if self.is_paused() && job.state() == State::Pending {
+            let code = if job.status_code() == StatusCode::WaitingOnReboot {
+                StatusCode::WaitingOnReboot
+            } else {
+                StatusCode::WaitingPaused
+            };
+            let message = if code == StatusCode::WaitingOnReboot {
+                job.status.status_message.clone()
+            } else {
+                messages::WAITING_PAUSED.to_string()
+            };
+            self.set_code_into(job, code, &message, None, &mut batch)
+        } else if self.in_db_maintenance() && job.requires_db {
+            let job = if job.state() == State::Running {
+                usage.remove(true, self.backend.weight(&job.workspace, &job.action));
+                self.cancel_tasks(job, &mut batch)?
+            } else {
+                job
+            };
+            self.set_code_into(
+                job,
+                StatusCode::WaitingDbMaintenance,
+                messages::WAITING_DB_MAINTENANCE,
+                None,
+                &mut batch,
+            )
+        } else if job.state() == State::Pending {
+            self.handle_pending(job, usage, &mut batch)?
+        } else {
+            self.handle_running(job, &mut batch)?
+        };
+        self.write(&batch)?;
+        Ok(job)
+    }
+
+    fn handle_pending(
+        &mut self,
+        job: Job,
+        usage: &mut Usage,
+        batch: &mut WriteBatch,
+    ) -> Result<Job, BackendError> {
+        let mut waiting = false;
+        for id in &job.wait_for_job_ids {
+            match self.store.job(id)?.map(|d| d.state()) {
+                Some(State::Failed) => {
+                    return Ok(self.set_code_into(
+                        job,
+                        StatusCode::DependencyFailed,
+                        messages::DEPENDENCY_FAILED,
+                        None,
+                        batch,
+                    ));
+                }
+                Some(State::Succeeded) => {}
+                _ => waiting = true,
+            }
+        }
+        if waiting {
+            return Ok(self.set_code_into(
+                job,
+                StatusCode::WaitingOnDependencies,
+                messages::WAITING_ON_DEPENDENCIES,
+                None,
+                batch,
+            ));
+        }
+        let weight = self.backend.weight(&job.workspace, &job.action);
+        let (used, max) = if job.requires_db {
+            (usage.db, self.backend.max_db_workers())
+        } else {
+            (usage.other, self.backend.max_workers)
+        };
+        if used + weight > max {
+            let (code, message) = if job.requires_db {
+                (
+                    StatusCode::WaitingOnDbWorkers,
+                    messages::WAITING_ON_DB_WORKERS,
+                )
+            } else if weight > 1.0 {
+                (
+                    StatusCode::WaitingOnWorkers,
+                    messages::WAITING_ON_WORKERS_HEAVY,
+                )
+            } else {
+                (StatusCode::WaitingOnWorkers, messages::WAITING_ON_WORKERS)
+            };
+            return Ok(self.set_code_into(job, code, message, None, batch));
+        }
+
+        let previous = self.runjob_tasks(&job.id)?;
+        let attempts = previous.len() as u32;
+        if attempts >= self.max_task_attempts {
+            let reason = previous
+                .last()
+                .and_then(|t| match &t.agent_results {
+                    Some(TaskResults::Job(r)) => r.error.as_ref().map(|e| e.message.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let message = format!(
+                "{} It failed on {attempts} attempts{}",
+                messages::JOB_ERROR,
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {reason}")
+                }
+            );
+            return Ok(self.set_code_into(job, StatusCode::JobError, &message, None, batch));
+        }
+        // Every earlier task must be inactive (§3.6); deactivate any that is not.
+        for mut old in previous.into_iter().filter(|t| t.active) {
+            old.active = false;
+            old.finished_at = Some(now_s());
+            if let Some(agent) = &old.leased_to {
+                self.outbox
+                    .push((agent.clone(), AgentCommand::Revoke(old.id.clone())));
+            }
+            batch.tasks.push(old);
+        }
+        let task_id = runjob_task_id(job.id.as_str(), attempts + 1);
+        let definition = self.job_definition(&job, &task_id)?;
+        let task = self.new_task(
+            task_id,
+            TaskType::RunJob,
+            TaskDefinition::Job(Box::new(definition)),
+            &job,
+        );
+        batch.tasks.push(task);
+        usage.add(job.requires_db, weight);
+        Ok(self.set_code_into(job, StatusCode::Initiated, messages::INITIATED, None, batch))
+    }
+
+    fn handle_running(&mut self, job: Job, batch: &mut WriteBatch) -> Result<Job, BackendError> {
+        let Some(task) = self.runjob_tasks(&job.id)?.pop() else {
+            // A running job always has a task; if one was lost, start again.
+            return Ok(self.set_code_into(
+                job,
+                StatusCode::WaitingOnNewTask,
+                messages::WAITING_ON_NEW_TASK,
+                None,
+                batch,
+            ));
+        };
+        if !task.agent_complete {
+            let code = StatusCode::from_stage(task.agent_stage).unwrap_or(job.status_code());
+            // Completion is handled before FINALIZED is ever stored (§3.2).
+            let code = if code == StatusCode::Finalized {
+                StatusCode::Finalizing
+            } else {
+                code
+            };
+            let message = job.status.status_message.clone();
+            return Ok(self.set_code_into(job, code, &message, task.agent_timestamp_ns, batch));
+        }
+        let results = match &task.agent_results {
+            Some(TaskResults::Job(results)) => (**results).clone(),
+            _ => RunJobResults {
+                error: Some(crate::tasks::TaskError {
+                    kind: ErrorKind::Retryable,
+                    message: "the agent completed the task without results".into(),
+                }),
+                ..Default::default()
+            },
+        };
+        let mut job = job;
+        if results.metrics.is_some() {
+            job.metrics = results.metrics;
+        }
+        if let Some(error) = &results.error {
+            return Ok(match error.kind {
+                ErrorKind::Fatal => {
+                    let message = if error.message.is_empty() {
+                        messages::JOB_ERROR.to_string()
+                    } else {
+                        error.message.clone()
+                    };
+                    self.set_code_into(
+                        job,
+                        StatusCode::JobError,
+                        &message,
+                        task.agent_timestamp_ns,
+                        batch,
+                    )
+                }
+                ErrorKind::Retryable => self.set_code_into(
+                    job,
+                    StatusCode::WaitingOnNewTask,
+                    messages::WAITING_ON_NEW_TASK,
+                    task.agent_timestamp_ns,
+                    batch,
+                ),
+            });
+        }
+        let (code, message) = completion(&job, &results);
+        let at = (results.timestamp_ns > 0)
+            .then_some(results.timestamp_ns)
+            .or(task.agent_timestamp_ns);
+        Ok(self.set_code_into(job, code, &message, at, batch))
+    }
+
+    /// The RUNJOB tasks of a job, oldest first.
+    fn runjob_tasks(&self, job_id: &JobId) -> Result<Vec<Task>, BackendError> {
+        let mut tasks: Vec<Task> = self
+            .store
+            .tasks_for_job(job_id)?
+            .into_iter()
+            .filter(|t| t.task_type == TaskType::RunJob && runjob_attempt(&t.id).is_some())
+            .collect();
+        tasks.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(tasks)
+    }
+
+    /// §3.8 step 2: deactivate the latest RUNJOB task if active and issue a CANCELJOB task.
+    fn cancel_tasks(&mut self, job: Job, batch: &mut WriteBatch) -> Result<Job, BackendError> {
+        let Some(mut runjob) = self.runjob_tasks(&job.id)?.pop() else {
+            return Ok(job);
+        };
+        if !runjob.active {
+            return Ok(job);
+        }
+        runjob.active = false;
+        runjob.finished_at = Some(now_s());
+        let cancel_id = canceljob_task_id(&runjob.id);
+        let definition = match &runjob.definition {
+            TaskDefinition::Job(definition) => {
+                let mut definition = (**definition).clone();
+                definition.task_id = cancel_id.clone();
+                definition.image_sha = String::new();
+                definition
+            }
+            TaskDefinition::DbStatus { .. } => self.job_definition(&job, &cancel_id)?,
+        };
+        let mut cancel = self.new_task(
+            cancel_id,
+            TaskType::CancelJob,
+            TaskDefinition::Job(Box::new(definition)),
+            &job,
+        );
+        // The agent running the job is the one that must stop it.
+        if runjob.leased_to.is_some() {
+            cancel.leased_to = runjob.leased_to.clone();
+            self.outbox
+                .retain(|(_, c)| !matches!(c, AgentCommand::Task(t) if t.id == cancel.id));
+            if let Some(agent) = &runjob.leased_to {
+                self.outbox
+                    .push((agent.clone(), AgentCommand::Revoke(runjob.id.clone())));
+                self.outbox
+                    .push((agent.clone(), AgentCommand::Task(Box::new(cancel.clone()))));
+            }
+        }
+        batch.tasks.push(runjob);
+        batch.tasks.push(cancel);
+        Ok(job)
+    }
+
+    /// A new active task, leased to the least busy connected agent (queued for it).
+    fn new_task(
+        &mut self,
+        id: String,
+        task_type: TaskType,
+        definition: TaskDefinition,
+        job: &Job,
+    ) -> Task {
+        let mut attributes = BTreeMap::new();
+        attributes.insert("user".to_string(), non_empty(&job.user));
+        attributes.insert("project".to_string(), non_empty(&job.project));
+        attributes.insert("orgs".to_string(), job.orgs.join(","));
+        let mut task = Task {
+            id,
+            backend: self.backend.name.clone(),
+            task_type,
+            definition,
+            active: true,
+            created_at: now_s(),
+            finished_at: None,
+            attributes,
+            agent_stage: ExecutorStage::Unspecified,
+            agent_complete: false,
+            agent_results: None,
+            agent_timestamp_ns: None,
+            leased_to: None,
+            last_update_id: 0,
+        };
+        self.lease(&mut task);
+        task
+    }
+
+    fn lease(&mut self, task: &mut Task) {
+        if self.agents.is_empty() {
+            return;
+        }
+        let mut load: HashMap<&str, usize> = self
+            .agents
+            .iter()
+            .map(|a| (a.agent_id.as_str(), 0))
+            .collect();
+        for (agent, command) in &self.outbox {
+            if matches!(command, AgentCommand::Task(_)) {
+                if let Some(n) = load.get_mut(agent.as_str()) {
+                    *n += 1;
+                }
+            }
+        }
+        if let Ok(active) = self.store.active_tasks(&self.backend.name) {
+            for t in active {
+                if let Some(n) = t.leased_to.as_deref().and_then(|a| load.get_mut(a)) {
+                    *n += 1;
+                }
+            }
+        }
+        let Some(agent) = self
+            .agents
+            .iter()
+            .map(|a| a.agent_id.as_str())
+            .min_by_key(|a| load.get(a).copied().unwrap_or(0))
+            .map(str::to_string)
+        else {
+            return;
+        };
+        task.leased_to = Some(agent.clone());
+        self.outbox
+            .push((agent, AgentCommand::Task(Box::new(task.clone()))));
+    }
+
+    /// The RUNJOB definition of a job (§1.5).
+    fn job_definition(&self, job: &Job, task_id: &str) -> Result<JobDefinition, BackendError> {
+        let words = split_command(&job.run_command);
+        let image_and_tag = words.first().cloned().unwrap_or_default();
+        let args = words.into_iter().skip(1).collect();
+        let mut env = BTreeMap::new();
+        env.insert("OPENSAFELY_BACKEND".to_string(), self.backend.name.clone());
+        if job.requires_db {
+            let scope = &job.analysis_scope;
+            let permissions: Vec<&String> = scope
+                .dataset_permissions
+                .iter()
+                .chain(&scope.population_permissions)
+                .chain(&scope.component_access)
+                .collect();
+            env.insert(
+                "EHRQL_PERMISSIONS".to_string(),
+                serde_json::to_string(&permissions).unwrap_or_else(|_| "[]".into()),
+            );
+        }
+        let state = self
+            .store
+            .workspace_state(&self.backend.name, &job.workspace)?;
+        let input_job_ids = job
+            .requires_outputs_from
+            .iter()
+            .filter_map(|action| state.get(action).map(|j| j.id.to_string()))
+            .collect();
+        let (repo_url, commit) = match (&job.action_repo_url, &job.action_commit) {
+            (Some(url), Some(commit)) => (url.clone(), commit.clone()),
+            _ => (job.repo_url.clone(), job.commit.clone()),
+        };
+        Ok(JobDefinition {
+            id: job.id.to_string(),
+            rap_id: job.rap_id.to_string(),
+            task_id: task_id.to_string(),
+            repo_url,
+            commit,
+            study_repo_url: job.repo_url.clone(),
+            study_commit: job.commit.clone(),
+            study_branch: job.branch.clone(),
+            workspace: job.workspace.clone(),
+            action: job.action.clone(),
+            created_at: job.created_at,
+            image: format!("{}/{image_and_tag}", self.registry.trim_end_matches('/')),
+            image_sha: String::new(),
+            args,
+            env,
+            input_job_ids,
+            output_spec: job.output_spec.clone(),
+            allow_database_access: job.requires_db,
+            database_name: if job.requires_db {
+                job.database_name.clone()
+            } else {
+                String::new()
+            },
+            user: job.user.clone(),
+            cpu_count: self.backend.cpu_count,
+            memory_limit: self.backend.memory_limit.clone(),
+            level4_max_filesize: LEVEL4_MAX_FILESIZE,
+            level4_max_csv_rows: LEVEL4_MAX_CSV_ROWS,
+            level4_file_types: LEVEL4_FILE_TYPES.iter().map(|s| s.to_string()).collect(),
+            requires_outputs_from: job.requires_outputs_from.clone(),
+        })
+    }
+
+    /// Apply [`set_code`] and queue the job for writing when anything changed.
+    fn set_code_into(
+        &self,
+        mut job: Job,
+        code: StatusCode,
+        message: &str,
+        task_timestamp_ns: Option<i64>,
+        batch: &mut WriteBatch,
+    ) -> Job {
+        match set_code(&job.status, code, message, task_timestamp_ns, now_ns()) {
+            CodeChange::Changed {
+                status,
+                left,
+                left_since_ns,
+                at_ns,
+            } => {
+                // One event per state left, named after its code (§5); never output names.
+                tracing::info!(
+                    target: "rap_controller::job_state",
+                    job_id = %job.id,
+                    job_request = %job.rap_id,
+                    backend = %job.backend,
+                    workspace = %job.workspace,
+                    action = %job.action,
+                    left = left.as_str(),
+                    left_for_ms = (at_ns - left_since_ns) / 1_000_000,
+                    status_code = code.as_str(),
+                    state = status.state.as_str(),
+                    "{}",
+                    status.status_message
+                );
+                job.status = status;
+                batch.jobs.push(job.clone());
+            }
+            CodeChange::Refreshed(status) => {
+                job.status = status;
+                batch.jobs.push(job.clone());
+            }
+            CodeChange::Unchanged => {
+                if batch.jobs.iter().all(|j| j.id != job.id)
+                    && job.cancelled
+                    && job.state().is_active()
+                {
+                    batch.jobs.push(job.clone());
+                }
+            }
+        }
+        job
+    }
+
+    /// Keep one DBSTATUS task alive when checks are enabled (§1.4).
+    fn schedule_db_status(&mut self) -> Result<(), BackendError> {
+        let interval = self.backend.db_status_interval_s;
+        if interval == 0 {
+            return Ok(());
+        }
+        let disabled = self.flag_value(flags::MANUAL_DB_MAINTENANCE) == Some("on")
+            && self.flag_value(flags::DB_CHECKS_DISABLED) == Some("true");
+        let active: Vec<Task> = self
+            .store
+            .active_tasks(&self.backend.name)?
+            .into_iter()
+            .filter(|t| t.task_type == TaskType::DbStatus)
+            .collect();
+        let mut batch = WriteBatch::default();
+        if disabled {
+            for mut task in active {
+                task.active = false;
+                task.finished_at = Some(now_s());
+                batch.tasks.push(task);
+            }
+            self.write(&batch)?;
+            return Ok(());
+        }
+        let recent = self
+            .last_db_status
+            .is_some_and(|t| now_s() - t < interval as i64);
+        if !active.is_empty() || recent {
+            return Ok(());
+        }
+        let now = now_ns();
+        let suffix = hex::encode(
+            &sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(format!(
+                "{}{now}",
+                self.backend.name
+            )))[..10],
+        );
+        let id = format!("dbstatus-{}-{suffix}", civil_date(now / 1_000_000_000));
+        let mut task = Task {
+            id,
+            backend: self.backend.name.clone(),
+            task_type: TaskType::DbStatus,
+            definition: TaskDefinition::DbStatus {
+                database_name: "default".into(),
+                image: self.backend.db_status_image.clone(),
+            },
+            active: true,
+            created_at: now_s(),
+            finished_at: None,
+            attributes: BTreeMap::new(),
+            agent_stage: ExecutorStage::Unspecified,
+            agent_complete: false,
+            agent_results: None,
+            agent_timestamp_ns: None,
+            leased_to: None,
+            last_update_id: 0,
+        };
+        self.lease(&mut task);
+        // Counted as the latest check so that a lost task is replaced after one interval.
+        self.last_db_status = Some(now_s());
+        batch.tasks.push(task);
+        self.write(&batch)?;
+        Ok(())
+    }
+}
+
+/// Resource use of running jobs, per pool (§3.10).
+#[derive(Default)]
+struct Usage {
+    db: f64,
+    other: f64,
+}
+
+impl Usage {
+    fn add(&mut self, db: bool, weight: f64) {
+        if db {
+            self.db += weight;
+        } else {
+            self.other += weight;
+        }
+    }
+
+    fn remove(&mut self, db: bool, weight: f64) {
+        if db {
+            self.db = (self.db - weight).max(0.0);
+        } else {
+            self.other = (self.other - weight).max(0.0);
+        }
+    }
+}
+
+/// §2.3 step 3: a known rap id is "No change" or "Inconsistent request data".
+///
+/// # Errors
+/// The request disagrees with the jobs already created for its rap id.
+pub fn idempotency(
+    store: &Store,
+    request: &JobRequest,
+) -> Result<Option<SubmitOutcome>, BackendError> {
+    let existing = store.jobs_for_rap(request.rap_id.as_str())?;
+    let Some(first) = existing.iter().min_by_key(|j| (j.created_at, j.id.clone())) else {
+        return Ok(None);
+    };
+    if first.repo_url != request.repo_url
+        || first.workspace != request.workspace
+        || first.commit != request.commit
+    {
+        return Err(BackendError::Inconsistent(request.rap_id.to_string()));
+    }
+    Ok(Some(SubmitOutcome::NoChange(
+        u32::try_from(existing.len()).unwrap_or(u32::MAX),
+    )))
+}
+
+fn non_empty(value: &str) -> String {
+    if value.is_empty() {
+        "unknown".into()
+    } else {
+        value.into()
+    }
+}
+
+/// §3.7: the final code and message of a completed task.
+pub fn completion(job: &Job, results: &RunJobResults) -> (StatusCode, String) {
+    if results.exit_code != Some(0) {
+        let mut message = messages::NONZERO_EXIT.to_string();
+        if !results.status_message.is_empty() {
+            message.push_str(": ");
+            message.push_str(&results.status_message);
+        } else if job.requires_db {
+            if let Some(text) = results.exit_code.and_then(database_exit_message) {
+                message.push_str(": ");
+                message.push_str(text);
+            }
+        }
+        return (StatusCode::NonzeroExit, message);
+    }
+    if results.has_unmatched_patterns {
+        return (
+            StatusCode::UnmatchedPatterns,
+            messages::UNMATCHED_PATTERNS.into(),
+        );
+    }
+    let mut message = messages::SUCCEEDED.to_string();
+    if results.has_level4_excluded_files {
+        message.push_str(messages::SUCCEEDED_EXCLUDED_SUFFIX);
+    }
+    (StatusCode::Succeeded, message)
+}
+
+/// The reference's `DATABASE_EXIT_CODES` (used for database jobs only).
+pub fn database_exit_message(code: i32) -> Option<&'static str> {
+    Some(match code {
+        2 => "There was a problem with the command-line arguments",
+        3 => "A transient database error occurred, please try again",
+        4 => "New data is being imported into the database, please try again in a few hours",
+        5 => "Something went wrong with the database, please contact tech support",
+        6 => "The SQL generated by your ehrQL is too complex for the database",
+        10 => "There was a problem reading your ehrQL code",
+        11 => "There was a problem reading one of the supplied data files",
+        12 => "You do not have the required permissions for the ehrQL you are trying to run",
+        13 => "The assurance tests in your ehrQL failed",
+        14 => "Your query is too slow and is unlikely to complete",
+        _ => return None,
+    })
+}
+
+/// Split a shell-quoted command (single and double quotes, backslash escapes).
+pub fn split_command(command: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut in_word = false;
+    let mut chars = command.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for q in chars.by_ref() {
+                    if q == '\'' {
+                        break;
+                    }
+                    current.push(q);
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(q) = chars.next() {
+                    match q {
+                        '"' => break,
+                        '\\' => {
+                            if let Some(&next) = chars.peek() {
+                                if matches!(next, '"' | '\\' | '$' | '`') {
+                                    current.push(next);
+                                    chars.next();
+                                    continue;
+                                }
+                            }
+                            current.push('\\');
+                        }
+                        other => current.push(other),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(next) = chars.next() {
+                    current.push(next);
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut current));
+                    in_word = false;
+                }
+            }
+            other => {
+                in_word = true;
+                current.push(other);
+            }
+        }
+    }
+    if in_word {
+        words.push(current);
+    }
+    words
+}
+
+/// `YYYY-MM-DD` of a UNIX time (UTC), for scheduled task ids.
+pub fn civil_date(unix_s: i64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = unix_s.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,302 @@
+//! The controller's configuration: a TOML file, each top-level key overridable by an environment
+//! variable `RAP_CONTROLLER_<KEY>` (upper case), e.g. `RAP_CONTROLLER_LISTEN`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::jobs::create::RequestRules;
+
+/// Everything the controller needs to run.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the database and git caches live.
+    pub data_dir: PathBuf,
+    /// The RAP and admin services (TLS, bearer tokens).
+    pub listen: String,
+    /// The agent service (mutual TLS).
+    pub agent_listen: String,
+    pub tls: TlsConfig,
+    #[serde(default = "default_orgs")]
+    pub allowed_github_orgs: Vec<String>,
+    /// Accept absolute local paths as repository URLs (development and tests only).
+    #[serde(default)]
+    pub allow_local_repos: bool,
+    /// Replaces `https://github.com` when fetching (an allow-listing proxy).
+    #[serde(default)]
+    pub git_proxy: Option<String>,
+    /// Where reusable actions live: `<actions_url>/<image>`.
+    #[serde(default = "default_actions_url")]
+    pub actions_url: String,
+    /// Prefix of job images: `<docker_registry>/<image>:<tag>`.
+    #[serde(default = "default_registry")]
+    pub docker_registry: String,
+    /// The periodic safety pass of each backend's scheduler (it also runs on every event).
+    #[serde(default = "default_interval")]
+    pub scheduler_interval_ms: u64,
+    /// RUNJOB tasks a job may use before a retryable agent error becomes fatal.
+    #[serde(default = "default_attempts")]
+    pub max_task_attempts: u32,
+    /// SHA-256 (hex) of the operators' admin token; empty disables the admin service.
+    #[serde(default)]
+    pub admin_token_sha256: String,
+    #[serde(default)]
+    pub projects_with_event_level_access: Vec<String>,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    pub backends: Vec<BackendConfig>,
+}
+
+/// PEM files of the controller.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The CA that signs agent certificates.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A job server (or other client) of the RAP API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub name: String,
+    /// SHA-256 (hex) of the client's bearer token; the token itself is never stored here.
+    pub token_sha256: String,
+    /// The backends this client may act on.
+    pub backends: Vec<String>,
+}
+
+/// One backend's limits (spec §3.10).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    #[serde(default = "default_workers")]
+    pub max_workers: f64,
+    /// Defaults to `max_workers`.
+    #[serde(default)]
+    pub max_db_workers: Option<f64>,
+    #[serde(default = "default_cpu")]
+    pub cpu_count: f64,
+    #[serde(default = "default_memory")]
+    pub memory_limit: String,
+    /// Job weights: `"<workspace>/<action>"` or `"*/<action>"` → weight (default 1). Exact
+    /// names rather than the reference's regular expressions.
+    #[serde(default)]
+    pub weights: BTreeMap<String, f64>,
+    /// Seconds between DBSTATUS checks; 0 disables them.
+    #[serde(default)]
+    pub db_status_interval_s: u64,
+    #[serde(default = "default_db_status_image")]
+    pub db_status_image: String,
+}
+
+impl BackendConfig {
+    pub fn max_db_workers(&self) -> f64 {
+        self.max_db_workers.unwrap_or(self.max_workers)
+    }
+
+    /// The weight of an action in a workspace: a workspace entry first, then a `*` entry.
+    pub fn weight(&self, workspace: &str, action: &str) -> f64 {
+        self.weights
+            .get(&format!("{workspace}/{action}"))
+            .or_else(|| self.weights.get(&format!("*/{action}")))
+            .copied()
+            .unwrap_or(1.0)
+    }
+
+    /// A backend with the reference's defaults.
+    pub fn with_defaults(name: &str) -> BackendConfig {
+        BackendConfig {
+            name: name.to_string(),
+            max_workers: default_workers(),
+            max_db_workers: None,
+            cpu_count: default_cpu(),
+            memory_limit: default_memory(),
+            weights: BTreeMap::new(),
+            db_status_interval_s: 0,
+            db_status_image: default_db_status_image(),
+        }
+    }
+}
+
+fn default_orgs() -> Vec<String> {
+    vec!["opensafely".into(), "opensafely-actions".into()]
+}
+fn default_actions_url() -> String {
+    "https://github.com/opensafely-actions".into()
+}
+fn default_registry() -> String {
+    "ghcr.io/opensafely-core".into()
+}
+fn default_interval() -> u64 {
+    5000
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_workers() -> f64 {
+    10.0
+}
+fn default_cpu() -> f64 {
+    2.0
+}
+fn default_memory() -> String {
+    "4G".into()
+}
+fn default_db_status_image() -> String {
+    "ghcr.io/opensafely-core/tpp-database-utils:latest".into()
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {name}: {reason}")]
+    Env { name: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The environment variables that override top-level keys, in documentation order.
+pub const ENV_OVERRIDES: [(&str, &str); 13] = [
+    ("RAP_CONTROLLER_LISTEN", "listen"),
+    ("RAP_CONTROLLER_AGENT_LISTEN", "agent_listen"),
+    ("RAP_CONTROLLER_DATA_DIR", "data_dir"),
+    ("RAP_CONTROLLER_TLS_CA", "tls.ca"),
+    ("RAP_CONTROLLER_TLS_CERT", "tls.cert"),
+    ("RAP_CONTROLLER_TLS_KEY", "tls.key"),
+    ("RAP_CONTROLLER_ALLOW_LOCAL_REPOS", "allow_local_repos"),
+    ("RAP_CONTROLLER_GIT_PROXY", "git_proxy"),
+    ("RAP_CONTROLLER_ACTIONS_URL", "actions_url"),
+    ("RAP_CONTROLLER_DOCKER_REGISTRY", "docker_registry"),
+    (
+        "RAP_CONTROLLER_SCHEDULER_INTERVAL_MS",
+        "scheduler_interval_ms",
+    ),
+    ("RAP_CONTROLLER_MAX_TASK_ATTEMPTS", "max_task_attempts"),
+    ("RAP_CONTROLLER_ADMIN_TOKEN_SHA256", "admin_token_sha256"),
+];
+
+impl Config {
+    /// Read a TOML file, then apply environment overrides.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed, an override is malformed, or the result is invalid.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Apply `RAP_CONTROLLER_*` overrides from `lookup`.
+    ///
+    /// # Errors
+    /// A value that does not parse.
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        for (name, _) in ENV_OVERRIDES {
+            let Some(value) = lookup(name) else {
+                continue;
+            };
+            let bad = |reason: &str| ConfigError::Env {
+                name: name.to_string(),
+                reason: reason.to_string(),
+            };
+            match name {
+                "RAP_CONTROLLER_LISTEN" => self.listen = value,
+                "RAP_CONTROLLER_AGENT_LISTEN" => self.agent_listen = value,
+                "RAP_CONTROLLER_DATA_DIR" => self.data_dir = value.into(),
+                "RAP_CONTROLLER_TLS_CA" => self.tls.ca = value.into(),
+                "RAP_CONTROLLER_TLS_CERT" => self.tls.cert = value.into(),
+                "RAP_CONTROLLER_TLS_KEY" => self.tls.key = value.into(),
+                "RAP_CONTROLLER_ALLOW_LOCAL_REPOS" => {
+                    self.allow_local_repos = matches!(
+                        value.to_ascii_lowercase().as_str(),
+                        "1" | "true" | "yes" | "on"
+                    )
+                }
+                "RAP_CONTROLLER_GIT_PROXY" => self.git_proxy = (!value.is_empty()).then_some(value),
+                "RAP_CONTROLLER_ACTIONS_URL" => self.actions_url = value,
+                "RAP_CONTROLLER_DOCKER_REGISTRY" => self.docker_registry = value,
+                "RAP_CONTROLLER_SCHEDULER_INTERVAL_MS" => {
+                    self.scheduler_interval_ms =
+                        value.parse().map_err(|_| bad("not a whole number"))?
+                }
+                "RAP_CONTROLLER_MAX_TASK_ATTEMPTS" => {
+                    self.max_task_attempts = value.parse().map_err(|_| bad("not a whole number"))?
+                }
+                "RAP_CONTROLLER_ADMIN_TOKEN_SHA256" => self.admin_token_sha256 = value,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Check cross-field rules.
+    ///
+    /// # Errors
+    /// The first rule broken.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.backends.is_empty() {
+            return Err(ConfigError::Invalid(
+                "at least one backend must be configured".into(),
+            ));
+        }
+        for backend in &self.backends {
+            if rap_proto::identity::BackendName::new(&backend.name).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "backend name '{}' must be 1-64 characters of [a-z0-9_-]",
+                    backend.name
+                )));
+            }
+        }
+        for client in &self.clients {
+            if client.token_sha256.len() != 64 || hex::decode(&client.token_sha256).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "client '{}': token_sha256 must be 64 hex characters",
+                    client.name
+                )));
+            }
+        }
+        if self.max_task_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "max_task_attempts must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The request rules job creation applies.
+    pub fn request_rules(&self) -> RequestRules {
+        RequestRules {
+            backends: self.backends.iter().map(|b| b.name.clone()).collect(),
+            allowed_github_orgs: self.allowed_github_orgs.clone(),
+            allow_local_repos: self.allow_local_repos,
+            projects_with_event_level_access: self.projects_with_event_level_access.clone(),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The live side of `WatchJobs`: a hub that fans job changes out to watchers, each through its
+//! own bounded channel.
+//!
+//! Changes are staged in cursor order as they are committed (under the store's write lock) and
+//! released only after a flush that began after them, so watchers see only durable changes, in
+//! strictly increasing cursor order, even when several backends write at once.
+//!
+//! A watcher first subscribes (so nothing committed from then on is missed), then replays the
+//! change log from its cursor, then forwards live changes newer than the last replayed cursor.
+//! A watcher whose channel is full is dropped from the hub: its stream ends with an error telling
+//! it where to resume, and the scheduler never waits for a slow client.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::store::{Change, Store, StoreError};
+
+/// How many live changes a watcher may fall behind before it is cut off.
+pub const WATCH_BUFFER: usize = 4096;
+
+/// Changes replayed from the store per read.
+const REPLAY_PAGE: usize = 512;
+
+struct Subscriber {
+    backends: HashSet<String>,
+    tx: mpsc::Sender<Change>,
+}
+
+/// The fan-out point for committed job changes.
+#[derive(Clone, Default)]
+pub struct WatchHub {
+    // Std mutexes: held only to move values and `try_send`, never across an `.await`.
+    subscribers: Arc<Mutex<Vec<Subscriber>>>,
+    staged: Arc<Mutex<Vec<Change>>>,
+}
+
+/// Why a watch stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("watch stream fell behind; resume after cursor {last_cursor}")]
+    FellBehind { last_cursor: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl WatchHub {
+    /// Stage committed (not yet durable) changes; call under the store's write lock.
+    pub fn stage(&self, changes: &[Change]) {
+        self.staged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend_from_slice(changes);
+    }
+
+    /// Publish every staged change up to `cursor`: call after a flush that began after the
+    /// change with that cursor was committed (a flush makes everything written before it
+    /// durable, whoever wrote it).
+    pub fn release(&self, cursor: u64) {
+        // The staged lock is held while publishing, so two releases cannot interleave and
+        // every watcher receives changes in cursor order.
+        let mut staged = self
+            .staged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let n = staged.partition_point(|change| change.cursor <= cursor);
+        let ready: Vec<Change> = staged.drain(..n).collect();
+        self.publish(&ready);
+    }
+
+    /// Send changes to every watcher of their backend.
+    fn publish(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        subscribers.retain(|subscriber| {
+            for change in changes {
+                if !subscriber.backends.contains(&change.job.backend) {
+                    continue;
+                }
+                if subscriber.tx.try_send(change.clone()).is_err() {
+                    // Full or closed: cut this watcher off rather than wait for it.
+                    return false;
+                }
+            }
+            true
+        });
+    }
+
+    /// Watch the given backends from `after_cursor`: replayed history, then live changes.
+    /// The returned receiver yields changes in strictly increasing cursor order.
+    pub fn watch(
+        &self,
+        store: Arc<Store>,
+        backends: HashSet<String>,
+        after_cursor: u64,
+    ) -> mpsc::Receiver<Result<Change, WatchError>> {
+        let (live_tx, mut live_rx) = mpsc::channel(WATCH_BUFFER);
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Subscriber {
+                backends: backends.clone(),
+                tx: live_tx,
+            });
+        let (out_tx, out_rx) = mpsc::channel(256);
+        // The forwarder ends when the client goes (a send fails) or the hub drops it.
+        tokio::spawn(async move {
+            let mut last = after_cursor;
+            loop {
+                let page = match store.changes_after(last, REPLAY_PAGE) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = out_tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let done = page.len() < REPLAY_PAGE;
+                for change in page {
+                    last = change.cursor;
+                    if backends.contains(&change.job.backend)
+                        && out_tx.send(Ok(change)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+            while let Some(change) = live_rx.recv().await {
+                if change.cursor <= last {
+                    continue;
+                }
+                last = change.cursor;
+                if out_tx.send(Ok(change)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = out_tx
+                .send(Err(WatchError::FellBehind { last_cursor: last }))
+                .await;
+        });
+        out_rx
+    }
+}
