@@ -5,6 +5,7 @@ pub mod job;
 pub mod layout;
 pub mod metadata;
 pub mod metrics;
+pub mod outbox;
 pub mod outputs;
 pub mod recovery;
 pub mod task;

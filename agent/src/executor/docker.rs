@@ -170,11 +170,19 @@ impl DockerExecutor {
     /// Checks the image against the registry prefix and allow-list, and that it is present;
     /// returns its local id.
     async fn resolve_image(&self, job: &JobDefinition) -> Result<String, ExecutorError> {
+        self.resolve_image_named(&job.image, &job.image_sha).await
+    }
+
+    async fn resolve_image_named(
+        &self,
+        image: &str,
+        image_sha: &str,
+    ) -> Result<String, ExecutorError> {
         let not_allowed = || ExecutorError::ImageNotAllowed {
-            image: job.image.clone(),
+            image: image.to_owned(),
         };
         let prefix = format!("{}/", self.config.registry.trim_end_matches('/'));
-        let name_and_tag = job.image.strip_prefix(&prefix).ok_or_else(not_allowed)?;
+        let name_and_tag = image.strip_prefix(&prefix).ok_or_else(not_allowed)?;
         let name = name_and_tag.split(':').next().unwrap_or_default();
         if name.is_empty()
             || !self
@@ -185,19 +193,19 @@ impl DockerExecutor {
         {
             return Err(not_allowed());
         }
-        let inspect = match self.docker.inspect_image(&job.image).await {
+        let inspect = match self.docker.inspect_image(image).await {
             Ok(inspect) => inspect,
             Err(error) if is_status(&error, &[404]) => {
                 return Err(ExecutorError::ImageNotPresent {
-                    image: job.image.clone(),
+                    image: image.to_owned(),
                 });
             }
             Err(error) => return Err(docker_error("inspecting the image")(error)),
         };
         let id = inspect.id.unwrap_or_default();
-        if !job.image_sha.is_empty() {
-            let digest_suffix = format!("@{}", job.image_sha);
-            let matches = id == job.image_sha
+        if !image_sha.is_empty() {
+            let digest_suffix = format!("@{}", image_sha);
+            let matches = id == image_sha
                 || inspect
                     .repo_digests
                     .unwrap_or_default()
@@ -205,8 +213,8 @@ impl DockerExecutor {
                     .any(|digest| digest.ends_with(&digest_suffix));
             if !matches {
                 return Err(ExecutorError::ImageDigestMismatch {
-                    image: job.image.clone(),
-                    expected: job.image_sha.clone(),
+                    image: image.to_owned(),
+                    expected: image_sha.to_owned(),
                 });
             }
         }
@@ -912,6 +920,98 @@ impl Executor for DockerExecutor {
     }
 }
 
+impl crate::task::DbStatusCheck for DockerExecutor {
+    /// Runs the database-status image with `in_maintenance_mode` on the database network, the
+    /// URL in its environment only, and reads the last line of its output (spec §1.4 DBSTATUS).
+    async fn db_status(
+        &self,
+        definition: &rap_proto::pb::rap::v1::DbStatusDefinition,
+    ) -> Result<String, ExecutorError> {
+        let image_id = self.resolve_image_named(&definition.image, "").await?;
+        let database = if definition.database_name.is_empty() {
+            "default"
+        } else {
+            definition.database_name.as_str()
+        };
+        let url = (database == "default")
+            .then(|| std::env::var(&self.config.database_url_env).ok())
+            .flatten()
+            .filter(|url| !url.is_empty())
+            .ok_or_else(|| ExecutorError::DatabaseNotConfigured {
+                name: database.to_owned(),
+                backend: self.config.backend.clone(),
+            })?;
+        let name = format!("os-dbstatus-{}", clock::now_ns());
+        let body = ContainerCreateBody {
+            image: Some(image_id),
+            cmd: Some(vec!["in_maintenance_mode".to_string()]),
+            env: Some(vec![format!("DATABASE_URL={url}")]),
+            user: Some(self.config.user.clone()),
+            labels: Some(HashMap::from([(JOB_LABEL.to_string(), String::new())])),
+            host_config: Some(HostConfig {
+                network_mode: Some(self.config.database_network.clone()),
+                dns: Some(vec!["192.0.2.0".to_string()]),
+                cap_drop: Some(vec!["ALL".to_string()]),
+                security_opt: Some(vec!["no-new-privileges".to_string()]),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(docker_error("creating the database-status container"))?;
+        let outcome = async {
+            self.docker
+                .start_container(&name, None)
+                .await
+                .map_err(docker_error("starting the database-status container"))?;
+            let options = WaitContainerOptionsBuilder::default()
+                .condition("not-running")
+                .build();
+            let exit = match self
+                .docker
+                .wait_container(&name, Some(options))
+                .next()
+                .await
+            {
+                Some(Ok(response)) => response.status_code,
+                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => code,
+                _ => -1,
+            };
+            let logs = LogsOptionsBuilder::default().stdout(true).build();
+            let mut stream = self.docker.logs(&name, Some(logs));
+            let mut output = Vec::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                output.extend_from_slice(&chunk.into_bytes());
+            }
+            if exit != 0 {
+                return Err(ExecutorError::InvalidDbStatus);
+            }
+            parse_db_status(&String::from_utf8_lossy(&output))
+        }
+        .await;
+        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+        let _ = self.docker.remove_container(&name, Some(remove)).await;
+        outcome
+    }
+}
+
+/// The last line of the database-status output: one of the reference's accepted values, turned
+/// into `"db-maintenance"` or `""`. Anything else is an error that does not echo the value.
+fn parse_db_status(output: &str) -> Result<String, ExecutorError> {
+    let last = output.trim_end().lines().last().unwrap_or("").trim();
+    match last {
+        "" | "none;0" | "none;1" | "none;2" => Ok(String::new()),
+        "db-maintenance" | "db-maintenance;0" | "db-maintenance;1" | "db-maintenance;2" => {
+            Ok("db-maintenance".to_string())
+        }
+        _ => Err(ExecutorError::InvalidDbStatus),
+    }
+}
+
 /// Copies the outputs of the jobs this one needs from the high-privacy workspace into the job
 /// directory (spec §4.3). A missing file is fatal; it is named only in the agent's log.
 fn copy_inputs(layout: &Layout, job: &JobDefinition, job_dir: &Path) -> Result<(), ExecutorError> {
@@ -982,6 +1082,22 @@ mod tests {
             Some("Job cancelled by system")
         );
         assert_eq!(message(Some(1), false, false, &none), None);
+    }
+
+    #[test]
+    fn database_status_lines_parse_without_echoing() {
+        assert_eq!(parse_db_status("").unwrap(), "");
+        assert_eq!(parse_db_status("starting\nnone;1\n").unwrap(), "");
+        assert_eq!(
+            parse_db_status("db-maintenance;2").unwrap(),
+            "db-maintenance"
+        );
+        assert_eq!(
+            parse_db_status("db-maintenance\n").unwrap(),
+            "db-maintenance"
+        );
+        let error = parse_db_status("secret-value").unwrap_err();
+        assert!(!error.public_message().contains("secret"));
     }
 
     #[test]

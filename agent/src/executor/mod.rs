@@ -98,6 +98,10 @@ pub enum ExecutorError {
     /// Metadata could not be read or written.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    /// The database-status check printed something other than an accepted status (the value
+    /// is not echoed: it may hold anything).
+    #[error("Invalid status from the database status check")]
+    InvalidDbStatus,
     /// A blocking file-system task could not finish.
     #[error("a blocking task failed: {0}")]
     Blocking(String),
@@ -119,6 +123,7 @@ impl ExecutorError {
             ExecutorError::Docker { .. }
             | ExecutorError::Outputs(_)
             | ExecutorError::Metadata(_)
+            | ExecutorError::InvalidDbStatus
             | ExecutorError::Blocking(_) => false,
         }
     }

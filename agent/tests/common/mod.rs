@@ -168,3 +168,103 @@ pub async fn run_to_completion(executor: &DockerExecutor, job: &JobDefinition) -
     })
     .await
 }
+
+use rap_proto::pb::rap::v1 as pb;
+
+/// The wire form of a job definition, as the controller sends it.
+pub fn wire(job: &JobDefinition) -> pb::JobDefinition {
+    pb::JobDefinition {
+        id: job.id.clone(),
+        rap_id: job.rap_id.clone(),
+        task_id: job.task_id.clone(),
+        repo_url: job.repo_url.clone(),
+        commit: job.commit.clone(),
+        study: Some(pb::StudyRepo {
+            git_repo_url: job.study.git_repo_url.clone(),
+            commit: job.study.commit.clone(),
+            branch: job.study.branch.clone(),
+        }),
+        workspace: job.workspace.clone(),
+        action: job.action.clone(),
+        created_at: job.created_at,
+        image: job.image.clone(),
+        image_sha: job.image_sha.clone(),
+        args: job.args.clone(),
+        env: job.env.clone().into_iter().collect(),
+        input_job_ids: job.input_job_ids.clone(),
+        output_spec: job
+            .output_spec
+            .iter()
+            .map(|output| pb::OutputPattern {
+                pattern: output.pattern.clone(),
+                privacy: match output.privacy {
+                    Privacy::HighlySensitive => pb::Privacy::HighlySensitive as i32,
+                    Privacy::ModeratelySensitive => pb::Privacy::ModeratelySensitive as i32,
+                },
+            })
+            .collect(),
+        allow_database_access: job.allow_database_access,
+        database_name: job.database_name.clone().unwrap_or_default(),
+        user: job.user.clone(),
+        cpu_count: job.cpu_count,
+        memory_limit: job
+            .memory_limit
+            .map(|bytes| bytes.to_string())
+            .unwrap_or_default(),
+        level4_max_filesize: job.level4.max_filesize,
+        level4_max_csv_rows: job.level4.max_csv_rows,
+        level4_file_types: job.level4.file_types.clone(),
+        requires_outputs_from: job.requires_outputs_from.clone(),
+    }
+}
+
+/// A RUNJOB task for `job`.
+pub fn runjob_task(job: &JobDefinition) -> pb::Task {
+    pb::Task {
+        id: job.task_id.clone(),
+        backend: "test".into(),
+        r#type: pb::TaskType::Runjob as i32,
+        definition: Some(pb::task::Definition::Job(wire(job))),
+        ..Default::default()
+    }
+}
+
+/// The CANCELJOB task for `job`'s RUNJOB task.
+pub fn canceljob_task(job: &JobDefinition) -> pb::Task {
+    let mut definition = wire(job);
+    definition.task_id = format!("{}-cancel", job.task_id);
+    pb::Task {
+        id: definition.task_id.clone(),
+        backend: "test".into(),
+        r#type: pb::TaskType::Canceljob as i32,
+        definition: Some(pb::task::Definition::Job(definition)),
+        ..Default::default()
+    }
+}
+
+/// The next announced update, within a bound.
+pub async fn next_update(
+    updates: &mut tokio::sync::mpsc::Receiver<pb::TaskUpdate>,
+) -> pb::TaskUpdate {
+    within(updates.recv()).await.expect("an update")
+}
+
+/// Collects updates until `task_id` reports completion; returns them all (every task's).
+pub async fn updates_until_complete(
+    updates: &mut tokio::sync::mpsc::Receiver<pb::TaskUpdate>,
+    task_id: &str,
+) -> Vec<pb::TaskUpdate> {
+    let mut seen = Vec::new();
+    loop {
+        let update = next_update(updates).await;
+        let done = update.task_id == task_id && update.complete;
+        seen.push(update);
+        if done {
+            return seen;
+        }
+    }
+}
+
+pub fn stage(update: &pb::TaskUpdate) -> pb::ExecutorState {
+    pb::ExecutorState::try_from(update.stage).unwrap()
+}

@@ -1,0 +1,260 @@
+//! Task runners over the real Docker executor: the stage sequence a RUNJOB reports, capacity,
+//! cancellation, fatal errors, and recovery after the agent dies mid-job.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use pb::ExecutorState as S;
+use rap_agent::job::Privacy;
+use rap_agent::layout::Layout;
+use rap_agent::outbox::Outbox;
+use rap_agent::task::Tasks;
+use rap_proto::pb::rap::v1 as pb;
+
+fn job_results(update: &pb::TaskUpdate) -> &pb::RunJobResults {
+    match &update.results {
+        Some(pb::task_update::Results::Job(results)) => results,
+        other => panic!("no job results: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_runjob_task_reports_every_stage_with_agent_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let work = dir.path().join("work");
+    let executor = Arc::new(executor(&work).await);
+    let (outbox, mut updates) = Outbox::open(&Layout::new(work.clone()).outbox()).unwrap();
+    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let mut job = new_job(
+        &unique_id("stages"),
+        &repo,
+        &commit,
+        "mkdir -p output && echo 1 > output/a.csv",
+    );
+    job.output_spec = vec![output("output/a.csv", Privacy::HighlySensitive)];
+    tasks.start(runjob_task(&job));
+    // A repeated task (the controller resends on reconnect) does not start a second runner.
+    tasks.start(runjob_task(&job));
+    let seen = updates_until_complete(&mut updates, &job.task_id).await;
+    let stages: Vec<S> = seen.iter().map(stage).collect();
+    assert_eq!(
+        stages,
+        vec![
+            S::Preparing,
+            S::Prepared,
+            S::Executing,
+            S::Finalizing,
+            S::Finalized
+        ]
+    );
+    assert!(seen.iter().all(|update| update.timestamp_ns > 0));
+    assert!(
+        seen.windows(2)
+            .all(|pair| pair[0].update_id < pair[1].update_id)
+    );
+    let results = job_results(seen.last().unwrap());
+    assert_eq!(results.exit_code, Some(0));
+    assert_eq!(results.status_message, "Completed successfully");
+    tasks.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_fatal_error_ends_the_task_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let work = dir.path().join("work");
+    let executor = Arc::new(executor(&work).await);
+    let (outbox, mut updates) = Outbox::open(&Layout::new(work.clone()).outbox()).unwrap();
+    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let mut job = new_job(&unique_id("fatal"), &repo, &commit, "true");
+    job.image = "rap.test/python:v2".into();
+    tasks.start(runjob_task(&job));
+    let seen = updates_until_complete(&mut updates, &job.task_id).await;
+    let last = seen.last().unwrap();
+    assert_eq!(stage(last), S::Error);
+    let error = job_results(last).error.clone().unwrap();
+    assert_eq!(error.kind, pb::ErrorKind::Fatal as i32);
+    assert_eq!(
+        error.message,
+        "Docker image rap.test/python:v2 is not allowed on this backend"
+    );
+    tasks.shutdown().await;
+}
+
+#[tokio::test]
+async fn capacity_holds_a_second_job_until_the_first_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let work = dir.path().join("work");
+    let layout = Layout::new(work.clone());
+    let executor = Arc::new(executor(&work).await);
+    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
+    let mut tasks = Tasks::new(executor, Arc::new(outbox), 1, 1);
+    let first = new_job(
+        &unique_id("cap-a"),
+        &repo,
+        &commit,
+        "while [ ! -f go ]; do sleep 0.05; done",
+    );
+    let second = new_job(&unique_id("cap-b"), &repo, &commit, "true");
+    tasks.start(runjob_task(&first));
+    tasks.start(runjob_task(&second));
+    loop {
+        let update = next_update(&mut updates).await;
+        assert_ne!(
+            update.task_id, second.task_id,
+            "second job started over capacity"
+        );
+        if update.task_id == first.task_id && stage(&update) == S::Executing {
+            break;
+        }
+    }
+    std::fs::write(layout.job_dir(&first).join("go"), "").unwrap();
+    let seen = updates_until_complete(&mut updates, &second.task_id).await;
+    let first_done = seen
+        .iter()
+        .position(|u| u.task_id == first.task_id && u.complete)
+        .expect("first finished");
+    let second_started = seen
+        .iter()
+        .position(|u| u.task_id == second.task_id)
+        .unwrap();
+    assert!(first_done < second_started);
+    tasks.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancel_while_running_kills_the_container_and_reports_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let work = dir.path().join("work");
+    let layout = Layout::new(work.clone());
+    let executor = Arc::new(executor(&work).await);
+    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
+    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let mut job = new_job(
+        &unique_id("cancel-task"),
+        &repo,
+        &commit,
+        "mkdir -p output && echo 1 > output/a.csv && sleep 300",
+    );
+    job.output_spec = vec![output("output/a.csv", Privacy::HighlySensitive)];
+    tasks.start(runjob_task(&job));
+    loop {
+        let update = next_update(&mut updates).await;
+        if stage(&update) == S::Executing {
+            break;
+        }
+    }
+    let cancel = canceljob_task(&job);
+    tasks.start(cancel.clone());
+    let seen = updates_until_complete(&mut updates, &cancel.id).await;
+    assert!(
+        seen.iter().all(|update| update.task_id == cancel.id),
+        "the RUNJOB runner stopped silently: {seen:?}"
+    );
+    let stages: Vec<S> = seen.iter().map(stage).collect();
+    assert_eq!(stages, vec![S::Executing, S::Executed, S::Finalized]);
+    let results = job_results(seen.last().unwrap());
+    assert!(results.cancelled);
+    assert_eq!(results.exit_code, Some(137));
+    assert_eq!(results.status_message, "Job cancelled by system");
+    assert!(!layout.high_workspace(&job).join("output/a.csv").exists());
+    assert!(!layout.job_dir(&job).exists());
+    tasks.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancel_before_start_finalizes_as_cancelled_without_running_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let work = dir.path().join("work");
+    let layout = Layout::new(work.clone());
+    let executor = Arc::new(executor(&work).await);
+    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
+    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let job = new_job(&unique_id("cancel-early"), &repo, &commit, "true");
+    let cancel = canceljob_task(&job);
+    tasks.start(cancel.clone());
+    let seen = updates_until_complete(&mut updates, &cancel.id).await;
+    let stages: Vec<S> = seen.iter().map(stage).collect();
+    assert_eq!(stages, vec![S::Unknown, S::Finalized]);
+    let results = job_results(seen.last().unwrap());
+    assert!(results.cancelled);
+    assert_eq!(results.exit_code, None);
+    assert!(!layout.job_dir(&job).exists());
+    assert!(!layout.high_workspace(&job).exists());
+    tasks.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agent_killed_mid_job_adopts_the_container_and_finishes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let work = dir.path().join("work");
+    let layout = Layout::new(work.clone());
+    let mut job = new_job(
+        &unique_id("recover"),
+        &repo,
+        &commit,
+        "mkdir -p output && echo started >> output/starts.txt \
+         && while [ ! -f go ]; do sleep 0.05; done",
+    );
+    job.output_spec = vec![output("output/starts.txt", Privacy::HighlySensitive)];
+
+    let started_at = {
+        let executor = Arc::new(executor(&work).await);
+        let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
+        let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+        tasks.start(runjob_task(&job));
+        let executing = loop {
+            let update = next_update(&mut updates).await;
+            if stage(&update) == S::Executing {
+                break update;
+            }
+        };
+        // The agent dies: every runner is aborted where it stands, nothing is acknowledged.
+        tasks.abort();
+        executing.timestamp_ns
+    };
+
+    // A new agent on the same work directory: unacknowledged updates are still queued, and the
+    // controller resends the task.
+    let executor = Arc::new(executor(&work).await);
+    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
+    let queued: Vec<S> = outbox.pending().iter().map(stage).collect();
+    assert_eq!(queued, vec![S::Preparing, S::Prepared, S::Executing]);
+    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    tasks.start(runjob_task(&job));
+    let adopted = next_update(&mut updates).await;
+    assert_eq!(stage(&adopted), S::Executing, "adopted, not prepared again");
+    assert_eq!(adopted.timestamp_ns, started_at, "the same container");
+    std::fs::write(layout.job_dir(&job).join("go"), "").unwrap();
+    let seen = updates_until_complete(&mut updates, &job.task_id).await;
+    let stages: Vec<S> = seen.iter().map(stage).collect();
+    assert_eq!(stages, vec![S::Finalizing, S::Finalized]);
+    let results = job_results(seen.last().unwrap()).clone();
+    assert_eq!(results.exit_code, Some(0));
+    let starts =
+        std::fs::read_to_string(layout.high_workspace(&job).join("output/starts.txt")).unwrap();
+    assert_eq!(starts, "started\n", "the container ran once");
+    tasks.shutdown().await;
+
+    // Once more after the end: the same result is reported again, nothing re-runs.
+    let executor = Arc::new(executor_for(&work).await);
+    let (outbox, mut updates) = Outbox::open(&dir.path().join("outbox-2")).unwrap();
+    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    tasks.start(runjob_task(&job));
+    let again = next_update(&mut updates).await;
+    assert!(again.complete);
+    assert_eq!(stage(&again), S::Finalized);
+    assert_eq!(job_results(&again), &results);
+    tasks.shutdown().await;
+}
+
+async fn executor_for(work: &std::path::Path) -> rap_agent::executor::docker::DockerExecutor {
+    executor(work).await
+}
