@@ -142,7 +142,10 @@ impl Store {
     /// # Errors
     /// The directory cannot be opened, or holds a newer schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
+        // No background flusher: every acknowledged write is flushed explicitly (each actor
+        // iteration ends with one flush), and without the flusher thread a closed store
+        // releases its directory lock at once, so a restart can reopen it immediately.
+        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
         let meta = db.open_tree("meta")?;
         let found = match meta.get("schema_version")? {
             Some(bytes) => {
