@@ -99,17 +99,17 @@ fn check(pattern: &str, privacy: Option<Privacy>) -> Result<(), InvalidPattern> 
             return Err(InvalidPattern::UnsupportedWildcard(wildcard));
         }
     }
-    let path = paths::PurePosixPath::new(pattern);
-    let suffix = path.suffix();
+    let suffix = paths::suffix_of(pattern);
     if suffix.is_empty() || suffix.ends_with('*') {
         return Err(InvalidPattern::NoFileExtension);
     }
     if privacy == Some(Privacy::ModeratelySensitive) && !LEVEL4_FILE_TYPES.contains(&suffix) {
-        return Err(InvalidPattern::NotLevel4FileType(path.to_string()));
+        let normalised = paths::PurePosixPath::new(pattern).to_string();
+        return Err(InvalidPattern::NotLevel4FileType(normalised));
     }
     // The reference only compares with the normalised form, which keeps a leading `..`
     // (`../a.csv`); we also refuse any `..` component (a documented difference).
-    if paths::normpath(pattern) != pattern || pattern.split('/').any(|part| part == "..") {
+    if !is_standard_form(pattern) {
         return Err(InvalidPattern::NotStandardForm);
     }
     if pattern == "metadata" || pattern.starts_with("metadata/") {
@@ -119,6 +119,17 @@ fn check(pattern: &str, privacy: Option<Privacy>) -> Result<(), InvalidPattern> 
         return Err(InvalidPattern::AbsolutePath);
     }
     Ok(())
+}
+
+/// Whether the pattern equals its `posixpath.normpath` and has no `..` component. Most patterns
+/// are plain relative paths, decided without allocating.
+fn is_standard_form(pattern: &str) -> bool {
+    let plain_relative = !pattern.starts_with('/')
+        && pattern
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    plain_relative
+        || (paths::normpath(pattern) == pattern && pattern.split('/').all(|part| part != ".."))
 }
 
 /// Windows calls a path absolute when it has a drive (`X:`, any character before the colon) and

@@ -34,16 +34,6 @@ impl PurePosixPath {
         self.parts.last().map_or("", String::as_str)
     }
 
-    /// The final component's suffix: from its last `.`, provided that dot is neither the first
-    /// nor the last character (so `.csv` and `a.` have none).
-    pub(crate) fn suffix(&self) -> &str {
-        let name = self.name();
-        match name.rfind('.') {
-            Some(i) if i > 0 && i < name.len() - 1 => &name[i..],
-            _ => "",
-        }
-    }
-
     /// The path without its final component (`.` for a single relative component).
     pub(crate) fn parent(&self) -> PurePosixPath {
         let mut parts = self.parts.clone();
@@ -71,6 +61,19 @@ impl fmt::Display for PurePosixPath {
             return f.write_str(".");
         }
         write!(f, "{}{}", self.root, self.parts.join("/"))
+    }
+}
+
+/// `PurePosixPath(path).suffix` without building the path: the suffix of the last component
+/// that is neither empty nor `.`.
+pub(crate) fn suffix_of(path: &str) -> &str {
+    let name = path
+        .rsplit('/')
+        .find(|part| !part.is_empty() && *part != ".")
+        .unwrap_or("");
+    match name.rfind('.') {
+        Some(i) if i > 0 && i < name.len() - 1 => &name[i..],
+        _ => "",
     }
 }
 
@@ -270,12 +273,15 @@ mod tests {
         let path = PurePosixPath::new("output//tables/./x.csv.gz/");
         assert_eq!(path.to_string(), "output/tables/x.csv.gz");
         assert_eq!(path.name(), "x.csv.gz");
-        assert_eq!(path.suffix(), ".gz");
+        assert_eq!(suffix_of("output//tables/./x.csv.gz/"), ".gz");
         assert_eq!(path.parent().to_string(), "output/tables");
         assert_eq!(PurePosixPath::new("a.csv").parent().to_string(), ".");
-        assert_eq!(PurePosixPath::new(".csv").suffix(), "");
-        assert_eq!(PurePosixPath::new("a.").suffix(), "");
-        assert_eq!(PurePosixPath::new("..").suffix(), "");
+        assert_eq!(suffix_of(".csv"), "");
+        assert_eq!(suffix_of("a."), "");
+        assert_eq!(suffix_of(".."), "");
+        assert_eq!(suffix_of("a/./"), "");
+        assert_eq!(suffix_of("x/.y.txt"), ".txt");
+        assert_eq!(suffix_of("a.csv/."), ".csv");
         assert_eq!(PurePosixPath::new("//x/y").to_string(), "//x/y");
         assert_eq!(PurePosixPath::new("///x").to_string(), "/x");
         assert_eq!(PurePosixPath::new("").to_string(), ".");
