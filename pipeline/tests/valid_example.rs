@@ -187,3 +187,12 @@ fn parsed_pipelines_and_errors_can_cross_threads() {
         .unwrap();
     assert_eq!(names, 6);
 }
+
+#[test]
+fn windows_line_endings_and_a_leading_byte_order_mark_parse_the_same() {
+    let expected = load_pipeline(EXAMPLE).unwrap();
+    let crlf = EXAMPLE.replace('\n', "\r\n");
+    assert_eq!(load_pipeline(&crlf).unwrap(), expected);
+    let bom = format!("\u{feff}{EXAMPLE}");
+    assert_eq!(load_pipeline(&bom).unwrap(), expected);
+}
