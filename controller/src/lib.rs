@@ -13,6 +13,8 @@ pub mod backend;
 pub mod config;
 pub mod git;
 pub mod jobs;
+pub mod requests;
+pub mod reusable;
 pub mod store;
 pub mod tasks;
 pub mod watch;

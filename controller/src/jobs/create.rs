@@ -485,8 +485,8 @@ impl Builder<'_> {
             branch: request.branch.clone(),
             database_name: request.database_name.clone(),
             run_command: spec.run_command.clone(),
-            action_repo_url: None,
-            action_commit: None,
+            action_repo_url: spec.action_repo.as_ref().map(|(url, _)| url.clone()),
+            action_commit: spec.action_repo.as_ref().map(|(_, commit)| commit.clone()),
             requires_outputs_from: spec.needs.clone(),
             wait_for_job_ids,
             output_spec: spec.outputs.clone(),
@@ -580,6 +580,7 @@ mod tests {
             run_command: "python:v2 analysis/x.py".into(),
             requires_db,
             outputs: vec![],
+            action_repo: None,
         }
     }
 

@@ -15,6 +15,8 @@ pub struct ProjectAction {
     pub run_command: String,
     pub requires_db: bool,
     pub outputs: Vec<OutputPattern>,
+    /// For a reusable action: its repository and commit (§3.5 step 8).
+    pub action_repo: Option<(String, String)>,
 }
 
 /// The actions of a project, in file order.
@@ -63,6 +65,7 @@ impl Project {
                         pattern: output.pattern,
                     })
                     .collect(),
+                action_repo: None,
             })
             .collect();
         Project { actions }

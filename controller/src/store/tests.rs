@@ -42,6 +42,7 @@ fn jobs(rap_id: &str, actions: &[&str], now_s: i64) -> Vec<Job> {
                 run_command: "python:v2 x.py".into(),
                 requires_db: false,
                 outputs: vec![],
+                action_repo: None,
             })
             .collect(),
     };

@@ -63,6 +63,7 @@ fn action(name: &str, needs: &[&str], db: bool) -> ProjectAction {
         },
         requires_db: db,
         outputs: vec![],
+        action_repo: None,
     }
 }
 
