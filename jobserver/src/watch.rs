@@ -1,0 +1,146 @@
+//! The watch task: consumes the controller's `WatchJobs` stream from the cursor persisted in
+//! the store, so job news arrives without polling and resumes after a restart without loss.
+//!
+//! Each change is applied with its cursor in one transaction (see `Store::apply_job_change`);
+//! the request's overall status is then recomputed (spec A6) and a [`RequestChanged`] event is
+//! broadcast for the live pages. On connect, requests stuck in `unknown_error_creating_jobs`
+//! are checked with GetJobStatus: ids the controller never saw become `failed` (A6 step 3).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::controller_link::{ControllerLink, job_from_proto};
+use crate::model::RapId;
+use crate::status::{self, RequestStatus, UNKNOWN_ERROR_CREATING_JOBS};
+use crate::store::{Store, StoreError};
+
+/// A job request whose jobs or status changed; pages subscribed to it re-render.
+#[derive(Debug, Clone)]
+pub struct RequestChanged {
+    pub rap_id: RapId,
+}
+
+/// Runs until `shutdown` completes, reconnecting with capped exponential backoff.
+pub async fn run(
+    link: ControllerLink,
+    store: Store,
+    events: broadcast::Sender<RequestChanged>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            result = watch_once(&link, &store, &events) => {
+                match result {
+                    Ok(()) => tracing::info!("controller closed the watch stream; reconnecting"),
+                    Err(error) => tracing::warn!("watch stream failed: {error}"),
+                }
+            }
+        }
+        // A wait before reconnecting, so a controller that is down is not hammered; it is
+        // cut short by shutdown.
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WatchError {
+    #[error(transparent)]
+    Link(#[from] crate::controller_link::LinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stream error: {0}")]
+    Stream(#[from] tonic::Status),
+}
+
+async fn watch_once(
+    link: &ControllerLink,
+    store: &Store,
+    events: &broadcast::Sender<RequestChanged>,
+) -> Result<(), WatchError> {
+    let cursor = store.watch_cursor()?;
+    let mut stream = link.watch(cursor).await?;
+    tracing::info!(cursor, "watching controller job changes");
+    resolve_unknown_creations(link, store, events).await?;
+    while let Some(change) = stream.message().await? {
+        let Some(job) = change.job else {
+            tracing::warn!(cursor = change.cursor, "job change without a job");
+            continue;
+        };
+        let job = match job_from_proto(job) {
+            Ok(job) => job,
+            Err(error) => {
+                tracing::error!(cursor = change.cursor, "skipping change: {error}");
+                continue;
+            }
+        };
+        let rap_id = job.rap_id.clone();
+        if store.job_request(rap_id.as_str())?.is_none() {
+            // Another job server's request on a shared backend, or one we lost: the
+            // reference logs and skips these.
+            tracing::warn!(%rap_id, "change for an unknown job request");
+        }
+        store.apply_job_change(change.cursor, &job).await?;
+        refresh_request_status(store, &rap_id)?;
+        let _ = events.send(RequestChanged { rap_id });
+    }
+    Ok(())
+}
+
+/// Recomputes and persists a request's overall status from its jobs (A6).
+///
+/// # Errors
+/// On storage failure.
+pub fn refresh_request_status(store: &Store, rap_id: &RapId) -> Result<(), StoreError> {
+    let Some(mut request) = store.job_request(rap_id.as_str())? else {
+        return Ok(());
+    };
+    let jobs = store.jobs_of_request(rap_id.as_str())?;
+    let statuses: Vec<&str> = jobs.iter().map(|job| job.status.as_str()).collect();
+    let (new_status, message) =
+        status::aggregate(request.status, request.status_message.as_deref(), &statuses);
+    if new_status != request.status || message != request.status_message {
+        request.status = new_status;
+        request.status_message = message;
+        store.put_job_request(&request)?;
+    }
+    Ok(())
+}
+
+async fn resolve_unknown_creations(
+    link: &ControllerLink,
+    store: &Store,
+    events: &broadcast::Sender<RequestChanged>,
+) -> Result<(), WatchError> {
+    let stuck: Vec<String> = store
+        .job_requests()?
+        .into_iter()
+        .filter(|r| r.status == RequestStatus::UnknownErrorCreatingJobs)
+        .map(|r| r.rap_id.as_str().to_owned())
+        .collect();
+    if stuck.is_empty() {
+        return Ok(());
+    }
+    let (_, unrecognised) = link.job_status(&stuck).await?;
+    for rap_id in unrecognised {
+        if let Some(mut request) = store.job_request(&rap_id)? {
+            if request.status == RequestStatus::UnknownErrorCreatingJobs {
+                request.status = RequestStatus::Failed;
+                request.status_message = Some(UNKNOWN_ERROR_CREATING_JOBS.to_owned());
+                store.put_job_request(&request)?;
+                let _ = events.send(RequestChanged {
+                    rap_id: request.rap_id,
+                });
+            }
+        }
+    }
+    Ok(())
+}
