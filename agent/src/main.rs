@@ -1,15 +1,102 @@
-//! `rap-agent`: The RAP agent: runs jobs in Docker inside the secure environment.
-//!
-//! Not built yet: this binary only describes itself. See the project's issues.
+//! `rap-agent`: the RAP agent binary, a thin shell over [`rap_agent::run`] and
+//! [`rap_agent::check`].
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
 
 /// The RAP agent: runs jobs in Docker inside the secure environment.
 #[derive(Parser)]
 #[command(name = "rap-agent", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    println!("rap-agent: not implemented yet; see --help");
+#[derive(Subcommand)]
+enum Command {
+    /// Connect to the controller and run jobs until SIGINT or SIGTERM.
+    Serve {
+        /// The TOML configuration (every key overridable by a RAP_AGENT_* variable).
+        #[arg(long, env = "RAP_AGENT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check Docker, the directories, the certificates and the database URL, then exit.
+    Check {
+        /// The TOML configuration.
+        #[arg(long, env = "RAP_AGENT_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("rap-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => {
+                let config = rap_agent::config::Config::load(&config)
+                    .with_context(|| format!("loading {}", config.display()))?;
+                rap_agent::run(config, shutdown_signal()).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Check { config } => {
+                let config = rap_agent::config::Config::load(&config)
+                    .with_context(|| format!("loading {}", config.display()))?;
+                let mut healthy = true;
+                for result in rap_agent::check(&config).await {
+                    match result.outcome {
+                        Ok(detail) => println!("ok    {}: {detail}", result.what),
+                        Err(problem) => {
+                            healthy = false;
+                            println!("FAIL  {}: {problem}", result.what);
+                        }
+                    }
+                }
+                Ok(if healthy {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

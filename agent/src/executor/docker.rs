@@ -167,6 +167,19 @@ impl DockerExecutor {
         ))
     }
 
+    /// Whether any tag of an allowed image name is present locally (for `rap-agent check`).
+    pub async fn image_present(&self, name: &str) -> Result<String, String> {
+        let reference = format!("{}/{name}", self.config.registry.trim_end_matches('/'));
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&HashMap::from([("reference", vec![reference.as_str()])]))
+            .build();
+        match self.docker.list_images(Some(options)).await {
+            Ok(images) if images.is_empty() => Err(format!("no tag of {reference} is present")),
+            Ok(images) => Ok(format!("{} tag(s) present", images.len())),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
     /// Checks the image against the registry prefix and allow-list, and that it is present;
     /// returns its local id.
     async fn resolve_image(&self, job: &JobDefinition) -> Result<String, ExecutorError> {

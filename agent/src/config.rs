@@ -1,0 +1,474 @@
+//! The agent's configuration: a TOML file, every key overridable by an environment variable
+//! ([`ENV_OVERRIDES`] lists them), checked once at start-up so a mistake is reported by name.
+//!
+//! ```toml
+//! backend = "tpp"
+//! agent_id = "tpp-agent-1"
+//! work_dir = "/srv/rap"              # high_privacy/, medium_privacy/, job_logs/, ... under it
+//!
+//! [controller]
+//! endpoint = "https://rap-controller.example.org:8443"
+//! ca_cert = "/etc/rap/ca.pem"
+//! cert = "/etc/rap/agent.pem"
+//! key = "/etc/rap/agent.key"
+//!
+//! [docker]
+//! registry = "ghcr.io/opensafely-core"
+//! allowed_images = ["ehrql", "python", "r", "stata-mp", "jupyter", "sqlrunner"]
+//! user = "10000:10000"
+//! # socket = "/var/run/docker.sock"
+//!
+//! [jobs]
+//! capacity = 2
+//! db_capacity = 1
+//!
+//! [database]
+//! network = "jobrunner-db"
+//! url_env = "DEFAULT_DATABASE_URL"   # the agent's env var holding the database URL
+//!
+//! [git]
+//! allowed_orgs = ["opensafely", "opensafely-actions"]
+//! allow_local_repos = false
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// How a configuration failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("{path} is not a valid agent configuration: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// An environment override has the wrong type.
+    #[error("environment variable {var} must be {expected}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What it should hold.
+        expected: &'static str,
+    },
+    /// A value breaks a rule.
+    #[error("configuration key {key}: {problem}")]
+    Invalid {
+        /// The key, dotted.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This agent's backend (its certificate must name the same one).
+    pub backend: String,
+    /// This agent's name within the backend.
+    pub agent_id: String,
+    /// The root of everything the agent keeps on disk.
+    pub work_dir: PathBuf,
+    /// The controller link.
+    pub controller: ControllerSection,
+    /// Docker.
+    pub docker: DockerSection,
+    /// Capacity.
+    #[serde(default)]
+    pub jobs: JobsSection,
+    /// Database jobs.
+    #[serde(default)]
+    pub database: DatabaseSection,
+    /// Repositories.
+    #[serde(default)]
+    pub git: GitSection,
+}
+
+/// `[controller]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSection {
+    /// `https://host:port`.
+    pub endpoint: String,
+    /// The installation's CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This agent's certificate (PEM).
+    pub cert: PathBuf,
+    /// This agent's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// `[docker]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSection {
+    /// Every image must start with `<registry>/`.
+    pub registry: String,
+    /// Image names (no registry, no tag) allowed to run.
+    pub allowed_images: Vec<String>,
+    /// `uid:gid` for containers; never root.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// The engine's socket; default `DOCKER_HOST` or `/var/run/docker.sock`.
+    #[serde(default)]
+    pub socket: Option<String>,
+}
+
+/// `[jobs]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSection {
+    /// Non-database jobs at once.
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+    /// Database jobs at once.
+    #[serde(default = "default_db_capacity")]
+    pub db_capacity: u32,
+}
+
+/// `[database]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// The Docker network database jobs join.
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// The agent's environment variable that holds the `default` database URL (the URL itself
+    /// never appears in the file, in argv or in logs).
+    #[serde(default = "default_url_env")]
+    pub url_env: String,
+}
+
+/// `[git]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSection {
+    /// GitHub organisations whose repositories may run.
+    #[serde(default = "default_orgs")]
+    pub allowed_orgs: Vec<String>,
+    /// Allow absolute local paths as repositories (development only).
+    #[serde(default)]
+    pub allow_local_repos: bool,
+}
+
+fn default_user() -> String {
+    "10000:10000".into()
+}
+fn default_capacity() -> u32 {
+    2
+}
+fn default_db_capacity() -> u32 {
+    1
+}
+fn default_network() -> String {
+    "jobrunner-db".into()
+}
+fn default_url_env() -> String {
+    "DEFAULT_DATABASE_URL".into()
+}
+fn default_orgs() -> Vec<String> {
+    vec!["opensafely".into(), "opensafely-actions".into()]
+}
+
+impl Default for JobsSection {
+    fn default() -> JobsSection {
+        JobsSection {
+            capacity: default_capacity(),
+            db_capacity: default_db_capacity(),
+        }
+    }
+}
+
+impl Default for DatabaseSection {
+    fn default() -> DatabaseSection {
+        DatabaseSection {
+            network: default_network(),
+            url_env: default_url_env(),
+        }
+    }
+}
+
+impl Default for GitSection {
+    fn default() -> GitSection {
+        GitSection {
+            allowed_orgs: default_orgs(),
+            allow_local_repos: false,
+        }
+    }
+}
+
+/// The kind of value an override holds.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Text,
+    /// Comma-separated.
+    List,
+    Integer,
+    Boolean,
+}
+
+/// Every environment override: variable, dotted key, kind.
+pub const ENV_OVERRIDES: [(&str, &str); 17] = [
+    ("RAP_AGENT_BACKEND", "backend"),
+    ("RAP_AGENT_ID", "agent_id"),
+    ("RAP_AGENT_WORK_DIR", "work_dir"),
+    ("RAP_AGENT_CONTROLLER_ENDPOINT", "controller.endpoint"),
+    ("RAP_AGENT_CA_CERT", "controller.ca_cert"),
+    ("RAP_AGENT_CERT", "controller.cert"),
+    ("RAP_AGENT_KEY", "controller.key"),
+    ("RAP_AGENT_DOCKER_REGISTRY", "docker.registry"),
+    ("RAP_AGENT_ALLOWED_IMAGES", "docker.allowed_images"),
+    ("RAP_AGENT_DOCKER_USER", "docker.user"),
+    ("RAP_AGENT_DOCKER_SOCKET", "docker.socket"),
+    ("RAP_AGENT_JOB_CAPACITY", "jobs.capacity"),
+    ("RAP_AGENT_DB_JOB_CAPACITY", "jobs.db_capacity"),
+    ("RAP_AGENT_DATABASE_NETWORK", "database.network"),
+    ("RAP_AGENT_DATABASE_URL_ENV", "database.url_env"),
+    ("RAP_AGENT_ALLOWED_GITHUB_ORGS", "git.allowed_orgs"),
+    ("RAP_AGENT_ALLOW_LOCAL_GIT_REPOS", "git.allow_local_repos"),
+];
+
+fn kind_of(key: &str) -> Kind {
+    match key {
+        "docker.allowed_images" | "git.allowed_orgs" => Kind::List,
+        "jobs.capacity" | "jobs.db_capacity" => Kind::Integer,
+        "git.allow_local_repos" => Kind::Boolean,
+        _ => Kind::Text,
+    }
+}
+
+impl Config {
+    /// Reads the file, applies environment overrides from the process environment, checks.
+    ///
+    /// # Errors
+    /// The first problem found, naming the file, variable or key.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path, |var| std::env::var(var).ok())
+    }
+
+    /// Like [`Config::load`] with the file's text and an environment lookup (for tests).
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|error: toml::de::Error| parse_error(error.to_string()))?;
+        for (var, key) in ENV_OVERRIDES {
+            let Some(raw) = env(var) else { continue };
+            let value = match kind_of(key) {
+                Kind::Text => toml::Value::String(raw),
+                Kind::List => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|item| !item.is_empty())
+                        .map(|item| toml::Value::String(item.to_owned()))
+                        .collect(),
+                ),
+                Kind::Integer => {
+                    toml::Value::Integer(raw.trim().parse().map_err(|_| ConfigError::Env {
+                        var,
+                        expected: "a whole number",
+                    })?)
+                }
+                Kind::Boolean => toml::Value::Boolean(match raw.trim() {
+                    "1" | "true" | "yes" => true,
+                    "0" | "false" | "no" | "" => false,
+                    _ => {
+                        return Err(ConfigError::Env {
+                            var,
+                            expected: "true or false",
+                        });
+                    }
+                }),
+            };
+            set(&mut table, key, value);
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|error: toml::de::Error| parse_error(error.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| ConfigError::Invalid {
+            key,
+            problem: problem.to_owned(),
+        };
+        if self.backend.is_empty() {
+            return Err(invalid("backend", "must not be empty"));
+        }
+        if self.agent_id.is_empty() {
+            return Err(invalid("agent_id", "must not be empty"));
+        }
+        if !self.work_dir.is_absolute() {
+            return Err(invalid("work_dir", "must be an absolute path"));
+        }
+        if !self.controller.endpoint.starts_with("https://") {
+            return Err(invalid(
+                "controller.endpoint",
+                "must be an https:// URL (the link is mTLS)",
+            ));
+        }
+        let user = self
+            .docker
+            .user
+            .split_once(':')
+            .and_then(|(uid, gid)| Some((uid.parse::<u32>().ok()?, gid.parse::<u32>().ok()?)));
+        match user {
+            None => return Err(invalid("docker.user", "must be numeric uid:gid")),
+            Some((0, _)) | Some((_, 0)) => {
+                return Err(invalid("docker.user", "jobs must not run as root"));
+            }
+            Some(_) => {}
+        }
+        if self.docker.registry.is_empty() {
+            return Err(invalid("docker.registry", "must not be empty"));
+        }
+        if self.jobs.capacity == 0 || self.jobs.db_capacity == 0 {
+            return Err(invalid("jobs", "capacities must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+fn set(table: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut current = table;
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            current.insert(part.to_owned(), value);
+            return;
+        }
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        match entry {
+            toml::Value::Table(next) => current = next,
+            // Just made a table above.
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+backend = "test"
+agent_id = "a1"
+work_dir = "/srv/rap"
+[controller]
+endpoint = "https://controller:8443"
+ca_cert = "/etc/rap/ca.pem"
+cert = "/etc/rap/agent.pem"
+key = "/etc/rap/agent.key"
+[docker]
+registry = "ghcr.io/opensafely-core"
+allowed_images = ["python"]
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse(text, Path::new("agent.toml"), move |var| {
+            env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_follow_the_reference_deployment() {
+        let config = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(config.docker.user, "10000:10000");
+        assert_eq!(config.jobs.capacity, 2);
+        assert_eq!(config.database.network, "jobrunner-db");
+        assert_eq!(config.database.url_env, "DEFAULT_DATABASE_URL");
+        assert_eq!(
+            config.git.allowed_orgs,
+            vec!["opensafely", "opensafely-actions"]
+        );
+    }
+
+    #[test]
+    fn every_key_can_be_overridden_by_environment() {
+        let config = parse(
+            MINIMAL,
+            &[
+                ("RAP_AGENT_JOB_CAPACITY", "5"),
+                ("RAP_AGENT_ALLOWED_IMAGES", "python, r ,ehrql"),
+                ("RAP_AGENT_ALLOW_LOCAL_GIT_REPOS", "true"),
+                ("RAP_AGENT_DOCKER_USER", "1000:1000"),
+                ("RAP_AGENT_CONTROLLER_ENDPOINT", "https://other:1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.jobs.capacity, 5);
+        assert_eq!(config.docker.allowed_images, vec!["python", "r", "ehrql"]);
+        assert!(config.git.allow_local_repos);
+        assert_eq!(config.docker.user, "1000:1000");
+        assert_eq!(config.controller.endpoint, "https://other:1");
+        // Every override names a key the file format has.
+        for (var, _) in ENV_OVERRIDES {
+            let value = match var {
+                "RAP_AGENT_JOB_CAPACITY" | "RAP_AGENT_DB_JOB_CAPACITY" => "3",
+                "RAP_AGENT_ALLOW_LOCAL_GIT_REPOS" => "false",
+                "RAP_AGENT_WORK_DIR" => "/x",
+                "RAP_AGENT_CONTROLLER_ENDPOINT" => "https://c:1",
+                "RAP_AGENT_DOCKER_USER" => "1:1",
+                _ => "v",
+            };
+            assert!(parse(MINIMAL, &[(var, value)]).is_ok(), "{var}");
+        }
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let error = parse(MINIMAL, &[("RAP_AGENT_JOB_CAPACITY", "many")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "environment variable RAP_AGENT_JOB_CAPACITY must be a whole number"
+        );
+        let error = parse(MINIMAL, &[("RAP_AGENT_DOCKER_USER", "0:0")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "configuration key docker.user: jobs must not run as root"
+        );
+        let error = parse(&format!("{MINIMAL}\nbogus = 1\n"), &[]).unwrap_err();
+        assert!(error.to_string().contains("bogus"), "{error}");
+        let error = parse(MINIMAL, &[("RAP_AGENT_WORK_DIR", "relative")]).unwrap_err();
+        assert!(error.to_string().contains("work_dir"));
+    }
+}
