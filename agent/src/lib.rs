@@ -88,7 +88,9 @@ pub fn docker_config(config: &Config) -> DockerConfig {
         allowed_images: config.docker.allowed_images.clone(),
         user: config.docker.user.clone(),
         database_network: config.database.network.clone(),
-        database_url_env: config.database.url_env.clone(),
+        database_url: std::env::var(&config.database.url_env)
+            .ok()
+            .and_then(executor::docker::DatabaseUrl::new),
         repo_policy: RepoPolicy {
             allowed_github_orgs: config.git.allowed_orgs.clone(),
             allow_local_repos: config.git.allow_local_repos,

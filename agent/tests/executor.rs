@@ -532,3 +532,123 @@ async fn a_new_task_ignores_metadata_of_an_earlier_task() {
     let status = run_to_completion(&executor, &retry).await;
     assert_eq!(status.metadata.unwrap().task_id, retry.task_id);
 }
+
+#[tokio::test]
+async fn a_database_job_gets_its_network_and_url_only_through_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let work = dir.path().join("work");
+    let network = unique_id("rap-test-db");
+    let docker = bollard::Docker::connect_with_unix_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: network.clone(),
+            internal: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let secret = "postgresql://user:s3cret-pass@db.internal/data";
+    let mut config = docker_config(&work);
+    config.database_network = network.clone();
+    config.database_url = rap_agent::executor::docker::DatabaseUrl::new(secret.into());
+    assert!(
+        !format!("{config:?}").contains("s3cret"),
+        "Debug hides the URL"
+    );
+    let executor = rap_agent::executor::docker::DockerExecutor::connect(config)
+        .await
+        .unwrap();
+    let mut job = new_job(
+        &unique_id("dbjob"),
+        &repo,
+        &commit,
+        "mkdir -p output && echo \"$DATABASE_URL\" > output/url.txt \
+         && cat /etc/resolv.conf > output/dns.txt && ls /sys/class/net > output/net.txt",
+    );
+    job.allow_database_access = true;
+    job.database_name = Some("default".into());
+    job.output_spec = vec![output("output/*.txt", Privacy::HighlySensitive)];
+    let status = run_to_completion(&executor, &job).await;
+    let _ = docker.remove_network(&network).await;
+    let record = status.metadata.unwrap();
+    assert_eq!(record.exit_code, Some(0));
+    let high = Layout::new(work.clone()).high_workspace(&job);
+    assert_eq!(
+        fs::read_to_string(high.join("output/url.txt")).unwrap(),
+        format!("{secret}\n")
+    );
+    // On a user-defined network resolv.conf points at Docker's embedded resolver, which
+    // forwards only to the blackhole address.
+    assert_eq!(
+        record.container_metadata["HostConfig"]["Dns"][0],
+        "192.0.2.0"
+    );
+    assert!(
+        fs::read_to_string(high.join("output/net.txt"))
+            .unwrap()
+            .contains("eth0")
+    );
+    // Recorded metadata and logs never hold the URL; the container's argv never did.
+    let recorded = record.container_metadata.to_string();
+    assert!(!recorded.contains("s3cret"));
+    assert!(recorded.contains("DATABASE_URL=xxxx-REDACTED-xxxx"));
+    assert_eq!(
+        record.container_metadata["HostConfig"]["NetworkMode"],
+        network.as_str()
+    );
+    assert!(
+        !record.container_metadata["Args"]
+            .to_string()
+            .contains("s3cret")
+    );
+    let logs = fs::read_to_string(Layout::new(work).job_log_dir(&job).join("logs.txt")).unwrap();
+    assert!(!logs.contains("s3cret"));
+
+    // Without a configured URL a database job fails with the reference's message.
+    let unconfigured = executor_without_database(dir.path()).await;
+    let mut other = new_job(&unique_id("nodb"), &repo, &commit, "true");
+    other.allow_database_access = true;
+    within(unconfigured.prepare(&other)).await.unwrap();
+    let error = within(unconfigured.execute(&other)).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "Database name 'default' is not currently defined for backend 'test'"
+    );
+    assert!(error.is_fatal());
+    unconfigured.cleanup(&other).await.unwrap();
+}
+
+async fn executor_without_database(
+    dir: &std::path::Path,
+) -> rap_agent::executor::docker::DockerExecutor {
+    executor(&dir.join("work-nodb")).await
+}
+
+#[tokio::test]
+async fn resource_use_is_measured_from_docker_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let executor = executor(&dir.path().join("work")).await;
+    // Holds ~30 MB (tail buffers its whole input) and a busy CPU for about 3 s: long enough for
+    // Docker's 1 s stats samples.
+    let job = new_job(
+        &unique_id("metrics"),
+        &repo,
+        &commit,
+        "(timeout 3 sh -c 'while :; do :; done' || true) & \
+         head -c 30m /dev/zero | tail | (sleep 3; cat > /dev/null); wait",
+    );
+    let record = run_to_completion(&executor, &job).await.metadata.unwrap();
+    assert_eq!(record.exit_code, Some(0));
+    let metrics = record.job_metrics;
+    assert!(metrics.mem_mb_peak >= 20.0, "{metrics:?}");
+    assert!(metrics.cpu_peak > 10.0, "{metrics:?}");
+    assert!(metrics.cpu_mean > 0.0 && metrics.cpu_mean <= metrics.cpu_peak);
+    let results = metadata::redact(&record);
+    assert_eq!(results.metrics.unwrap().mem_mb_peak, metrics.mem_mb_peak);
+}

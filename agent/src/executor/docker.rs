@@ -81,12 +81,34 @@ pub struct DockerConfig {
     pub user: String,
     /// The network database jobs join.
     pub database_network: String,
-    /// The name of the agent's environment variable holding the `default` database URL.
-    pub database_url_env: String,
+    /// The `default` database's URL, if this backend has one (read from the environment
+    /// variable the configuration names, never from the file).
+    pub database_url: Option<DatabaseUrl>,
     /// Which repositories jobs may come from.
     pub repo_policy: RepoPolicy,
     /// The Docker socket; `None` means `DOCKER_HOST` or `/var/run/docker.sock`.
     pub docker_socket: Option<String>,
+}
+
+/// A database URL: a secret. `Debug` does not show it, so it cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps a URL; `None` if it is empty.
+    pub fn new(url: String) -> Option<DatabaseUrl> {
+        (!url.is_empty()).then_some(DatabaseUrl(url))
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
 }
 
 /// The executor. Cheap to share behind an `Arc`.
@@ -599,15 +621,14 @@ impl Executor for DockerExecutor {
                     .clone()
                     .unwrap_or_else(|| "default".into());
                 let url = (database == "default")
-                    .then(|| std::env::var(&self.config.database_url_env).ok())
+                    .then_some(self.config.database_url.as_ref())
                     .flatten()
-                    .filter(|url| !url.is_empty())
                     .ok_or_else(|| ExecutorError::DatabaseNotConfigured {
                         name: database.clone(),
                         backend: self.config.backend.clone(),
                     })?;
                 // The secret goes only into the container's environment: never argv or logs.
-                env.push(format!("DATABASE_URL={url}"));
+                env.push(format!("DATABASE_URL={}", url.expose()));
                 (
                     self.config.database_network.clone(),
                     Some(vec!["192.0.2.0".to_string()]),
@@ -947,9 +968,8 @@ impl crate::task::DbStatusCheck for DockerExecutor {
             definition.database_name.as_str()
         };
         let url = (database == "default")
-            .then(|| std::env::var(&self.config.database_url_env).ok())
+            .then_some(self.config.database_url.as_ref())
             .flatten()
-            .filter(|url| !url.is_empty())
             .ok_or_else(|| ExecutorError::DatabaseNotConfigured {
                 name: database.to_owned(),
                 backend: self.config.backend.clone(),
@@ -958,7 +978,7 @@ impl crate::task::DbStatusCheck for DockerExecutor {
         let body = ContainerCreateBody {
             image: Some(image_id),
             cmd: Some(vec!["in_maintenance_mode".to_string()]),
-            env: Some(vec![format!("DATABASE_URL={url}")]),
+            env: Some(vec![format!("DATABASE_URL={}", url.expose())]),
             user: Some(self.config.user.clone()),
             labels: Some(HashMap::from([(JOB_LABEL.to_string(), String::new())])),
             host_config: Some(HostConfig {

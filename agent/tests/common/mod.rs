@@ -84,7 +84,7 @@ pub fn docker_config(work_dir: &Path) -> DockerConfig {
         allowed_images: vec!["busybox".into()],
         user: "1000:1000".into(),
         database_network: "rap-test-db-none".into(),
-        database_url_env: "RAP_TEST_NO_SUCH_DATABASE_URL".into(),
+        database_url: None,
         repo_policy: RepoPolicy {
             allowed_github_orgs: vec!["opensafely".into()],
             allow_local_repos: true,
