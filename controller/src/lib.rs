@@ -15,6 +15,8 @@ pub mod git;
 pub mod jobs;
 pub mod requests;
 pub mod reusable;
+pub mod rpc;
+pub mod server;
 pub mod store;
 pub mod tasks;
 pub mod watch;

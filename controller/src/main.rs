@@ -1,15 +1,20 @@
-//! `rap-controller`: The RAP controller: job creation, scheduling and the agent link.
-//!
-//! Not built yet: this binary only describes itself. See the project's issues.
+//! `rap-controller`: serve the controller, set up an installation, and talk to a running
+//! controller as a client or operator. Thin over the library: parsing, files and printing.
+
+mod cli;
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
-/// The RAP controller: job creation, scheduling and the agent link.
-#[derive(Parser)]
-#[command(name = "rap-controller", version, about)]
-struct Cli {}
-
-fn main() {
-    let _cli = Cli::parse();
-    println!("rap-controller: not implemented yet; see --help");
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rap-controller: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! it where to resume, and the scheduler never waits for a slow client.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -34,6 +35,7 @@ pub struct WatchHub {
     // Std mutexes: held only to move values and `try_send`, never across an `.await`.
     subscribers: Arc<Mutex<Vec<Subscriber>>>,
     staged: Arc<Mutex<Vec<Change>>>,
+    closed: Arc<AtomicBool>,
 }
 
 /// Why a watch stream ended.
@@ -46,6 +48,15 @@ pub enum WatchError {
 }
 
 impl WatchHub {
+    /// End every watch stream (at shutdown); streams end cleanly, without an error.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
     /// Stage committed (not yet durable) changes; call under the store's write lock.
     pub fn stage(&self, changes: &[Change]) {
         self.staged
@@ -109,6 +120,7 @@ impl WatchHub {
                 tx: live_tx,
             });
         let (out_tx, out_rx) = mpsc::channel(256);
+        let closed = self.closed.clone();
         // The forwarder ends when the client goes (a send fails) or the hub drops it.
         tokio::spawn(async move {
             let mut last = after_cursor;
@@ -142,9 +154,11 @@ impl WatchHub {
                     return;
                 }
             }
-            let _ = out_tx
-                .send(Err(WatchError::FellBehind { last_cursor: last }))
-                .await;
+            if !closed.load(Ordering::SeqCst) {
+                let _ = out_tx
+                    .send(Err(WatchError::FellBehind { last_cursor: last }))
+                    .await;
+            }
         });
         out_rx
     }
