@@ -52,7 +52,12 @@ pub fn authenticate_backend<T>(store: &Store, request: &Request<T>) -> Result<Ba
         .to_str()
         .map_err(|_| Status::unauthenticated("Invalid token"))?
         .trim();
-    let token = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+    // HTTP trims trailing spaces, so "Bearer " arrives as "Bearer": an empty token.
+    let token = if value == "Bearer" {
+        ""
+    } else {
+        value.strip_prefix("Bearer ").unwrap_or(value).trim()
+    };
     if token.is_empty() {
         return Err(Status::unauthenticated("Authorization header is empty"));
     }
