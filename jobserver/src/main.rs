@@ -260,8 +260,15 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         if config.controller_token.is_empty() {
             bail!("controller_token is empty");
         }
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+        // SIGINT (Ctrl-C) or SIGTERM (systemd) stops the server gracefully.
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
         };
         rap_jobserver::run(config, Listeners { http, grpc }, shutdown).await?;
         Ok(())
