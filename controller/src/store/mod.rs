@@ -145,7 +145,7 @@ impl Store {
         // No background flusher: every acknowledged write is flushed explicitly (each actor
         // iteration ends with one flush), and without the flusher thread a closed store
         // releases its directory lock at once, so a restart can reopen it immediately.
-        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        let db = open_db(path)?;
         let meta = db.open_tree("meta")?;
         let found = match meta.get("schema_version")? {
             Some(bytes) => {
@@ -565,6 +565,27 @@ impl Store {
             }
         }
         Ok(None)
+    }
+}
+
+/// Open sled, waiting up to two seconds for the directory lock: sled's flush helpers run on its
+/// own thread pool and can hold a just-closed database for a moment, which matters when a
+/// controller restarts in the same process (tests, benches). A second live controller on the
+/// same directory still fails, after the wait.
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new().path(path).flush_every_ms(None);
+    let mut attempts = 0;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if attempts < 100 && e.to_string().contains("could not acquire lock") =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
