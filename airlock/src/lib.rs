@@ -20,5 +20,6 @@
 
 pub mod audit;
 pub mod request;
+pub mod store;
 pub mod user;
 pub mod workspace;
