@@ -19,7 +19,9 @@
 //! changes nothing.
 
 pub mod audit;
+pub mod jobserver;
 pub mod request;
 pub mod store;
+pub mod upload;
 pub mod user;
 pub mod workspace;
