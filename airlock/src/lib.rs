@@ -19,6 +19,9 @@
 //! changes nothing.
 
 pub mod audit;
+pub mod checks;
+pub mod config;
+pub mod csv;
 pub mod jobserver;
 pub mod request;
 pub mod store;
