@@ -359,133 +359,86 @@ impl<'a> Compiler<'a> {
         Ok(Some(parts.join(" AND ")))
     }
 
-    /// One scan of `root` computing every aggregation and pick in `nodes`.
+    /// Every aggregation and pick in `nodes` over table `root`, at one dependency level.
     fn compile_scan(&mut self, root: NodeId, nodes: &[NodeId]) -> Result<(), CompileError> {
+        let (picks, aggregates): (Vec<NodeId>, Vec<NodeId>) = nodes
+            .iter()
+            .partition(|id| matches!(self.graph.node(**id), Node::PickOneRowPerPatient { .. }));
+        if !aggregates.is_empty() {
+            self.compile_aggregates(root, &aggregates)?;
+        }
+        if !picks.is_empty() {
+            self.compile_picks(root, &picks)?;
+        }
+        Ok(())
+    }
+
+    /// One scan of `root` computing every aggregation in `nodes` by conditional aggregation
+    /// (`SUM(CASE WHEN <filters> THEN x END)`). When every aggregation has filters, rows
+    /// matching none of them are dropped before grouping.
+    fn compile_aggregates(&mut self, root: NodeId, nodes: &[NodeId]) -> Result<(), CompileError> {
         let d = self.dialect;
         let mut scope = Scope::new("base.patient_id".into(), Some(root));
         let mut inner: Vec<String> = vec!["base.patient_id AS patient_id".into()];
         let mut outer: Vec<String> = Vec::new();
         let mut columns: Vec<String> = Vec::new();
+        let mut prefilter: Option<Vec<String>> = Some(Vec::new());
         let table = self.temp_name();
-        let mut locations = Vec::new();
         for (i, id) in nodes.iter().enumerate() {
-            let domain = self.source_domain(*id);
-            let condition = self.conditions_sql(domain, &mut scope)?;
+            let Node::Aggregate { kind, source } = self.graph.node(*id).clone() else {
+                return Err(CompileError::Unsupported(
+                    "a non-aggregation in an aggregation scan".into(),
+                ));
+            };
+            let condition = self.conditions_sql(self.source_domain(*id), &mut scope)?;
+            match (&condition, &mut prefilter) {
+                (Some(c), Some(all)) => all.push(format!("({c})")),
+                (None, _) => prefilter = None,
+                _ => {}
+            }
             let when = |value: &str| match &condition {
                 Some(c) => format!("CASE WHEN {c} THEN {value} END"),
                 None => value.to_string(),
             };
-            match self.graph.node(*id).clone() {
-                Node::Aggregate { kind, source } => {
-                    let column = format!("v{i}");
-                    let (arg, agg) = match kind {
-                        AggregateKind::Exists => (
-                            match &condition {
-                                Some(c) => format!("CASE WHEN {c} THEN 1 ELSE 0 END"),
-                                None => "1".into(),
-                            },
-                            "MAX",
-                        ),
-                        AggregateKind::Count => (when("1"), "COUNT"),
-                        other => {
-                            let value = self.expr(source, &mut scope)?;
-                            let agg = match other {
-                                AggregateKind::CountDistinct => "COUNT(DISTINCT",
-                                AggregateKind::Min => "MIN",
-                                AggregateKind::Max => "MAX",
-                                AggregateKind::Sum => "SUM",
-                                AggregateKind::Mean => "AVG",
-                                _ => {
-                                    return Err(CompileError::Unsupported(format!(
-                                        "{other:?} in a scan"
-                                    )));
-                                }
-                            };
-                            (when(&value), agg)
-                        }
-                    };
-                    inner.push(format!("{arg} AS a{i}"));
-                    let close = if agg.ends_with("DISTINCT") {
-                        format!("{agg} a{i})")
-                    } else {
-                        format!("{agg}(a{i})")
-                    };
-                    outer.push(format!("{close} AS {column}"));
-                    columns.push(column.clone());
-                    locations.push((
-                        *id,
-                        Location {
-                            table: table.clone(),
-                            column,
-                        },
-                    ));
-                }
-                Node::PickOneRowPerPatient { source, position } => {
-                    let flag = match &condition {
+            let (arg, aggregate) = match kind {
+                AggregateKind::Exists => (
+                    match &condition {
                         Some(c) => format!("CASE WHEN {c} THEN 1 ELSE 0 END"),
                         None => "1".into(),
-                    };
-                    // Sort keys: outermost Sort first, then the rewrite_sorts columns.
-                    let mut keys = Vec::new();
-                    let mut current = source;
-                    loop {
-                        match self.graph.node(current).clone() {
-                            Node::Sort { source, sort_by } => {
-                                keys.push(self.expr(sort_by, &mut scope)?);
-                                current = source;
-                            }
-                            Node::Filter { source, .. } => current = source,
-                            _ => break,
-                        }
-                    }
-                    let picked: Vec<String> = self
-                        .dataset
-                        .pick_columns(*id)
-                        .iter()
-                        .map(|c| c.to_string())
-                        .collect();
-                    for c in &picked {
-                        keys.push(format!("base.{}", d.ident(c)));
-                    }
-                    let direction = if position == Position::Last {
-                        " DESC"
-                    } else {
-                        ""
-                    };
-                    let order: Vec<String> =
-                        keys.iter().map(|k| format!("{k}{direction}")).collect();
-                    inner.push(format!("{flag} AS f{i}"));
-                    inner.push(format!(
-                        "ROW_NUMBER() OVER (PARTITION BY base.patient_id, {flag} ORDER BY {}) AS r{i}",
-                        order.join(", ")
-                    ));
-                    let exists = format!("p{i}_exists");
-                    outer.push(format!("MAX(f{i}) AS {exists}"));
-                    columns.push(exists.clone());
-                    locations.push((
-                        *id,
-                        Location {
-                            table: table.clone(),
-                            column: exists,
-                        },
-                    ));
-                    for (j, c) in picked.iter().enumerate() {
-                        inner.push(format!("base.{} AS c{i}_{j}", d.ident(c)));
-                        let column = format!("p{i}_{j}");
-                        outer.push(format!(
-                            "MAX(CASE WHEN r{i} = 1 AND f{i} = 1 THEN c{i}_{j} END) AS {column}"
-                        ));
-                        columns.push(column);
-                    }
-                }
+                    },
+                    "MAX(",
+                ),
+                AggregateKind::Count => (when("1"), "COUNT("),
                 other => {
-                    return Err(CompileError::Unsupported(format!(
-                        "{} in a scan",
-                        other.class_name()
-                    )));
+                    let value = self.expr(source, &mut scope)?;
+                    let aggregate = match other {
+                        AggregateKind::CountDistinct => "COUNT(DISTINCT ",
+                        AggregateKind::Min => "MIN(",
+                        AggregateKind::Max => "MAX(",
+                        AggregateKind::Sum => "SUM(",
+                        AggregateKind::Mean => "AVG(",
+                        _ => return Err(CompileError::Unsupported(format!("{other:?} in a scan"))),
+                    };
+                    (when(&value), aggregate)
                 }
-            }
+            };
+            let column = format!("v{i}");
+            inner.push(format!("{arg} AS a{i}"));
+            outer.push(format!("{aggregate}a{i}) AS {column}"));
+            columns.push(column.clone());
+            self.locations.insert(
+                *id,
+                Location {
+                    table: table.clone(),
+                    column,
+                },
+            );
         }
+        let mut filters: Vec<String> = Vec::new();
+        if let Some(all) = prefilter.filter(|a| !a.is_empty()) {
+            filters.push(format!("({})", all.join(" OR ")));
+        }
+        filters.extend(self.semi_join());
         let mut select = format!(
             "SELECT patient_id, {} FROM (SELECT {} FROM {} AS base{}",
             outer.join(", "),
@@ -493,15 +446,159 @@ impl<'a> Compiler<'a> {
             self.table_sql(root)?,
             scope.join_sql(d)
         );
-        if let Some(semi) = self.semi_join() {
-            select.push_str(&format!(" WHERE {semi}"));
+        if !filters.is_empty() {
+            select.push_str(&format!(" WHERE {}", filters.join(" AND ")));
         }
         select.push_str(") AS scan GROUP BY patient_id");
-        let sqls = d.create_patient_temp_table(&table, &columns, &select);
-        self.setup(sqls);
+        self.setup(d.create_patient_temp_table(&table, &columns, &select));
         self.cleanup.push(table);
-        for (id, loc) in locations {
-            self.locations.insert(id, loc);
+        Ok(())
+    }
+
+    /// Sort-and-pick: one `ROW_NUMBER()` window per pick over only the rows passing its
+    /// filters. With several picks on one table, one scan first copies the rows any of them
+    /// needs (with their flags, sort keys and columns) into a staging table, so the source is
+    /// read once and each window sorts only its own rows.
+    fn compile_picks(&mut self, root: NodeId, nodes: &[NodeId]) -> Result<(), CompileError> {
+        let d = self.dialect;
+        let mut scope = Scope::new("base.patient_id".into(), Some(root));
+        struct Pick {
+            id: NodeId,
+            condition: Option<String>,
+            keys: Vec<String>,
+            columns: Vec<String>,
+            descending: bool,
+        }
+        let mut picks = Vec::new();
+        for id in nodes {
+            let Node::PickOneRowPerPatient { source, position } = self.graph.node(*id).clone()
+            else {
+                return Err(CompileError::Unsupported(
+                    "a non-pick in a pick scan".into(),
+                ));
+            };
+            let condition = self.conditions_sql(self.source_domain(*id), &mut scope)?;
+            // Sort keys: outermost Sort first, then the rewrite_sorts columns.
+            let mut keys = Vec::new();
+            let mut current = source;
+            loop {
+                match self.graph.node(current).clone() {
+                    Node::Sort { source, sort_by } => {
+                        keys.push(self.expr(sort_by, &mut scope)?);
+                        current = source;
+                    }
+                    Node::Filter { source, .. } => current = source,
+                    _ => break,
+                }
+            }
+            let columns: Vec<String> = self
+                .dataset
+                .pick_columns(*id)
+                .iter()
+                .map(|c| format!("base.{}", d.ident(c)))
+                .collect();
+            keys.extend(columns.iter().cloned());
+            picks.push(Pick {
+                id: *id,
+                condition,
+                keys,
+                columns,
+                descending: position == Position::Last,
+            });
+        }
+        let semi = self.semi_join();
+        // Where each pick reads from: the table itself (one pick) or a staging table.
+        let staged = picks.len() > 1;
+        let mut source_sql = format!("{} AS base{}", self.table_sql(root)?, scope.join_sql(d));
+        if staged {
+            let stage = self.temp_name();
+            let mut select = vec!["base.patient_id AS patient_id".to_string()];
+            let mut any: Option<Vec<String>> = Some(Vec::new());
+            for (i, pick) in picks.iter_mut().enumerate() {
+                match (&pick.condition, &mut any) {
+                    (Some(c), Some(all)) => all.push(format!("({c})")),
+                    (None, _) => any = None,
+                    _ => {}
+                }
+                let flag = match &pick.condition {
+                    Some(c) => format!("CASE WHEN {c} THEN 1 ELSE 0 END"),
+                    None => "1".into(),
+                };
+                select.push(format!("{flag} AS f{i}"));
+                pick.condition = Some(format!("stage.f{i} = 1"));
+                for (m, key) in pick.keys.iter_mut().enumerate() {
+                    select.push(format!("{key} AS k{i}_{m}"));
+                    *key = format!("stage.k{i}_{m}");
+                }
+                for (j, column) in pick.columns.iter_mut().enumerate() {
+                    select.push(format!("{column} AS c{i}_{j}"));
+                    *column = format!("stage.c{i}_{j}");
+                }
+            }
+            let mut filters: Vec<String> = Vec::new();
+            if let Some(all) = any.filter(|a| !a.is_empty()) {
+                filters.push(format!("({})", all.join(" OR ")));
+            }
+            filters.extend(semi.clone());
+            let mut sql = format!("SELECT {} FROM {source_sql}", select.join(", "));
+            if !filters.is_empty() {
+                sql.push_str(&format!(" WHERE {}", filters.join(" AND ")));
+            }
+            self.setup(d.create_temp_table(&stage, &sql, &["patient_id"]));
+            self.cleanup.push(stage.clone());
+            source_sql = format!("{} AS stage", d.ident(&stage));
+        }
+        let patient_id = if staged {
+            "stage.patient_id"
+        } else {
+            "base.patient_id"
+        };
+        for pick in picks {
+            let table = self.temp_name();
+            let direction = if pick.descending { " DESC" } else { "" };
+            let order: Vec<String> = pick
+                .keys
+                .iter()
+                .map(|k| format!("{k}{direction}"))
+                .collect();
+            let mut inner = vec![format!("{patient_id} AS patient_id")];
+            inner.extend(
+                pick.columns
+                    .iter()
+                    .enumerate()
+                    .map(|(j, c)| format!("{c} AS c{j}")),
+            );
+            inner.push(format!(
+                "ROW_NUMBER() OVER (PARTITION BY {patient_id} ORDER BY {}) AS rn",
+                order.join(", ")
+            ));
+            let mut filters: Vec<String> = pick.condition.into_iter().collect();
+            if !staged {
+                filters.extend(semi.clone());
+            }
+            let mut sql = format!("SELECT {} FROM {source_sql}", inner.join(", "));
+            if !filters.is_empty() {
+                sql.push_str(&format!(" WHERE {}", filters.join(" AND ")));
+            }
+            let mut outer = vec!["1 AS p_exists".to_string()];
+            let mut columns = vec!["p_exists".to_string()];
+            for j in 0..pick.columns.len() {
+                outer.push(format!("c{j} AS p_{j}"));
+                columns.push(format!("p_{j}"));
+            }
+            let select = format!(
+                "SELECT patient_id, {} FROM ({sql}) AS ranked WHERE rn = 1",
+                outer.join(", ")
+            );
+            self.setup(d.create_patient_temp_table(&table, &columns, &select));
+            self.cleanup.push(table.clone());
+            self.locations.insert(
+                pick.id,
+                Location {
+                    table,
+                    column: "p_exists".into(),
+                },
+            );
         }
         Ok(())
     }
