@@ -85,8 +85,10 @@ async fn watch_once(
         let rap_id = job.rap_id.clone();
         if store.job_request(rap_id.as_str())?.is_none() {
             // Another job server's request on a shared backend, or one we lost: the
-            // reference logs and skips these.
+            // reference logs and skips these. The cursor still moves past it.
             tracing::warn!(%rap_id, "change for an unknown job request");
+            store.set_watch_cursor(change.cursor).await?;
+            continue;
         }
         store.apply_job_change(change.cursor, &job).await?;
         refresh_request_status(store, &rap_id)?;

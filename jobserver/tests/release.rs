@@ -458,6 +458,19 @@ async fn create_is_idempotent_and_upload_verifies_sha256() {
     let (cookie, _) = a.h.session("collab");
     let (_, page, _) = a.h.get("/proj/ws/releases/", &cookie).await;
     assert!(page.contains("output/table.csv"));
+    // The release_url handed to Airlock is a page too.
+    let release_path = created
+        .release_url
+        .strip_prefix("http://jobs.example")
+        .unwrap();
+    let (status, page, _) = a.h.get(release_path, &cookie).await;
+    assert_eq!(status, axum::http::StatusCode::OK);
+    assert!(page.contains("output/table.csv"));
+    let (outsider, _) = a.h.session("outsider");
+    assert_eq!(
+        a.h.get(release_path, &outsider).await.0,
+        axum::http::StatusCode::NOT_FOUND
+    );
     let (status, body, _) =
         a.h.get(&format!("/proj/ws/releases/file/{}", done.file_id), &cookie)
             .await;

@@ -650,6 +650,76 @@ async fn status_page_shows_the_controllers_flags() {
     let backend = h.store.backend("test").unwrap().unwrap();
     assert!(backend.paused);
     assert!(!backend.db_maintenance);
+    // For monitoring: last seen long ago, so 503 with the time as text.
+    let (status, body, _) = h.get("/status/test/", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "2023-11-14T22:13:20Z");
+    assert_eq!(h.get("/status/nope/", "").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn archiving_needs_permission_and_stops_new_jobs() {
+    let h = Harness::new().await;
+    let (cookie, csrf) = h.session("collab");
+    let (status, _, _) = h
+        .post("/proj/ws/archive/", &cookie, &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!h.store.workspace("ws").unwrap().unwrap().is_archived);
+    let (cookie, csrf) = h.session("dev");
+    let (_, page, _) = h.get("/proj/ws/", &cookie).await;
+    assert!(page.contains("id=\"archive\""));
+    let (_, _, headers) = h
+        .post("/proj/ws/archive/", &cookie, &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(flash(&headers).unwrap(), "Workspace ws archived");
+    assert!(h.store.workspace("ws").unwrap().unwrap().is_archived);
+    let (_, page, _) = h.get("/proj/ws/", &cookie).await;
+    assert!(page.contains("This workspace is archived."));
+    let (status, _) = run(&h, &["generate"]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(h.store.job_requests().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn changes_for_unknown_requests_are_skipped_but_the_cursor_moves() {
+    let mut h = Harness::new().await;
+    run(&h, &["generate"]).await;
+    let rap_id = h.fake.submits.lock().unwrap()[0].rap_id.clone();
+    let mut events = h.state.events.subscribe();
+    start_watch(&mut h).await;
+    let stranger = "zzzzzzzzzzzzzzzz";
+    h.fake
+        .changes
+        .send(pb::JobChange {
+            cursor: 5,
+            job: Some(job(
+                stranger,
+                "other1",
+                "x",
+                pb::State::Running,
+                pb::StatusCode::Executing,
+            )),
+        })
+        .unwrap();
+    h.fake
+        .changes
+        .send(pb::JobChange {
+            cursor: 6,
+            job: Some(job(
+                &rap_id,
+                "mine1",
+                "generate",
+                pb::State::Running,
+                pb::StatusCode::Executing,
+            )),
+        })
+        .unwrap();
+    let changed = timeout(WAIT, events.recv()).await.unwrap().unwrap();
+    assert_eq!(changed.rap_id.as_str(), rap_id);
+    assert_eq!(h.store.watch_cursor().unwrap(), 6);
+    assert!(h.store.job("other1").unwrap().is_none());
+    assert!(h.store.job("mine1").unwrap().is_some());
 }
 
 #[tokio::test]

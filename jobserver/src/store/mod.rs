@@ -613,6 +613,15 @@ impl Store {
         self.flush().await
     }
 
+    /// Moves the watch cursor past a change we skip, durably.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn set_watch_cursor(&self, cursor: u64) -> Result<(), StoreError> {
+        self.meta.insert(WATCH_CURSOR, &cursor.to_be_bytes())?;
+        self.flush().await
+    }
+
     /// The cursor after the last applied WatchJobs change (0 before any).
     ///
     /// # Errors

@@ -3,7 +3,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Form, Router};
 
 use super::{AppError, AppState, Ctx, FormPairs, field, redirect_with_flash, render};
@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/{project}/{workspace}/", get(workspace_page))
         .route("/{project}/{workspace}/logs/", get(workspace_page))
+        .route("/{project}/{workspace}/archive/", post(toggle_archive))
 }
 
 /// One row of a job-request list.
@@ -308,6 +309,7 @@ struct WorkspacePage {
     workspace: Workspace,
     run_disabled_reason: String,
     may_view_releases: bool,
+    may_archive: bool,
     requests: Vec<RequestRow>,
 }
 
@@ -333,6 +335,12 @@ async fn workspace_page(
         ""
     };
     let may_view_releases = allowed(&state.store, user, Some(&slug), Permission::ReleaseFileView)?;
+    let may_archive = allowed(
+        &state.store,
+        user,
+        Some(&slug),
+        Permission::WorkspaceArchive,
+    )?;
     let requests = state
         .store
         .job_requests_of_workspace(&name)?
@@ -348,7 +356,43 @@ async fn workspace_page(
             workspace,
             run_disabled_reason: run_disabled_reason.to_owned(),
             may_view_releases,
+            may_archive,
             requests,
         },
     )
+}
+
+/// Archives or unarchives a workspace (`workspace_archive`; 404 otherwise). Archived workspaces
+/// accept no new job requests (A4 step 3).
+async fn toggle_archive(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, name)): Path<(String, String)>,
+    Form(form): Form<FormPairs>,
+) -> Result<Response, AppError> {
+    ctx.check_csrf(&form)?;
+    let user = ctx.require_user()?;
+    let Some(mut workspace) = state.store.workspace(&name)?.filter(|w| w.project == slug) else {
+        return Err(AppError::NotFound);
+    };
+    if !allowed(
+        &state.store,
+        Some(user),
+        Some(&slug),
+        Permission::WorkspaceArchive,
+    )? {
+        return Err(AppError::NotFound);
+    }
+    workspace.is_archived = !workspace.is_archived;
+    state.store.put_workspace(&workspace)?;
+    let message = if workspace.is_archived {
+        format!("Workspace {name} archived")
+    } else {
+        format!("Workspace {name} unarchived")
+    };
+    Ok(redirect_with_flash(
+        &ctx,
+        &format!("/{slug}/{name}/"),
+        &message,
+    ))
 }

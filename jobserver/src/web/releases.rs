@@ -22,6 +22,10 @@ pub fn router() -> Router<AppState> {
             "/{project}/{workspace}/releases/file/{file_id}",
             get(download),
         )
+        .route(
+            "/{project}/{workspace}/releases/{release_id}/",
+            get(release_page),
+        )
 }
 
 /// One uploaded file.
@@ -58,16 +62,8 @@ fn check(state: &AppState, ctx: &Ctx, slug: &str, name: &str) -> Result<(), AppE
     Ok(())
 }
 
-async fn releases_page(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path((slug, name)): Path<(String, String)>,
-) -> Result<Response, AppError> {
-    ctx.require_user()?;
-    check(&state, &ctx, &slug, &name)?;
-    let files = state
-        .store
-        .release_files_of_workspace(&name)?
+fn rows(files: Vec<ReleaseFile>) -> Vec<FileRow> {
+    files
         .into_iter()
         .filter_map(|f: ReleaseFile| {
             Some(FileRow {
@@ -79,7 +75,45 @@ async fn releases_page(
                 sha256: f.sha256,
             })
         })
-        .collect();
+        .collect()
+}
+
+async fn releases_page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, name)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    ctx.require_user()?;
+    check(&state, &ctx, &slug, &name)?;
+    let files = rows(state.store.release_files_of_workspace(&name)?);
+    render(
+        &ctx,
+        &ReleasesPage {
+            ctx: ctx.clone(),
+            project: slug,
+            workspace: name,
+            files,
+        },
+    )
+}
+
+/// One release (the `release_url` handed to Airlock points here).
+async fn release_page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, name, release_id)): Path<(String, String, String)>,
+) -> Result<Response, AppError> {
+    ctx.require_user()?;
+    check(&state, &ctx, &slug, &name)?;
+    if state
+        .store
+        .release(&release_id)?
+        .filter(|r| r.workspace == name)
+        .is_none()
+    {
+        return Err(AppError::NotFound);
+    }
+    let files = rows(state.store.release_files_of_release(&release_id)?);
     render(
         &ctx,
         &ReleasesPage {
