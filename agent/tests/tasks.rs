@@ -258,3 +258,125 @@ async fn an_agent_killed_mid_job_adopts_the_container_and_finishes_once() {
 async fn executor_for(work: &std::path::Path) -> rap_agent::executor::docker::DockerExecutor {
     executor(work).await
 }
+
+/// Builds `rap.test/dbstatus:latest` from the busybox image: an `in_maintenance_mode` command
+/// that reports maintenance only if it was given a database URL.
+async fn dbstatus_image(docker: &bollard::Docker) {
+    use bollard::query_parameters::{
+        CommitContainerOptionsBuilder, CreateContainerOptionsBuilder,
+        RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    };
+    use futures_util::StreamExt;
+    let name = unique_id("dbstatus-build");
+    let script = "#!/bin/sh\necho checking the database\n\
+                  if [ -n \"$DATABASE_URL\" ]; then echo \"db-maintenance;1\"; else echo \"none;0\"; fi\n";
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            bollard::models::ContainerCreateBody {
+                image: Some(IMAGE.into()),
+                user: Some("0:0".into()),
+                cmd: Some(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!(
+                        "printf '%s' '{script}' > /bin/in_maintenance_mode && chmod 755 /bin/in_maintenance_mode"
+                    ),
+                ]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    docker.start_container(&name, None).await.unwrap();
+    let wait = WaitContainerOptionsBuilder::default()
+        .condition("not-running")
+        .build();
+    let _ = within(docker.wait_container(&name, Some(wait)).next()).await;
+    docker
+        .commit_container(
+            CommitContainerOptionsBuilder::default()
+                .container(&name)
+                .repo("rap.test/dbstatus")
+                .tag("latest")
+                .build(),
+            bollard::models::ContainerConfig::default(),
+        )
+        .await
+        .unwrap();
+    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+    docker.remove_container(&name, Some(remove)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dbstatus_task_runs_the_check_on_the_database_network_and_reports_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let docker = bollard::Docker::connect_with_unix_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    dbstatus_image(&docker).await;
+    let network = unique_id("rap-test-dbstatus");
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: network.clone(),
+            internal: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut config = docker_config(&work);
+    config.allowed_images = vec!["busybox".into(), "dbstatus".into()];
+    config.database_network = network.clone();
+    config.database_url = rap_agent::executor::docker::DatabaseUrl::new("mssql://u:p@db/x".into());
+    let executor = Arc::new(
+        rap_agent::executor::docker::DockerExecutor::connect(config)
+            .await
+            .unwrap(),
+    );
+    let (outbox, mut updates) = Outbox::open(&Layout::new(work.clone()).outbox()).unwrap();
+    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let task = |id: &str, image: &str| pb::Task {
+        id: id.into(),
+        backend: "test".into(),
+        r#type: pb::TaskType::Dbstatus as i32,
+        definition: Some(pb::task::Definition::DbStatus(pb::DbStatusDefinition {
+            database_name: "default".into(),
+            image: image.into(),
+        })),
+        ..Default::default()
+    };
+    let ok_id = unique_id("dbstatus");
+    tasks.start(task(&ok_id, "rap.test/dbstatus:latest"));
+    let update = next_update(&mut updates).await;
+    let _ = docker.remove_network(&network).await;
+    assert_eq!(update.task_id, ok_id);
+    assert!(update.complete);
+    assert_eq!(stage(&update), S::Unspecified);
+    match update.results {
+        Some(pb::task_update::Results::DbStatus(results)) => {
+            assert_eq!(results.status, "db-maintenance");
+            assert_eq!(results.error, None);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let refused_id = unique_id("dbstatus-refused");
+    tasks.start(task(&refused_id, "docker.io/library/busybox:latest"));
+    let update = next_update(&mut updates).await;
+    match update.results {
+        Some(pb::task_update::Results::DbStatus(results)) => {
+            let error = results.error.unwrap();
+            assert_eq!(error.kind, pb::ErrorKind::Fatal as i32);
+            assert!(
+                error.message.contains("is not allowed"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    tasks.shutdown().await;
+}
