@@ -33,13 +33,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -55,6 +48,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        // Logs to stderr (`RUST_LOG`, default info); spans to an OTLP collector when
+        // `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+        let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
+        let telemetry = rap_proto::telemetry::init("rap-agent", endpoint.as_deref())
+            .context("setting up logging and tracing")?;
+        let outcome = command(cli).await;
+        if let Err(error) = telemetry.shutdown().await {
+            eprintln!("rap-agent: flushing traces: {error:#}");
+        }
+        outcome
+    })
+}
+
+async fn command(cli: Cli) -> anyhow::Result<ExitCode> {
+    {
         match cli.command {
             Command::Serve { config } => {
                 let config = rap_agent::config::Config::load(&config)
@@ -82,7 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
             }
         }
-    })
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

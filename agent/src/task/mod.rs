@@ -23,6 +23,7 @@ use std::time::Duration;
 use rap_proto::pb::rap::v1 as pb;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::clock;
 use crate::executor::{Executor, ExecutorError, JobStatus};
@@ -97,16 +98,52 @@ impl<E: Executor + DbStatusCheck> Tasks<E> {
         let (stop, stop_rx) = watch::channel(false);
         let context = self.context.clone();
         let task_id = task.id.clone();
+        // One span per task; its context travels on every update (`trace_context`), and a
+        // `traceparent` among the task's attributes, if the controller sends one, is its parent.
+        // Attributes name the job, never an output.
+        let (workspace, action, job_id) = match &task.definition {
+            Some(pb::task::Definition::Job(job)) => {
+                (job.workspace.as_str(), job.action.as_str(), job.id.as_str())
+            }
+            _ => ("", "", ""),
+        };
+        let span = tracing::info_span!(
+            "TASK",
+            backend = %task.backend,
+            task = %task.id,
+            task_type = kind.as_str_name(),
+            job = %job_id,
+            workspace = %workspace,
+            action = %action,
+            user = task.attributes.get("user").map(String::as_str).unwrap_or(""),
+            project = task.attributes.get("project").map(String::as_str).unwrap_or(""),
+        );
+        if task
+            .attributes
+            .contains_key(rap_proto::trace_context::TRACEPARENT)
+        {
+            let parent: std::collections::HashMap<String, String> = task
+                .attributes
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            let _ = rap_proto::trace_context::set_parent_from_map(&span, &parent);
+        }
         let (job_id, handle) = match (kind, task.definition) {
             (pb::TaskType::Runjob, Some(pb::task::Definition::Job(wire))) => {
                 match JobDefinition::from_wire(&wire) {
                     Ok(job) => (
                         Some(job.id.clone()),
-                        tokio::spawn(run_job(context, task_id.clone(), job, stop_rx)),
+                        tokio::spawn(
+                            run_job(context, task_id.clone(), job, stop_rx).instrument(span),
+                        ),
                     ),
                     Err(error) => (
                         None,
-                        tokio::spawn(report_invalid(context, task_id.clone(), error.to_string())),
+                        tokio::spawn(
+                            report_invalid(context, task_id.clone(), error.to_string())
+                                .instrument(span.clone()),
+                        ),
                     ),
                 }
             }
@@ -117,26 +154,35 @@ impl<E: Executor + DbStatusCheck> Tasks<E> {
                         let previous = self.take_runjob_runner(&job.id);
                         (
                             Some(job.id.clone()),
-                            tokio::spawn(cancel_job(context, task_id.clone(), job, previous)),
+                            tokio::spawn(
+                                cancel_job(context, task_id.clone(), job, previous)
+                                    .instrument(span),
+                            ),
                         )
                     }
                     Err(error) => (
                         None,
-                        tokio::spawn(report_invalid(context, task_id.clone(), error.to_string())),
+                        tokio::spawn(
+                            report_invalid(context, task_id.clone(), error.to_string())
+                                .instrument(span.clone()),
+                        ),
                     ),
                 }
             }
             (pb::TaskType::Dbstatus, Some(pb::task::Definition::DbStatus(definition))) => (
                 None,
-                tokio::spawn(run_db_status(context, task_id.clone(), definition)),
+                tokio::spawn(run_db_status(context, task_id.clone(), definition).instrument(span)),
             ),
             _ => (
                 None,
-                tokio::spawn(report_invalid(
-                    context,
-                    task_id.clone(),
-                    "the task's type and definition do not match".to_string(),
-                )),
+                tokio::spawn(
+                    report_invalid(
+                        context,
+                        task_id.clone(),
+                        "the task's type and definition do not match".to_string(),
+                    )
+                    .instrument(span),
+                ),
             ),
         };
         self.runners.insert(
@@ -209,7 +255,9 @@ fn update(task_id: &str, state: ExecutorState, timestamp_ns: i64) -> pb::TaskUpd
     }
 }
 
-async fn report<E>(context: &Context<E>, update: pb::TaskUpdate) {
+async fn report<E>(context: &Context<E>, mut update: pb::TaskUpdate) {
+    // The runner's span is current here: its W3C context goes with the update.
+    update.trace_context = rap_proto::trace_context::current_map();
     tracing::info!(
         task = %update.task_id,
         stage = ?pb::ExecutorState::try_from(update.stage).unwrap_or_default(),

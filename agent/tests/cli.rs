@@ -1,0 +1,85 @@
+//! The `rap-agent` binary: `check` says precisely what is wrong, `serve` refuses a bad
+//! configuration by naming the key.
+
+use std::process::Command;
+
+fn config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("agent.toml");
+    let text = format!(
+        r#"
+backend = "test"
+agent_id = "a1"
+work_dir = "{work}"
+[controller]
+endpoint = "https://localhost:1"
+ca_cert = "{dir}/missing-ca.pem"
+cert = "{dir}/missing.crt"
+key = "{dir}/missing.key"
+[docker]
+registry = "rap.test"
+allowed_images = ["busybox", "absent-image"]
+{extra}
+"#,
+        work = dir.join("work").display(),
+        dir = dir.display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn rap_agent(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_rap-agent"))
+        .args(args)
+        .env_remove("RAP_AGENT_DOCKER_USER")
+        .env("RAP_TEST_UNSET_DB_URL", "")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn check_reports_each_problem_precisely() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(
+        dir.path(),
+        "[database]\nurl_env = \"RAP_TEST_UNSET_DB_URL\"\n",
+    );
+    let (ok, text) = rap_agent(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("ok    Docker engine: Docker "), "{text}");
+    assert!(text.contains("ok    image rap.test/busybox: "), "{text}");
+    assert!(
+        text.contains(
+            "FAIL  image rap.test/absent-image: no tag of rap.test/absent-image is present"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "FAIL  controller TLS files: cannot read the CA certificate file {}/missing-ca.pem",
+            dir.path().display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "FAIL  database URL: RAP_TEST_UNSET_DB_URL is not set: database jobs will fail"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("ok    directory "), "{text}");
+}
+
+#[test]
+fn serve_refuses_a_bad_configuration_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "user = \"0:0\"\n");
+    let (ok, text) = rap_agent(&["serve", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        text.contains("configuration key docker.user: jobs must not run as root"),
+        "{text}"
+    );
+}
