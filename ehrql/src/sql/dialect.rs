@@ -43,6 +43,9 @@ pub trait Dialect {
     /// Statements creating a one-column temporary table `name(value)` holding `values`
     /// (long `IN` lists).
     fn create_values_table(&self, name: &str, values: &[String]) -> Vec<String>;
+    /// Statements creating temporary table `name(value, mask)` from (literal, mask) rows,
+    /// keyed by `value` (code maps: one lookup answers many `is_in` tests).
+    fn create_code_map(&self, name: &str, rows: &[(String, i64)]) -> Vec<String>;
     /// Drops a temporary table.
     fn drop_temp_table(&self, name: &str) -> String {
         format!("DROP TABLE IF EXISTS {}", self.ident(name))
@@ -165,6 +168,20 @@ impl Dialect for SqliteDialect {
             format!(
                 "INSERT OR IGNORE INTO {quoted} (value) VALUES {}",
                 rows.join(", ")
+            ),
+        ]
+    }
+
+    fn create_code_map(&self, name: &str, rows: &[(String, i64)]) -> Vec<String> {
+        let quoted = self.ident(name);
+        let values: Vec<String> = rows.iter().map(|(v, m)| format!("({v}, {m})")).collect();
+        vec![
+            format!(
+                "CREATE TEMPORARY TABLE {quoted} (value PRIMARY KEY, mask INTEGER NOT NULL) WITHOUT ROWID"
+            ),
+            format!(
+                "INSERT INTO {quoted} (value, mask) VALUES {}",
+                values.join(", ")
             ),
         ]
     }

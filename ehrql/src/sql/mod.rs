@@ -84,7 +84,20 @@ struct Scope {
     base_root: Option<NodeId>,
     joins: Vec<(String, String)>,
     memo: HashMap<NodeId, String>,
+    code_maps: Vec<CodeMap>,
 }
+
+/// Membership of one base-table column in several literal sets, as a temporary table
+/// `(value, mask)` LEFT JOINed on the column: one lookup per row answers every `is_in` on
+/// that column (bit `k` of `mask` is membership of set `k`), instead of one per codelist.
+struct CodeMap {
+    alias: String,
+    column: String,
+    sets: Vec<(NodeId, Vec<Value>)>,
+}
+
+/// Sets per code map (bits of a non-negative 64-bit mask).
+const MAX_SETS_PER_CODE_MAP: usize = 62;
 
 impl Scope {
     fn new(patient_id: String, base_root: Option<NodeId>) -> Scope {
@@ -93,6 +106,7 @@ impl Scope {
             base_root,
             joins: Vec::new(),
             memo: HashMap::new(),
+            code_maps: Vec::new(),
         }
     }
 
@@ -109,6 +123,13 @@ impl Scope {
             out.push_str(&format!(
                 " LEFT JOIN {table} AS {alias_q} ON {alias_q}.patient_id = {}",
                 self.patient_id
+            ));
+        }
+        for map in &self.code_maps {
+            let alias_q = dialect.ident(&map.alias);
+            out.push_str(&format!(
+                " LEFT JOIN {alias_q} ON {alias_q}.value = {}",
+                map.column
             ));
         }
         out
@@ -444,7 +465,7 @@ impl<'a> Compiler<'a> {
             outer.join(", "),
             inner.join(", "),
             self.table_sql(root)?,
-            scope.join_sql(d)
+            self.scan_joins(&scope)
         );
         if !filters.is_empty() {
             select.push_str(&format!(" WHERE {}", filters.join(" AND ")));
@@ -509,7 +530,11 @@ impl<'a> Compiler<'a> {
         let semi = self.semi_join();
         // Where each pick reads from: the table itself (one pick) or a staging table.
         let staged = picks.len() > 1;
-        let mut source_sql = format!("{} AS base{}", self.table_sql(root)?, scope.join_sql(d));
+        let mut source_sql = format!(
+            "{} AS base{}",
+            self.table_sql(root)?,
+            self.scan_joins(&scope)
+        );
         if staged {
             let stage = self.temp_name();
             let mut select = vec!["base.patient_id AS patient_id".to_string()];
@@ -629,7 +654,7 @@ impl<'a> Compiler<'a> {
                 let inner = format!(
                     "SELECT base.patient_id AS patient_id, {date} AS d, LAG({date}) OVER (PARTITION BY base.patient_id ORDER BY {date}) AS prev FROM {} AS base{} WHERE {}",
                     self.table_sql(root)?,
-                    scope.join_sql(d),
+                    self.scan_joins(&scope),
                     conditions.join(" AND ")
                 );
                 let select = format!(
@@ -647,7 +672,7 @@ impl<'a> Compiler<'a> {
                 let select = format!(
                     "SELECT DISTINCT base.patient_id AS patient_id, {value} AS value FROM {} AS base{} WHERE {}",
                     self.table_sql(root)?,
-                    scope.join_sql(d),
+                    self.scan_joins(&scope),
                     conditions.join(" AND ")
                 );
                 self.setup(d.create_temp_table(&table, &select, &["patient_id", "value"]));
@@ -692,7 +717,7 @@ impl<'a> Compiler<'a> {
         let population = self.temp_name();
         let select = format!(
             "SELECT {u}.patient_id FROM {u}{} WHERE {}",
-            scope.join_sql(d),
+            self.scan_joins(&scope),
             d.bool_test(&condition),
             u = d.ident(&universe)
         );
@@ -723,13 +748,83 @@ impl<'a> Compiler<'a> {
         let sql = format!(
             "SELECT {} FROM {p}{} ORDER BY {p}.patient_id",
             columns.join(", "),
-            scope.join_sql(d)
+            self.scan_joins(&scope)
         );
         self.statements.push(Statement {
             kind: StatementKind::Results,
             sql,
         });
         Ok(())
+    }
+
+    /// The joins of a scan's scope, after emitting the statements that create its code maps.
+    fn scan_joins(&mut self, scope: &Scope) -> String {
+        let d = self.dialect;
+        for map in &scope.code_maps {
+            if self.cleanup.contains(&map.alias) {
+                continue;
+            }
+            let mut masks: BTreeMap<&Value, i64> = BTreeMap::new();
+            for (bit, (_, values)) in map.sets.iter().enumerate() {
+                for v in values {
+                    *masks.entry(v).or_insert(0) |= 1 << bit;
+                }
+            }
+            let rows: Vec<(String, i64)> =
+                masks.into_iter().map(|(v, m)| (d.literal(v), m)).collect();
+            let sqls = d.create_code_map(&map.alias, &rows);
+            self.setup(sqls);
+            self.cleanup.push(map.alias.clone());
+        }
+        scope.join_sql(d)
+    }
+
+    /// A code-map test of `column IN set`, if `lhs` is a column of the scan's base table.
+    fn code_map_test(
+        &mut self,
+        lhs: NodeId,
+        set: NodeId,
+        values: &[Value],
+        scope: &mut Scope,
+    ) -> Option<String> {
+        let root = scope.base_root?;
+        let Node::SelectColumn { source, name } = self.graph.node(lhs) else {
+            return None;
+        };
+        if self.domain_root(self.graph.info(*source).domain) != Some(root) {
+            return None;
+        }
+        let column = format!("base.{}", self.dialect.ident(name));
+        let index = match scope
+            .code_maps
+            .iter()
+            .position(|m| m.column == column && m.sets.len() < MAX_SETS_PER_CODE_MAP)
+        {
+            Some(i) => i,
+            None => {
+                self.counter += 1;
+                let alias = format!("codes_{}", self.counter);
+                scope.code_maps.push(CodeMap {
+                    alias,
+                    column: column.clone(),
+                    sets: Vec::new(),
+                });
+                scope.code_maps.len() - 1
+            }
+        };
+        let map = &mut scope.code_maps[index];
+        let bit = match map.sets.iter().position(|(id, _)| *id == set) {
+            Some(b) => b,
+            None => {
+                map.sets.push((set, values.to_vec()));
+                map.sets.len() - 1
+            }
+        };
+        let alias = self.dialect.ident(&map.alias);
+        // NULL stays NULL; a value in no set has no map row, hence the COALESCE.
+        Some(self.dialect.bool_value(&format!(
+            "(CASE WHEN {column} IS NULL THEN NULL ELSE ((COALESCE({alias}.mask, 0) >> {bit}) & 1) = 1 END)"
+        )))
     }
 
     fn location(&self, id: NodeId) -> Result<Location, CompileError> {
@@ -795,7 +890,12 @@ impl<'a> Compiler<'a> {
                 let loc = self.location(id)?;
                 Ok(format!("COALESCE({}, 0)", self.joined_column(&loc, scope)))
             }
-            Node::Function { op, args } => self.function(op, &args, scope),
+            Node::Function { op, args } => match self.constant(id) {
+                // Literal arithmetic (e.g. `index_date - years(1)`) is folded here, with the
+                // reference semantics, rather than evaluated for every row.
+                Some(value) => Ok(d.literal(&value)),
+                None => self.function(op, &args, scope),
+            },
             Node::Case { cases, default } => {
                 let mut sql = String::from("(CASE");
                 for (condition, value) in cases {
@@ -816,6 +916,22 @@ impl<'a> Compiler<'a> {
                 "{} as a series",
                 other.class_name()
             ))),
+        }
+    }
+
+    /// The value of a series built only from literals, if it is one.
+    fn constant(&self, id: NodeId) -> Option<Value> {
+        match self.graph.node(id) {
+            Node::Value(Literal::Scalar(v)) => Some(v.clone()),
+            Node::Function { op, args } if *op != FunctionOp::In => {
+                let values: Vec<Value> = args
+                    .iter()
+                    .map(|a| self.constant(*a))
+                    .collect::<Option<_>>()?;
+                let refs: Vec<&Value> = values.iter().collect();
+                Some(crate::engines::memory::apply(*op, &refs))
+            }
+            _ => None,
         }
     }
 
@@ -984,6 +1100,9 @@ impl<'a> Compiler<'a> {
                 if values.is_empty() {
                     // Empty set: False even for NULL.
                     return Ok(d.literal(&Value::Bool(false)));
+                }
+                if let Some(test) = self.code_map_test(lhs, rhs, &values, scope) {
+                    return Ok(test);
                 }
                 let literals: Vec<String> = values.iter().map(|v| d.literal(v)).collect();
                 if literals.len() <= d.max_in_list_len() {
