@@ -26,6 +26,8 @@ struct Measurement {
 /// Runs `command` and reads its resource usage with `wait4`.
 fn measure(command: &mut Command) -> Measurement {
     let started = Instant::now();
+    // Reaped by `wait4` below, which also gives its rusage.
+    #[allow(clippy::zombie_processes)]
     let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
