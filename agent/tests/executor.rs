@@ -489,6 +489,7 @@ async fn cancel_while_running_kills_and_persists_no_outputs() {
         &commit,
         "mkdir -p output && echo x > output/a.csv && echo started && sleep 300",
     );
+    let _container = ContainerGuard::for_job(&job);
     job.output_spec = vec![output("output/a.csv", Privacy::HighlySensitive)];
     within(executor.prepare(&job)).await.unwrap();
     let status = within(executor.execute(&job)).await.unwrap();

@@ -82,47 +82,53 @@ async fn ack(session: &Session, update: &pb::TaskUpdate) {
     session.outbound.send(Ok(message)).await.unwrap();
 }
 
-#[tokio::test]
-async fn the_agent_dials_out_runs_a_task_and_resends_unacknowledged_updates_after_a_reconnect() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    let ca = Ca::new("test-ca").unwrap();
-    let server = ca.issue_server(&["localhost"]).unwrap();
-    let agent = ca
-        .issue_agent(&BackendName::new("test").unwrap())
-        .unwrap()
-        .write_pem(&certs, "agent")
-        .unwrap();
-    let ca_path = certs.join("ca.crt");
-    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+/// A controller endpoint over mTLS on loopback plus the agent's certificates and configuration.
+struct Harness {
+    sessions: mpsc::Receiver<Session>,
+    config_text: String,
+    config_path: std::path::PathBuf,
+    server_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (sessions_sender, mut sessions) = mpsc::channel(4);
-    let tls = rap_proto::tls::mtls_server_from_pem(&rap_proto::tls::TlsPem {
-        ca: ca.cert_pem().to_string(),
-        cert: server.cert_pem.clone(),
-        key: server.key_pem.clone(),
-    })
-    .unwrap();
-    let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .tls_config(tls)
+impl Harness {
+    async fn start(dir: &std::path::Path) -> Harness {
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        let ca = Ca::new("test-ca").unwrap();
+        let server = ca.issue_server(&["localhost"]).unwrap();
+        let agent = ca
+            .issue_agent(&BackendName::new("test").unwrap())
             .unwrap()
-            .add_service(AgentServiceServer::new(TestController {
-                sessions: sessions_sender,
-            }))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = server_stopped.await;
-            }),
-    );
+            .write_pem(&certs, "agent")
+            .unwrap();
+        let ca_path = certs.join("ca.crt");
+        std::fs::write(&ca_path, ca.cert_pem()).unwrap();
 
-    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
-    let work = dir.path().join("work");
-    let toml = format!(
-        r#"
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sessions_sender, sessions) = mpsc::channel(4);
+        let tls = rap_proto::tls::mtls_server_from_pem(&rap_proto::tls::TlsPem {
+            ca: ca.cert_pem().to_string(),
+            cert: server.cert_pem.clone(),
+            key: server.key_pem.clone(),
+        })
+        .unwrap();
+        let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server_task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .tls_config(tls)
+                .unwrap()
+                .add_service(AgentServiceServer::new(TestController {
+                    sessions: sessions_sender,
+                }))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = server_stopped.await;
+                }),
+        );
+        let work = dir.join("work");
+        let config_text = format!(
+            r#"
 backend = "test"
 agent_id = "agent-1"
 work_dir = "{work}"
@@ -141,19 +147,64 @@ db_capacity = 1
 [git]
 allow_local_repos = true
 "#,
-        work = work.display(),
-        ca = ca_path.display(),
-        cert = agent.cert.display(),
-        key = agent.key.display(),
-    );
-    let config = Config::parse(&toml, std::path::Path::new("agent.toml"), |_| None).unwrap();
+            work = work.display(),
+            ca = ca_path.display(),
+            cert = agent.cert.display(),
+            key = agent.key.display(),
+        );
+        let config_path = dir.join("agent.toml");
+        std::fs::write(&config_path, &config_text).unwrap();
+        Harness {
+            sessions,
+            config_text,
+            config_path,
+            server_stop: Some(server_stop),
+            server_task,
+        }
+    }
+
+    async fn next_session(&mut self) -> Session {
+        within(self.sessions.recv())
+            .await
+            .expect("the agent connects")
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.server_stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = within(self.server_task).await;
+    }
+}
+
+async fn send_task(session: &Session, task: pb::Task) {
+    session
+        .outbound
+        .send(Ok(pb::ControllerMessage {
+            message: Some(pb::controller_message::Message::Task(task)),
+        }))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_agent_dials_out_runs_a_task_and_resends_unacknowledged_updates_after_a_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = Harness::start(dir.path()).await;
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let config = Config::parse(
+        &harness.config_text,
+        std::path::Path::new("agent.toml"),
+        |_| None,
+    )
+    .unwrap();
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     let agent_task = tokio::spawn(rap_agent::run(config, async {
         let _ = agent_stopped.await;
     }));
 
     // First session: Hello, then a task; acknowledge everything but the final update.
-    let mut session = within(sessions.recv()).await.unwrap();
+    let mut session = harness.next_session().await;
     assert_eq!(
         session.backend, "test",
         "the agent presented its certificate"
@@ -168,13 +219,7 @@ allow_local_repos = true
     }
     let job = new_job(&unique_id("link"), &repo, &commit, "echo linked");
     let task = runjob_task(&job);
-    session
-        .outbound
-        .send(Ok(pb::ControllerMessage {
-            message: Some(pb::controller_message::Message::Task(task.clone())),
-        }))
-        .await
-        .unwrap();
+    send_task(&session, task.clone()).await;
     let final_update = loop {
         let update = next_update_from(&mut session).await;
         assert_eq!(update.task_id, job.task_id);
@@ -187,7 +232,7 @@ allow_local_repos = true
 
     // The controller drops the stream before acknowledging the final update.
     drop(session);
-    let mut session = within(sessions.recv()).await.unwrap();
+    let mut session = harness.next_session().await;
     assert!(matches!(
         next_message(&mut session).await,
         pb::agent_message::Message::Hello(_)
@@ -198,13 +243,7 @@ allow_local_repos = true
 
     // The controller resends the (finished) task on the new session: the agent reports the
     // same result again, with a new update id.
-    session
-        .outbound
-        .send(Ok(pb::ControllerMessage {
-            message: Some(pb::controller_message::Message::Task(task)),
-        }))
-        .await
-        .unwrap();
+    send_task(&session, task).await;
     let again = next_update_from(&mut session).await;
     assert!(again.complete);
     assert!(again.update_id > final_update.update_id);
@@ -213,7 +252,128 @@ allow_local_repos = true
 
     let _ = agent_stop.send(());
     within(agent_task).await.unwrap().unwrap();
-    let _ = server_stop.send(());
     drop(session);
-    let _ = within(server_task).await;
+    harness.stop().await;
+}
+
+/// A `rap-agent serve` process, killed with SIGKILL on drop if still running.
+struct AgentProcess(std::process::Child);
+
+impl AgentProcess {
+    fn spawn(config: &std::path::Path) -> AgentProcess {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rap-agent"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        AgentProcess(child)
+    }
+
+    /// SIGKILL: no clean-up of any kind runs.
+    fn kill_9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_agent_process_killed_mid_job_recovers_and_the_job_finishes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = Harness::start(dir.path()).await;
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let mut job = new_job(
+        &unique_id("kill9"),
+        &repo,
+        &commit,
+        "mkdir -p output && echo started >> output/starts.txt \\
+         && while [ ! -f output/go.txt ]; do sleep 0.05; done",
+    );
+    // The test's go-ahead file is an output too, so nothing is left unmatched.
+    job.output_spec = vec![output(
+        "output/*.txt",
+        rap_agent::job::Privacy::HighlySensitive,
+    )];
+    let task = runjob_task(&job);
+    let _container = ContainerGuard::for_job(&job);
+
+    let mut agent = AgentProcess::spawn(&harness.config_path);
+    let mut session = harness.next_session().await;
+    assert!(matches!(
+        next_message(&mut session).await,
+        pb::agent_message::Message::Hello(_)
+    ));
+    send_task(&session, task.clone()).await;
+    let executing = loop {
+        let update = next_update_from(&mut session).await;
+        ack(&session, &update).await;
+        if stage(&update) == pb::ExecutorState::Executing {
+            break update;
+        }
+    };
+    agent.kill_9();
+    drop(session);
+
+    // The restarted process adopts the running container: its first report for the resent
+    // task is EXECUTING with the same start time, not a new preparation.
+    let _agent = AgentProcess::spawn(&harness.config_path);
+    let mut session = harness.next_session().await;
+    assert!(matches!(
+        next_message(&mut session).await,
+        pb::agent_message::Message::Hello(_)
+    ));
+    send_task(&session, task).await;
+    // Updates whose acks the killed process never read come again, unchanged; the controller
+    // skips them by id. The first new one is the adopted runner's.
+    let adopted = loop {
+        let update = next_update_from(&mut session).await;
+        ack(&session, &update).await;
+        if update.update_id > executing.update_id {
+            break update;
+        }
+        assert_eq!(
+            stage(&update),
+            pb::ExecutorState::Executing,
+            "a resent update"
+        );
+        assert_eq!(update, executing);
+    };
+    assert_eq!(stage(&adopted), pb::ExecutorState::Executing);
+    assert_eq!(adopted.timestamp_ns, executing.timestamp_ns);
+    assert!(adopted.update_id > executing.update_id);
+
+    let layout = rap_agent::layout::Layout::new(dir.path().join("work"));
+    std::fs::write(layout.job_dir(&job).join("output/go.txt"), "").unwrap();
+    let mut stages = Vec::new();
+    let last = loop {
+        let update = next_update_from(&mut session).await;
+        ack(&session, &update).await;
+        stages.push(stage(&update));
+        if update.complete {
+            break update;
+        }
+    };
+    assert_eq!(
+        stages,
+        vec![pb::ExecutorState::Finalizing, pb::ExecutorState::Finalized]
+    );
+    match last.results {
+        Some(pb::task_update::Results::Job(results)) => {
+            assert_eq!(results.exit_code, Some(0));
+            assert_eq!(results.status_message, "Completed successfully");
+        }
+        other => panic!("{other:?}"),
+    }
+    let starts =
+        std::fs::read_to_string(layout.high_workspace(&job).join("output/starts.txt")).unwrap();
+    assert_eq!(starts, "started\n", "the container ran exactly once");
+    drop(session);
+    harness.stop().await;
 }

@@ -100,6 +100,10 @@ async fn capacity_holds_a_second_job_until_the_first_finishes() {
         "while [ ! -f go ]; do sleep 0.05; done",
     );
     let second = new_job(&unique_id("cap-b"), &repo, &commit, "true");
+    let _guards = [
+        ContainerGuard::for_job(&first),
+        ContainerGuard::for_job(&second),
+    ];
     tasks.start(runjob_task(&first));
     tasks.start(runjob_task(&second));
     loop {
@@ -141,6 +145,7 @@ async fn cancel_while_running_kills_the_container_and_reports_cancelled() {
         &commit,
         "mkdir -p output && echo 1 > output/a.csv && sleep 300",
     );
+    let _container = ContainerGuard::for_job(&job);
     job.output_spec = vec![output("output/a.csv", Privacy::HighlySensitive)];
     tasks.start(runjob_task(&job));
     loop {
@@ -204,6 +209,7 @@ async fn an_agent_killed_mid_job_adopts_the_container_and_finishes_once() {
          && while [ ! -f go ]; do sleep 0.05; done",
     );
     job.output_spec = vec![output("output/starts.txt", Privacy::HighlySensitive)];
+    let _container = ContainerGuard::for_job(&job);
 
     let started_at = {
         let executor = Arc::new(executor(&work).await);

@@ -268,3 +268,37 @@ pub async fn updates_until_complete(
 pub fn stage(update: &pb::TaskUpdate) -> pb::ExecutorState {
     pb::ExecutorState::try_from(update.stage).unwrap()
 }
+
+/// Removes a job's container when dropped, so a failing test leaves no container waiting.
+pub struct ContainerGuard(pub String);
+
+impl ContainerGuard {
+    pub fn for_job(job: &JobDefinition) -> ContainerGuard {
+        ContainerGuard(job.container_name())
+    }
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // Drop cannot await: remove it from a fresh runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(docker) = bollard::Docker::connect_with_unix_defaults() {
+                    let options =
+                        bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                            .force(true)
+                            .build();
+                    let _ = docker.remove_container(&name, Some(options)).await;
+                }
+            });
+        })
+        .join();
+    }
+}
