@@ -411,13 +411,10 @@ async fn serve(
     if let Some(agent_listen) = agent_listen {
         config.agent_listen = agent_listen;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Logs to stderr; spans to an OTLP collector when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
+    let telemetry = rap_proto::telemetry::init("rap-controller", endpoint.as_deref())
+        .context("setting up telemetry")?;
     let listeners = Listeners::bind(&config).await?;
     let shutdown = async {
         let mut term =
@@ -433,7 +430,11 @@ async fn serve(
             _ = term.recv() => {}
         }
     };
-    server::run(config, listeners, shutdown).await?;
+    let result = server::run(config, listeners, shutdown).await;
+    if let Err(error) = telemetry.shutdown().await {
+        eprintln!("rap-controller: {error}");
+    }
+    result?;
     Ok(())
 }
 

@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
@@ -39,11 +40,33 @@ pub enum GitError {
     Command(String),
 }
 
-/// The git reader: cheap to clone, shares its per-repository locks.
+/// How long a verified "commit is on branch" answer is reused. Commits rarely leave a branch
+/// (only by force-push), and a job server submits many requests for one commit.
+const BRANCH_CHECK_TTL: Duration = Duration::from_secs(60);
+
+/// Entries kept in each in-memory cache before it is emptied.
+const CACHE_ENTRIES: usize = 4096;
+
+type FileKey = (String, String, String);
+
+/// The git reader: cheap to clone, shares its per-repository locks and caches.
 #[derive(Clone)]
 pub struct Git {
     config: Arc<GitConfig>,
     locks: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
+    // Std mutexes: held only to read or insert, never across an `.await`.
+    /// File contents by (url, commit, path): a commit's content never changes.
+    files: Arc<StdMutex<HashMap<FileKey, Option<String>>>>,
+    /// When (url, branch, commit) was last verified.
+    branch_checks: Arc<StdMutex<HashMap<FileKey, Instant>>>,
+}
+
+fn cache_insert<V>(cache: &StdMutex<HashMap<FileKey, V>>, key: FileKey, value: V) {
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(key, value);
 }
 
 struct Output {
@@ -56,6 +79,8 @@ impl Git {
         Git {
             config: Arc::new(config),
             locks: Arc::new(Mutex::new(HashMap::new())),
+            files: Arc::new(StdMutex::new(HashMap::new())),
+            branch_checks: Arc::new(StdMutex::new(HashMap::new())),
         }
     }
 
@@ -69,9 +94,20 @@ impl Git {
         commit: &str,
         path: &str,
     ) -> Result<Option<String>, GitError> {
+        let key = (url.to_string(), commit.to_string(), path.to_string());
+        if let Some(text) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(text.clone());
+        }
         let cache = self.ensure_commit(url, commit).await?;
         let out = run(Some(&cache), &["show", &format!("{commit}:{path}")]).await?;
-        Ok(out.success.then_some(out.stdout))
+        let text = out.success.then_some(out.stdout);
+        cache_insert(&self.files, key, text.clone());
+        Ok(text)
     }
 
     /// Check that `commit` is the head of `branch` or one of its ancestors (this blocks commits
@@ -80,6 +116,28 @@ impl Git {
     /// # Errors
     /// The branch does not exist, or the commit is not on it.
     pub async fn check_commit_on_branch(
+        &self,
+        url: &str,
+        branch: &str,
+        commit: &str,
+    ) -> Result<(), GitError> {
+        let key = (url.to_string(), branch.to_string(), commit.to_string());
+        let verified = self
+            .branch_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < BRANCH_CHECK_TTL);
+        if verified {
+            return Ok(());
+        }
+        self.check_commit_on_branch_uncached(url, branch, commit)
+            .await?;
+        cache_insert(&self.branch_checks, key, Instant::now());
+        Ok(())
+    }
+
+    async fn check_commit_on_branch_uncached(
         &self,
         url: &str,
         branch: &str,

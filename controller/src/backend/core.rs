@@ -124,6 +124,14 @@ pub struct Core {
     written_cursor: Option<u64>,
     /// When the last DBSTATUS task finished (UNIX seconds).
     last_db_status: Option<i64>,
+    /// Jobs to visit on the next incremental pass.
+    dirty: std::collections::HashSet<JobId>,
+    full_pass_needed: bool,
+    finished_in_pass: bool,
+    /// Weights of running jobs per pool, and running jobs per workspace (kept in step by
+    /// `count_transition`, rebuilt on every full pass).
+    usage: Usage,
+    running_per_workspace: HashMap<String, u32>,
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -168,6 +176,11 @@ impl Core {
             outbox: Vec::new(),
             written_cursor: None,
             last_db_status,
+            dirty: std::collections::HashSet::new(),
+            full_pass_needed: true,
+            finished_in_pass: false,
+            usage: Usage::default(),
+            running_per_workspace: HashMap::new(),
         })
     }
 
@@ -273,6 +286,7 @@ impl Core {
         };
         check_codelists(request, &jobs)?;
         let count = u32::try_from(jobs.len()).unwrap_or(u32::MAX);
+        self.dirty.extend(jobs.iter().map(|j| j.id.clone()));
         self.write(&WriteBatch {
             jobs,
             ..Default::default()
@@ -312,6 +326,7 @@ impl Core {
         let mut batch = WriteBatch::default();
         for mut job in jobs {
             if actions.contains(&job.action) && !job.cancelled {
+                self.dirty.insert(job.id.clone());
                 job.cancelled = true;
                 job.status.completed_at = Some(now);
                 batch.jobs.push(job);
@@ -398,6 +413,12 @@ impl Core {
             task.active = false;
             task.finished_at = Some(now_s());
         }
+        match &task.definition {
+            TaskDefinition::Job(definition) => {
+                self.dirty.insert(JobId::from_stored(definition.id.clone()));
+            }
+            TaskDefinition::DbStatus { .. } => self.full_pass_needed = true,
+        }
         if task.task_type == TaskType::DbStatus && update.complete {
             self.last_db_status = Some(now_s());
             if let Some(TaskResults::DbStatus {
@@ -422,6 +443,7 @@ impl Core {
     /// # Errors
     /// Storage failures.
     pub fn set_paused(&mut self, paused: bool) -> Result<String, BackendError> {
+        self.full_pass_needed = true;
         let mut batch = WriteBatch::default();
         self.flag_change(flags::PAUSED, paused.then_some("true"), &mut batch);
         self.write(&batch)?;
@@ -435,6 +457,7 @@ impl Core {
     /// # Errors
     /// Storage failures.
     pub fn set_db_maintenance(&mut self, on: bool) -> Result<String, BackendError> {
+        self.full_pass_needed = true;
         let mut batch = WriteBatch::default();
         if on {
             self.flag_change(flags::MODE, Some(flags::DB_MAINTENANCE), &mut batch);
@@ -455,6 +478,7 @@ impl Core {
     /// # Errors
     /// Storage failures.
     pub fn prepare_for_reboot(&mut self) -> Result<String, BackendError> {
+        self.full_pass_needed = true;
         let mut batch = WriteBatch::default();
         self.flag_change(flags::PAUSED, Some("true"), &mut batch);
         self.write(&batch)?;
@@ -484,6 +508,7 @@ impl Core {
     /// # Errors
     /// The task does not exist on this backend.
     pub fn kill_task(&mut self, task_id: &str) -> Result<String, BackendError> {
+        self.full_pass_needed = true;
         let Some(mut task) = self.store.task(task_id)? else {
             return Err(BackendError::UnknownTask(task_id.to_string()));
         };
@@ -545,73 +570,109 @@ impl Core {
     // ---------------------------------------------------------------------------------------
     // The scheduling pass (§3.4).
 
-    /// Visit every active job of the backend once, in the reference's order.
+    /// Visit the active jobs that may have changed, in the reference's order: every active job
+    /// on a full pass (start-up, the periodic tick, a flag or agent change, or after a job
+    /// finished, which can unblock others); otherwise only the jobs touched since the last pass
+    /// (new jobs, jobs whose task was updated, cancelled jobs). Repeats until no job finishes,
+    /// so a chain of dependency failures resolves in one call.
     ///
     /// # Errors
     /// Storage failures (the pass stops; the next one retries).
     pub fn pass(&mut self) -> Result<(), BackendError> {
-        let jobs = self.store.active_jobs(&self.backend.name)?;
-        let (running, mut pending): (Vec<Job>, Vec<Job>) =
-            jobs.into_iter().partition(|j| j.state() == State::Running);
+        loop {
+            let full = std::mem::take(&mut self.full_pass_needed);
+            self.finished_in_pass = false;
+            let jobs = if full {
+                self.dirty.clear();
+                let jobs = self.store.active_jobs(&self.backend.name)?;
+                self.recount(&jobs);
+                jobs
+            } else {
+                let mut jobs = Vec::new();
+                for id in std::mem::take(&mut self.dirty) {
+                    if let Some(job) = self.store.job(&id)? {
+                        if job.state().is_active() {
+                            jobs.push(job);
+                        }
+                    }
+                }
+                jobs
+            };
+            self.visit(jobs)?;
+            if full {
+                self.schedule_db_status()?;
+            }
+            if !self.finished_in_pass {
+                return Ok(());
+            }
+            self.full_pass_needed = true;
+        }
+    }
 
-        let mut running_per_workspace: HashMap<String, u32> = HashMap::new();
-        let mut usage = Usage::default();
-        for job in &running {
-            *running_per_workspace
+    /// Ask for a full pass next time (flags, agents, the periodic tick).
+    pub fn want_full_pass(&mut self) {
+        self.full_pass_needed = true;
+    }
+
+    /// Rebuild the running-job counters from the active jobs.
+    fn recount(&mut self, jobs: &[Job]) {
+        self.usage = Usage::default();
+        self.running_per_workspace.clear();
+        for job in jobs.iter().filter(|j| j.state() == State::Running) {
+            *self
+                .running_per_workspace
                 .entry(job.workspace.clone())
                 .or_default() += 1;
-            usage.add(
+            self.usage.add(
                 job.requires_db,
                 self.backend.weight(&job.workspace, &job.action),
             );
         }
-        for job in running {
-            let was_running = job.state() == State::Running;
-            let job = self.handle_job(job, &mut usage)?;
-            if was_running && job.state() != State::Running {
-                usage.remove(
-                    job.requires_db,
-                    self.backend.weight(&job.workspace, &job.action),
-                );
-                if let Some(n) = running_per_workspace.get_mut(&job.workspace) {
-                    *n = n.saturating_sub(1);
-                }
-            }
-        }
+    }
 
+    fn visit(&mut self, jobs: Vec<Job>) -> Result<(), BackendError> {
+        let (running, pending): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| j.state() == State::Running);
+        for job in running {
+            self.handle_job(job)?;
+        }
         // Fairness: the workspace with the fewest running jobs first, then database jobs,
-        // then the oldest. Re-sorted after each start, as starts change the counts.
-        let sort = |pending: &mut Vec<Job>, counts: &HashMap<String, u32>| {
-            pending.sort_by(|a, b| {
-                let ka = (
-                    counts.get(&a.workspace).copied().unwrap_or(0),
-                    !a.requires_db,
-                    a.created_at,
-                );
-                let kb = (
-                    counts.get(&b.workspace).copied().unwrap_or(0),
-                    !b.requires_db,
-                    b.created_at,
-                );
-                kb.cmp(&ka)
-            });
+        // then the oldest. Counts change as jobs start, so keys are checked when popped and
+        // re-queued if stale (a lazy heap: no re-sort per start).
+        let mut heap = std::collections::BinaryHeap::new();
+        let key = |core: &Core, job: &Job| {
+            let count = core
+                .running_per_workspace
+                .get(&job.workspace)
+                .copied()
+                .unwrap_or(0);
+            std::cmp::Reverse((count, !job.requires_db, job.created_at, job.id.clone()))
         };
-        sort(&mut pending, &running_per_workspace);
-        while let Some(job) = pending.pop() {
-            let job = self.handle_job(job, &mut usage)?;
-            if job.state() == State::Running {
-                *running_per_workspace
-                    .entry(job.workspace.clone())
-                    .or_default() += 1;
-                sort(&mut pending, &running_per_workspace);
+        let mut by_id: HashMap<JobId, Job> = HashMap::new();
+        for job in pending {
+            heap.push(key(self, &job));
+            by_id.insert(job.id.clone(), job);
+        }
+        while let Some(std::cmp::Reverse((count, db, created, id))) = heap.pop() {
+            let Some(job) = by_id.get(&id) else { continue };
+            let current = self
+                .running_per_workspace
+                .get(&job.workspace)
+                .copied()
+                .unwrap_or(0);
+            if current != count {
+                heap.push(std::cmp::Reverse((current, db, created, id)));
+                continue;
+            }
+            if let Some(job) = by_id.remove(&id) {
+                self.handle_job(job)?;
             }
         }
-        self.schedule_db_status()?;
         Ok(())
     }
 
     /// The rules of §3.4 for one job; returns the job as written.
-    fn handle_job(&mut self, job: Job, usage: &mut Usage) -> Result<Job, BackendError> {
+    fn handle_job(&mut self, job: Job) -> Result<Job, BackendError> {
         let mut batch = WriteBatch::default();
         let job = if job.cancelled {
             let job = self.cancel_tasks(job, &mut batch)?;
@@ -636,7 +697,6 @@ impl Core {
             self.set_code_into(job, code, &message, None, &mut batch)
         } else if self.in_db_maintenance() && job.requires_db {
             let job = if job.state() == State::Running {
-                usage.remove(true, self.backend.weight(&job.workspace, &job.action));
                 self.cancel_tasks(job, &mut batch)?
             } else {
                 job
@@ -649,7 +709,7 @@ impl Core {
                 &mut batch,
             )
         } else if job.state() == State::Pending {
-            self.handle_pending(job, usage, &mut batch)?
+            self.handle_pending(job, &mut batch)?
         } else {
             self.handle_running(job, &mut batch)?
         };
@@ -657,12 +717,7 @@ impl Core {
         Ok(job)
     }
 
-    fn handle_pending(
-        &mut self,
-        job: Job,
-        usage: &mut Usage,
-        batch: &mut WriteBatch,
-    ) -> Result<Job, BackendError> {
+    fn handle_pending(&mut self, job: Job, batch: &mut WriteBatch) -> Result<Job, BackendError> {
         let mut waiting = false;
         for id in &job.wait_for_job_ids {
             match self.store.job(id)?.map(|d| d.state()) {
@@ -690,9 +745,9 @@ impl Core {
         }
         let weight = self.backend.weight(&job.workspace, &job.action);
         let (used, max) = if job.requires_db {
-            (usage.db, self.backend.max_db_workers())
+            (self.usage.db, self.backend.max_db_workers())
         } else {
-            (usage.other, self.backend.max_workers)
+            (self.usage.other, self.backend.max_workers)
         };
         if used + weight > max {
             let (code, message) = if job.requires_db {
@@ -751,7 +806,6 @@ impl Core {
             &job,
         );
         batch.tasks.push(task);
-        usage.add(job.requires_db, weight);
         Ok(self.set_code_into(job, StatusCode::Initiated, messages::INITIATED, None, batch))
     }
 
@@ -1013,9 +1067,32 @@ impl Core {
         })
     }
 
+    /// Keep the running-job counters in step with a state change, and note a finished job
+    /// (which may unblock dependents or free capacity: the pass then goes round again).
+    fn count_transition(&mut self, job: &Job, from: State, to: State) {
+        let weight = self.backend.weight(&job.workspace, &job.action);
+        if from != State::Running && to == State::Running {
+            self.usage.add(job.requires_db, weight);
+            *self
+                .running_per_workspace
+                .entry(job.workspace.clone())
+                .or_default() += 1;
+        }
+        if from == State::Running && to != State::Running {
+            self.usage.remove(job.requires_db, weight);
+            if let Some(n) = self.running_per_workspace.get_mut(&job.workspace) {
+                *n = n.saturating_sub(1);
+            }
+            self.finished_in_pass = true;
+        }
+        if from.is_active() && !to.is_active() {
+            self.finished_in_pass = true;
+        }
+    }
+
     /// Apply [`set_code`] and queue the job for writing when anything changed.
     fn set_code_into(
-        &self,
+        &mut self,
         mut job: Job,
         code: StatusCode,
         message: &str,
@@ -1029,9 +1106,12 @@ impl Core {
                 left_since_ns,
                 at_ns,
             } => {
-                // One event per state left, named after its code (§5); never output names.
-                tracing::info!(
+                // One span per state left, named after its code, in the job's trace (§5);
+                // it carries identifiers and codes, never an output name.
+                let span = tracing::info_span!(
                     target: "rap_controller::job_state",
+                    "job_state",
+                    otel.name = %left.span_name(),
                     job_id = %job.id,
                     job_request = %job.rap_id,
                     backend = %job.backend,
@@ -1041,9 +1121,16 @@ impl Core {
                     left_for_ms = (at_ns - left_since_ns) / 1_000_000,
                     status_code = code.as_str(),
                     state = status.state.as_str(),
-                    "{}",
-                    status.status_message
                 );
+                let trace: std::collections::HashMap<String, String> = job
+                    .trace_context
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                // Without an OpenTelemetry layer there is no context to attach: fine.
+                let _ = rap_proto::trace_context::set_parent_from_map(&span, &trace);
+                span.in_scope(|| tracing::info!(target: "rap_controller::job_state", "{}", status.status_message));
+                self.count_transition(&job, job.status.state, status.state);
                 job.status = status;
                 batch.jobs.push(job.clone());
             }

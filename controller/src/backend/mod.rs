@@ -278,7 +278,7 @@ async fn run(
                 Some(message) => messages.push(message),
                 None => break,
             },
-            _ = ticker.tick() => {}
+            _ = ticker.tick() => core.want_full_pass(),
             _ = shutdown.changed() => break,
         }
         while messages.len() < BATCH {

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use futures_util::Stream;
 use rap_proto::pb::rap::v1 as pb;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::auth::Tokens;
 use super::{convert, status_from_rap_error};
@@ -27,16 +28,25 @@ impl pb::rap_service_server::RapService for RapService {
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let backends = self.tokens.backends(request.metadata())?;
-        let traceparent = request
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        // One span per request, continuing the caller's trace; the jobs join that trace.
+        let span = tracing::info_span!("SubmitJob", rap_id = %request.get_ref().rap_id);
+        let _ = rap_proto::trace_context::set_parent_from_metadata(&span, request.metadata());
+        let traceparent = span
+            .in_scope(rap_proto::trace_context::current_map)
+            .remove("traceparent")
+            .or_else(|| {
+                request
+                    .metadata()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            });
         let fields = convert::submit_fields(request.into_inner(), traceparent);
         let rap_id = fields.rap_id.clone();
         let outcome = self
             .controller
             .submit(&backends, fields)
+            .instrument(span)
             .await
             .map_err(status_from_rap_error)?;
         let (result, details, count) = match outcome {

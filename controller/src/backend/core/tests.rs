@@ -490,8 +490,8 @@ fn capacity_uses_separate_pools_and_weights() {
 fn retryable_errors_get_a_new_task_until_the_limit() {
     let mut w = world();
     w.submit(R1, &["solo"]);
-    let retry = |w: &mut World, n: u32| {
-        w.core.pass().unwrap();
+    w.core.pass().unwrap();
+    for n in 1..=3u32 {
         let task = format!("{}-{n:03}", id(R1, "solo"));
         assert_eq!(w.task_ids(), vec![task.clone()]);
         w.report(
@@ -507,18 +507,39 @@ fn retryable_errors_get_a_new_task_until_the_limit() {
             }),
         );
         w.core.pass().unwrap();
-    };
-    retry(&mut w, 1);
-    let job = w.job(R1, "solo");
+        assert!(
+            !w.store.task(&task).unwrap().unwrap().active,
+            "task {n} is inactive"
+        );
+        if n < 3 {
+            // Back to pending, then straight onto a new task in the same pass.
+            let job = w.job(R1, "solo");
+            assert_eq!(
+                (job.state(), job.status_code()),
+                (State::Running, StatusCode::Initiated)
+            );
+        }
+    }
+    let codes: Vec<StatusCode> = w
+        .store
+        .changes_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.job.status_code())
+        .collect();
     assert_eq!(
-        (job.state(), job.status_code()),
-        (State::Pending, StatusCode::WaitingOnNewTask)
+        codes
+            .iter()
+            .filter(|c| **c == StatusCode::WaitingOnNewTask)
+            .count(),
+        3,
+        "{codes:?}"
     );
-    assert_eq!(job.status.started_at, None);
-    assert!(w.task_ids().is_empty(), "task 001 is inactive");
-    retry(&mut w, 2);
-    retry(&mut w, 3);
-    w.core.pass().unwrap();
+    let job = w.job(R1, "solo");
+    assert!(
+        job.status.started_at.is_none(),
+        "JOB_ERROR from pending keeps it unset"
+    );
     assert_eq!(
         w.code(R1, "solo"),
         (
