@@ -553,7 +553,7 @@ async fn a_database_job_gets_its_network_and_url_only_through_the_environment() 
         })
         .await
         .unwrap();
-    let secret = "postgresql://user:s3cret-pass@db.internal/data";
+    let secret = "postgresql://user:s3cret-pass@localhost/data";
     let mut config = docker_config(&work);
     config.database_network = network.clone();
     config.database_url = rap_agent::executor::docker::DatabaseUrl::new(secret.into());

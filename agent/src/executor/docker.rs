@@ -437,6 +437,35 @@ fn redacted_container_metadata(inspect: &ContainerInspectResponse) -> serde_json
     serde_json::to_value(&inspect).unwrap_or(serde_json::Value::Null)
 }
 
+/// The host name in a database URL (`scheme://user:pass@host:port/db?x`), if it is a name
+/// rather than an IP address.
+fn database_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host_port.starts_with('[') {
+        // A bracketed IPv6 literal needs no pinning.
+        return None;
+    }
+    let host = host_port.split(':').next()?;
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    Some(host)
+}
+
+/// The database job's DNS is blackholed, so the agent resolves the database host itself and
+/// pins it (`--add-host host:ip`, as the reference does). An unresolvable host pins nothing:
+/// the job then fails to connect, which it reports itself.
+async fn pinned_database_host(url: &str) -> Option<Vec<String>> {
+    let host = database_host(url)?;
+    let mut addresses = tokio::net::lookup_host((host, 0)).await.ok()?;
+    let address = addresses.next()?;
+    Some(vec![format!("{host}:{}", address.ip())])
+}
+
 /// The executor's message and hint (spec §4.5 "Message").
 fn status_message(
     exit_code: Option<i64>,
@@ -615,7 +644,7 @@ impl Executor for DockerExecutor {
         if !created {
             let mut env: Vec<String> = vec!["HOME=/tmp".to_string()];
             env.extend(job.env.iter().map(|(key, value)| format!("{key}={value}")));
-            let (network_mode, dns) = if job.allow_database_access {
+            let (network_mode, dns, extra_hosts) = if job.allow_database_access {
                 let database = job
                     .database_name
                     .clone()
@@ -632,9 +661,10 @@ impl Executor for DockerExecutor {
                 (
                     self.config.database_network.clone(),
                     Some(vec!["192.0.2.0".to_string()]),
+                    pinned_database_host(url.expose()).await,
                 )
             } else {
-                ("none".to_string(), None)
+                ("none".to_string(), None, None)
             };
             let labels = HashMap::from([
                 ("job-runner".to_string(), String::new()),
@@ -654,6 +684,7 @@ impl Executor for DockerExecutor {
                 memory_swap: job.memory_limit,
                 network_mode: Some(network_mode),
                 dns,
+                extra_hosts,
                 mounts: Some(vec![Mount {
                     target: Some("/workspace".to_string()),
                     source: Some(job_dir.to_string_lossy().into_owned()),
@@ -1115,6 +1146,18 @@ mod tests {
             Some("Job cancelled by system")
         );
         assert_eq!(message(Some(1), false, false, &none), None);
+    }
+
+    #[test]
+    fn database_hosts_are_found_in_urls() {
+        assert_eq!(
+            database_host("mssql://user:p@ss@db.internal:1433/data?x=1"),
+            Some("db.internal")
+        );
+        assert_eq!(database_host("postgresql://db/data"), Some("db"));
+        assert_eq!(database_host("postgresql://u@10.0.0.5:5432/d"), None);
+        assert_eq!(database_host("postgresql://[::1]:5432/d"), None);
+        assert_eq!(database_host("not a url"), None);
     }
 
     #[test]
