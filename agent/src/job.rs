@@ -35,6 +35,11 @@ pub struct OutputPattern {
     pub privacy: Privacy,
 }
 
+/// The reference's `LEVEL4_MAX_FILESIZE` (16 MiB).
+pub const DEFAULT_LEVEL4_MAX_FILESIZE: u64 = 16 * 1024 * 1024;
+/// The reference's `LEVEL4_MAX_CSV_ROWS`.
+pub const DEFAULT_LEVEL4_MAX_CSV_ROWS: u64 = 5000;
+
 /// The level-4 limits for moderately sensitive outputs (spec §1.5, §4.5).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Level4Limits {
@@ -185,10 +190,25 @@ impl JobDefinition {
             user: wire.user.clone(),
             cpu_count: wire.cpu_count,
             memory_limit,
+            // A definition without limits (an older controller) gets the reference's defaults,
+            // never "no limit" and never "nothing allowed".
             level4: Level4Limits {
-                max_filesize: wire.level4_max_filesize,
-                max_csv_rows: wire.level4_max_csv_rows,
-                file_types: wire.level4_file_types.clone(),
+                max_filesize: match wire.level4_max_filesize {
+                    0 => DEFAULT_LEVEL4_MAX_FILESIZE,
+                    size => size,
+                },
+                max_csv_rows: match wire.level4_max_csv_rows {
+                    0 => DEFAULT_LEVEL4_MAX_CSV_ROWS,
+                    rows => rows,
+                },
+                file_types: if wire.level4_file_types.is_empty() {
+                    rap_pipeline::glob::LEVEL4_FILE_TYPES
+                        .iter()
+                        .map(|suffix| suffix.to_string())
+                        .collect()
+                } else {
+                    wire.level4_file_types.clone()
+                },
             },
             requires_outputs_from: wire.requires_outputs_from.clone(),
         };
@@ -316,6 +336,15 @@ mod tests {
         assert_eq!(job.output_spec[0].privacy, Privacy::ModeratelySensitive);
         assert_eq!(job.memory_limit, Some(4 * 1024 * 1024 * 1024));
         assert_eq!(job.database_name, None);
+        assert_eq!(job.level4.max_filesize, DEFAULT_LEVEL4_MAX_FILESIZE);
+        assert_eq!(job.level4.max_csv_rows, DEFAULT_LEVEL4_MAX_CSV_ROWS);
+        assert!(job.level4.file_types.contains(&".csv".to_string()));
+        let mut explicit = wire();
+        explicit.level4_max_csv_rows = 7;
+        explicit.level4_file_types = vec![".txt".into()];
+        let job = JobDefinition::from_wire(&explicit).unwrap();
+        assert_eq!(job.level4.max_csv_rows, 7);
+        assert_eq!(job.level4.file_types, vec![".txt"]);
     }
 
     #[test]
