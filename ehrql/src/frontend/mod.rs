@@ -2,3 +2,4 @@
 //! Only the serializer JSON (spec §9) exists today; the Python-syntax front end is future work.
 
 pub mod json;
+pub mod language;

@@ -1,0 +1,1081 @@
+//! ehrQL semantics of the evaluator (spec §3.1–3.2): operators, attributes and methods of
+//! frames, series, durations, date differences, `when`/`case` clauses and datasets, each mapped
+//! to query-model nodes through the validating [`Graph`](crate::query_model::Graph)
+//! constructors. Python literals meeting a series are cast the way ehrQL casts them (an int
+//! next to a float series becomes a float, `"YYYY-MM-DD"` next to a date series becomes a date,
+//! a string next to a code series becomes that code).
+
+use std::rc::Rc;
+
+use rustpython_ruff_python_ast::{CmpOp, Operator, UnaryOp};
+
+use super::error::ErrorKind;
+use super::interp::{Args, Interp, iterate};
+use super::value::{DurationUnit, Obj};
+use crate::query_model::{
+    AggregateKind, Date, Domain, FunctionOp, Kind, Literal, NodeId, Position, ScalarType,
+    SeriesType, Value, is_valid_variable_name,
+};
+
+type Result<T> = std::result::Result<T, ErrorKind>;
+
+/// Names a dataset variable may not have (spec §2.5).
+const RESERVED_NAMES: [&str; 3] = ["patient_id", "population", "dummy_data_config"];
+
+impl<'a> Interp<'a> {
+    /// The scalar type of a series object, if it is one.
+    fn series_type(&self, obj: &Obj<'a>) -> Option<ScalarType> {
+        match obj {
+            Obj::Series(n) => self.graph.scalar_type(*n),
+            _ => None,
+        }
+    }
+
+    /// The node for a series, or for a literal cast to `like` (spec §2.1).
+    pub(super) fn node_for(&mut self, obj: &Obj<'a>, like: Option<ScalarType>) -> Result<NodeId> {
+        if let Obj::Series(n) = obj {
+            return Ok(*n);
+        }
+        let value = literal_value(obj, like)?;
+        Ok(self.graph.value(Literal::Scalar(value))?)
+    }
+
+    pub(super) fn func(&mut self, op: FunctionOp, args: Vec<NodeId>) -> Result<NodeId> {
+        Ok(self.graph.function(op, args)?)
+    }
+
+    fn series_of(&mut self, op: FunctionOp, args: Vec<NodeId>) -> Result<Obj<'a>> {
+        self.func(op, args).map(Obj::Series)
+    }
+
+    fn column(&mut self, frame: NodeId, name: &str) -> Result<NodeId> {
+        Ok(self.graph.select_column(frame, name)?)
+    }
+
+    /// `lhs <op> rhs` where at least one side is a series; the literal side is cast to the
+    /// series' type.
+    fn series_binary(&mut self, op: FunctionOp, lhs: &Obj<'a>, rhs: &Obj<'a>) -> Result<Obj<'a>> {
+        let like = self.series_type(lhs).or(self.series_type(rhs));
+        let l = self.node_for(lhs, like)?;
+        let r = self.node_for(rhs, like)?;
+        self.series_of(op, vec![l, r])
+    }
+
+    pub(super) fn binop(&mut self, op: Operator, lhs: Obj<'a>, rhs: Obj<'a>) -> Result<Obj<'a>> {
+        // Durations and dates first: they mix plain values and series.
+        match (&lhs, &rhs, op) {
+            (Obj::Duration(..), Obj::Duration(..), Operator::Add | Operator::Sub) => {
+                return duration_arith(op, lhs, rhs);
+            }
+            (_, Obj::Duration(unit, amount), Operator::Add) => {
+                return self.date_add(&lhs, *unit, amount);
+            }
+            (Obj::Duration(unit, amount), _, Operator::Add) => {
+                return self.date_add(&rhs, *unit, amount);
+            }
+            (_, Obj::Duration(unit, amount), Operator::Sub) => {
+                let negated = self.negate(amount)?;
+                return self.date_add(&lhs, *unit, &negated);
+            }
+            _ => {}
+        }
+        let lhs_is_series = matches!(lhs, Obj::Series(_));
+        let rhs_is_series = matches!(rhs, Obj::Series(_));
+        let plain_dates = matches!((&lhs, &rhs), (Obj::Date(_), Obj::Date(_)));
+        if op == Operator::Sub
+            && self.is_date_like(&lhs)
+            && self.is_date_like(&rhs)
+            && (lhs_is_series || rhs_is_series || plain_dates)
+        {
+            return Ok(Obj::DateDifference(Box::new((lhs, rhs))));
+        }
+        if !lhs_is_series && !rhs_is_series {
+            if let (Obj::Frame(_), _) | (_, Obj::Frame(_)) = (&lhs, &rhs) {
+                return Err(ErrorKind::Type(
+                    "frames cannot be used in arithmetic: select a column first".into(),
+                ));
+            }
+            return super::builtins::python_binop(op, &lhs, &rhs);
+        }
+        let function = match op {
+            Operator::Add => FunctionOp::Add,
+            Operator::Sub => FunctionOp::Subtract,
+            Operator::Mult => FunctionOp::Multiply,
+            Operator::Div => FunctionOp::TrueDivide,
+            Operator::FloorDiv => FunctionOp::FloorDivide,
+            Operator::Pow => FunctionOp::Power,
+            Operator::BitAnd => FunctionOp::And,
+            Operator::BitOr => FunctionOp::Or,
+            other => {
+                return Err(ErrorKind::NotSupported(format!(
+                    "the '{}' operator with ehrQL series",
+                    other.as_str()
+                )));
+            }
+        };
+        self.series_binary(function, &lhs, &rhs)
+    }
+
+    /// Whether the value is a date, a date series, or a string that reads as a date.
+    fn is_date_like(&self, obj: &Obj<'a>) -> bool {
+        match obj {
+            Obj::Date(_) => true,
+            Obj::Str(s) => Date::parse_iso(s).is_some(),
+            Obj::Series(_) => self.series_type(obj) == Some(ScalarType::Date),
+            _ => false,
+        }
+    }
+
+    fn negate(&mut self, amount: &Obj<'a>) -> Result<Obj<'a>> {
+        match amount {
+            Obj::Int(i) => i
+                .checked_neg()
+                .map(Obj::Int)
+                .ok_or_else(|| ErrorKind::Invalid("the duration is too large".into())),
+            Obj::Series(n) => self.series_of(FunctionOp::Negate, vec![*n]),
+            other => Err(ErrorKind::Type(format!(
+                "a duration must be an int or an int series, not {}",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// `date + duration`: computed directly for a literal date and int, else a `DateAdd*` node.
+    fn date_add(
+        &mut self,
+        date: &Obj<'a>,
+        unit: DurationUnit,
+        amount: &Obj<'a>,
+    ) -> Result<Obj<'a>> {
+        let literal_date = match date {
+            Obj::Date(d) => Some(*d),
+            Obj::Str(s) => Some(Date::parse_iso(s).ok_or_else(|| {
+                ErrorKind::Invalid(format!("'{s}' is not a valid date (expected YYYY-MM-DD)"))
+            })?),
+            Obj::Series(_) if self.series_type(date) == Some(ScalarType::Date) => None,
+            other => {
+                return Err(ErrorKind::Type(format!(
+                    "a duration can only be added to a date or a date series, not {}",
+                    other.describe()
+                )));
+            }
+        };
+        if let (Some(d), Obj::Int(n)) = (literal_date, amount) {
+            let result = match unit {
+                DurationUnit::Days => d.add_days(*n),
+                DurationUnit::Weeks => n.checked_mul(7).and_then(|n| d.add_days(n)),
+                DurationUnit::Months => d.add_months(*n),
+                DurationUnit::Years => d.add_years(*n),
+            };
+            return result
+                .map(Obj::Date)
+                .ok_or_else(|| ErrorKind::Invalid("the date is out of range".into()));
+        }
+        let date_node = self.node_for(date, Some(ScalarType::Date))?;
+        let mut amount_node = self.node_for(amount, Some(ScalarType::Int))?;
+        let op = match unit {
+            DurationUnit::Days => FunctionOp::DateAddDays,
+            DurationUnit::Weeks => {
+                let seven = self.graph.value(Literal::Scalar(Value::Int(7)))?;
+                amount_node = self.func(FunctionOp::Multiply, vec![amount_node, seven])?;
+                FunctionOp::DateAddDays
+            }
+            DurationUnit::Months => FunctionOp::DateAddMonths,
+            DurationUnit::Years => FunctionOp::DateAddYears,
+        };
+        self.series_of(op, vec![date_node, amount_node])
+    }
+
+    pub(super) fn unary(&mut self, op: UnaryOp, operand: Obj<'a>) -> Result<Obj<'a>> {
+        match (&operand, op) {
+            (Obj::Series(n), UnaryOp::USub) => self.series_of(FunctionOp::Negate, vec![*n]),
+            (Obj::Series(_), UnaryOp::UAdd) => Ok(operand),
+            (Obj::Series(n), UnaryOp::Invert) => self.series_of(FunctionOp::Not, vec![*n]),
+            (Obj::Duration(unit, amount), UnaryOp::USub) => {
+                let negated = self.negate(amount)?;
+                Ok(Obj::Duration(*unit, Box::new(negated)))
+            }
+            (Obj::Int(i), UnaryOp::USub) => i
+                .checked_neg()
+                .map(Obj::Int)
+                .ok_or_else(|| ErrorKind::Limit("the integer is too large".into())),
+            (Obj::Float(f), UnaryOp::USub) => Ok(Obj::Float(-f)),
+            (Obj::Bool(b), UnaryOp::USub) => Ok(Obj::Int(-i64::from(*b))),
+            (Obj::Int(_) | Obj::Float(_), UnaryOp::UAdd) => Ok(operand),
+            (Obj::Int(i), UnaryOp::Invert) => Ok(Obj::Int(!i)),
+            _ => Err(ErrorKind::Type(format!(
+                "bad operand for unary '{}': {}",
+                op.as_str(),
+                operand.describe()
+            ))),
+        }
+    }
+
+    pub(super) fn compare(&mut self, op: CmpOp, lhs: Obj<'a>, rhs: Obj<'a>) -> Result<Obj<'a>> {
+        let any_series = matches!(lhs, Obj::Series(_)) || matches!(rhs, Obj::Series(_));
+        if !any_series {
+            return super::builtins::python_compare(op, &lhs, &rhs);
+        }
+        let (function, swapped) = match op {
+            CmpOp::Eq => (FunctionOp::Eq, false),
+            CmpOp::NotEq => (FunctionOp::Ne, false),
+            CmpOp::Lt => (FunctionOp::Lt, true),
+            CmpOp::LtE => (FunctionOp::Le, true),
+            CmpOp::Gt => (FunctionOp::Gt, true),
+            CmpOp::GtE => (FunctionOp::Ge, true),
+            CmpOp::Is | CmpOp::IsNot => {
+                return Err(ErrorKind::NotSupported(
+                    "'is' with an ehrQL series (use is_null() or is_not_null())".into(),
+                ));
+            }
+            CmpOp::In | CmpOp::NotIn => {
+                return Err(ErrorKind::NotSupported(
+                    "'in' with an ehrQL series (use series.is_in(...))".into(),
+                ));
+            }
+        };
+        // A literal on the left is Python's reflected comparison: `"2020-01-01" < s` is
+        // `s > "2020-01-01"`, as ehrQL builds it.
+        if swapped && !matches!(lhs, Obj::Series(_)) {
+            let reflected = match function {
+                FunctionOp::Lt => FunctionOp::Gt,
+                FunctionOp::Le => FunctionOp::Ge,
+                FunctionOp::Gt => FunctionOp::Lt,
+                _ => FunctionOp::Le,
+            };
+            return self.series_binary(reflected, &rhs, &lhs);
+        }
+        if !swapped && !matches!(lhs, Obj::Series(_)) {
+            return self.series_binary(function, &rhs, &lhs);
+        }
+        self.series_binary(function, &lhs, &rhs)
+    }
+
+    pub(super) fn get_attr(&mut self, object: Obj<'a>, name: &str) -> Result<Obj<'a>> {
+        let method = |object: Obj<'a>| Ok(Obj::Method(Rc::new((object, name.to_string()))));
+        match &object {
+            Obj::Module(m) => {
+                let m = m.clone();
+                super::builtins::module_attr(self, &m, name)
+            }
+            Obj::Dataset(index) => match name {
+                "define_population" | "add_column" | "configure_dummy_data" => method(object),
+                "add_event_table" => Err(ErrorKind::NotSupported(
+                    "add_event_table() (event-level data)".into(),
+                )),
+                _ => {
+                    let found = self.datasets[*index]
+                        .variables
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, id)| *id);
+                    found
+                        .map(Obj::Series)
+                        .ok_or_else(|| ErrorKind::NoAttribute {
+                            on: "the dataset".into(),
+                            name: name.to_string(),
+                        })
+                }
+            },
+            Obj::Frame(frame) => {
+                let frame = *frame;
+                if FRAME_METHODS.contains(&name) || self.table_helper(frame, name) {
+                    return method(object);
+                }
+                let table = self.graph.frame_table(frame).map(|t| t.name.clone());
+                match table {
+                    Some(t) if name == "patient_id" || self.has_column(frame, name) => {
+                        let _ = t;
+                        self.column(frame, name).map(Obj::Series)
+                    }
+                    Some(t) => Err(ErrorKind::NoAttribute {
+                        on: format!("table '{t}'"),
+                        name: name.to_string(),
+                    }),
+                    None => Err(ErrorKind::NoAttribute {
+                        on: "the frame".into(),
+                        name: name.to_string(),
+                    }),
+                }
+            }
+            Obj::Series(n) => {
+                let n = *n;
+                let date_op = match name {
+                    "year" => Some(FunctionOp::YearFromDate),
+                    "month" => Some(FunctionOp::MonthFromDate),
+                    "day" => Some(FunctionOp::DayFromDate),
+                    _ => None,
+                };
+                if let Some(op) = date_op {
+                    return self.series_of(op, vec![n]);
+                }
+                if SERIES_METHODS.contains(&name) {
+                    return method(object);
+                }
+                let ty = self.graph.scalar_type(n).map_or("set", ScalarType::name);
+                Err(ErrorKind::NoAttribute {
+                    on: format!("a {ty} series"),
+                    name: name.to_string(),
+                })
+            }
+            Obj::DateDifference(pair) => {
+                let (end, start) = (**pair).clone();
+                self.date_difference(&end, &start, name)
+            }
+            Obj::When(_) if name == "then" => method(object),
+            Obj::WhenThen(_) if name == "otherwise" => method(object),
+            Obj::Date(d) => {
+                let (y, m, day) = d.ymd();
+                match name {
+                    "year" => Ok(Obj::Int(i64::from(y))),
+                    "month" => Ok(Obj::Int(i64::from(m))),
+                    "day" => Ok(Obj::Int(i64::from(day))),
+                    _ => Err(ErrorKind::NoAttribute {
+                        on: "a date".into(),
+                        name: name.to_string(),
+                    }),
+                }
+            }
+            Obj::Str(_) | Obj::List(_) | Obj::Dict(_)
+                if super::builtins::is_plain_method(&object, name) =>
+            {
+                method(object)
+            }
+            other => Err(ErrorKind::NoAttribute {
+                on: other.describe().to_string(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    fn has_column(&self, frame: NodeId, name: &str) -> bool {
+        self.graph
+            .frame_table(frame)
+            .is_some_and(|t| t.column(name).is_some())
+    }
+
+    /// Whether `name` is a helper method of the frame's table (spec §3.4) that this table has.
+    fn table_helper(&self, frame: NodeId, name: &str) -> bool {
+        let Some(table) = self.graph.frame_table(frame) else {
+            return false;
+        };
+        let needs = |cols: &[&str]| cols.iter().all(|c| table.column(c).is_some());
+        match name {
+            "age_on" => needs(&["date_of_birth"]),
+            "is_alive_on" | "is_dead_on" => needs(&["date_of_death"]),
+            "for_patient_on" | "spanning" | "exists_for_patient_on" => {
+                needs(&["start_date", "end_date", "practice_pseudo_id"])
+            }
+            "cause_of_death_is_in" => needs(&["underlying_cause_of_death", "cause_of_death_01"]),
+            _ => false,
+        }
+    }
+
+    /// `.days`, `.weeks`, `.months`, `.years` of `end - start`.
+    fn date_difference(&mut self, end: &Obj<'a>, start: &Obj<'a>, unit: &str) -> Result<Obj<'a>> {
+        if let (Some(e), Some(s)) = (plain_date(end)?, plain_date(start)?) {
+            return match unit {
+                "days" => Ok(Obj::Int(e.days_since(s))),
+                "weeks" => Ok(Obj::Int(e.days_since(s).div_euclid(7))),
+                "months" => Ok(Obj::Int(e.months_since(s))),
+                "years" => Ok(Obj::Int(e.years_since(s))),
+                _ => Err(ErrorKind::NoAttribute {
+                    on: "a date difference".into(),
+                    name: unit.to_string(),
+                }),
+            };
+        }
+        let op = match unit {
+            "days" | "weeks" => FunctionOp::DateDifferenceInDays,
+            "months" => FunctionOp::DateDifferenceInMonths,
+            "years" => FunctionOp::DateDifferenceInYears,
+            _ => {
+                return Err(ErrorKind::NoAttribute {
+                    on: "a date difference (use .days, .weeks, .months or .years)".into(),
+                    name: unit.to_string(),
+                });
+            }
+        };
+        let e = self.node_for(end, Some(ScalarType::Date))?;
+        let s = self.node_for(start, Some(ScalarType::Date))?;
+        let days = self.func(op, vec![e, s])?;
+        if unit == "weeks" {
+            // ehrQL's weeks are whole days // 7.
+            let seven = self.graph.value(Literal::Scalar(Value::Int(7)))?;
+            return self.series_of(FunctionOp::FloorDivide, vec![days, seven]);
+        }
+        Ok(Obj::Series(days))
+    }
+
+    pub(super) fn call_method(
+        &mut self,
+        receiver: Obj<'a>,
+        name: &str,
+        args: Args<'a>,
+    ) -> Result<Obj<'a>> {
+        match receiver {
+            Obj::Dataset(index) => self.dataset_method(index, name, args),
+            Obj::Frame(frame) => self.frame_method(frame, name, args),
+            Obj::Series(series) => self.series_method(series, name, args),
+            Obj::When(condition) => {
+                let [value] = fixed::<1>(args.only_positional("then")?, "then")?;
+                Ok(Obj::WhenThen(Rc::new((condition, value))))
+            }
+            Obj::WhenThen(clause) => {
+                let [default] = fixed::<1>(args.only_positional("otherwise")?, "otherwise")?;
+                let (condition, value) = (*clause).clone();
+                self.build_case(vec![(condition, value)], default)
+            }
+            other => super::builtins::plain_method(&other, name, args),
+        }
+    }
+
+    fn dataset_method(&mut self, index: usize, name: &str, args: Args<'a>) -> Result<Obj<'a>> {
+        match name {
+            "define_population" => {
+                let [condition] = fixed::<1>(args.only_positional(name)?, name)?;
+                if self.datasets[index].population.is_some() {
+                    return Err(ErrorKind::Dataset(
+                        "define_population() should be called no more than once".into(),
+                    ));
+                }
+                let node = match condition {
+                    Obj::Series(n) => n,
+                    other => {
+                        return Err(ErrorKind::Dataset(format!(
+                            "define_population() needs a boolean series with one value per patient, not {}",
+                            other.describe()
+                        )));
+                    }
+                };
+                let info = self.graph.info(node);
+                if info.domain != Domain::Patient {
+                    return Err(ErrorKind::Dataset(
+                        "define_population() needs a series with one value per patient: aggregate event-level data first (for example with exists_for_patient())".into(),
+                    ));
+                }
+                if info.kind != Kind::Series(SeriesType::Scalar(ScalarType::Bool)) {
+                    return Err(ErrorKind::Dataset(
+                        "define_population() needs a boolean series".into(),
+                    ));
+                }
+                self.datasets[index].population = Some((node, self.call_at));
+                Ok(Obj::None)
+            }
+            "add_column" => {
+                let bound = args.bind(name, &["column_name", "ehrql_query"], 2)?;
+                let [Some(column), Some(value)] = <[Option<Obj<'a>>; 2]>::try_from(bound)
+                    .map_err(|_| ErrorKind::Invalid("add_column() needs two arguments".into()))?
+                else {
+                    return Err(ErrorKind::Invalid(
+                        "add_column() needs two arguments".into(),
+                    ));
+                };
+                let Obj::Str(column) = column else {
+                    return Err(ErrorKind::Type(format!(
+                        "add_column() needs the column name as a string, not {}",
+                        column.describe()
+                    )));
+                };
+                self.add_variable(index, &column, value)?;
+                Ok(Obj::None)
+            }
+            "configure_dummy_data" => {
+                let bound = args.bind(
+                    name,
+                    &[
+                        "population_size",
+                        "legacy",
+                        "timeout",
+                        "additional_population_constraint",
+                    ],
+                    0,
+                )?;
+                let config = &mut self.datasets[index].dummy_data_config;
+                if let Some(v) = &bound[0] {
+                    config.population_size = expect_int(v, "population_size")?;
+                }
+                if let Some(v) = &bound[1] {
+                    config.legacy = super::interp::truthy(v)?;
+                }
+                if let Some(v) = &bound[2] {
+                    config.timeout = expect_int(v, "timeout")?;
+                }
+                if let Some(v) = &bound[3]
+                    && !matches!(v, Obj::Series(_) | Obj::None)
+                {
+                    return Err(ErrorKind::Type(
+                        "additional_population_constraint must be a boolean series".into(),
+                    ));
+                }
+                Ok(Obj::None)
+            }
+            _ => Err(ErrorKind::NoAttribute {
+                on: "the dataset".into(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// `dataset.<name> = value` or `dataset.add_column(name, value)` (spec §2.5 naming rules).
+    pub(super) fn add_variable(&mut self, index: usize, name: &str, value: Obj<'a>) -> Result<()> {
+        if RESERVED_NAMES.contains(&name) {
+            return Err(ErrorKind::Dataset(format!(
+                "'{name}' is not an allowed variable name"
+            )));
+        }
+        if !is_valid_variable_name(name) {
+            return Err(ErrorKind::Dataset(format!(
+                "Variable names must start with a letter, and contain only alphanumeric characters and underscores (you defined a variable '{name}')"
+            )));
+        }
+        if self.datasets[index]
+            .variables
+            .iter()
+            .any(|(n, _)| n == name)
+        {
+            return Err(ErrorKind::Dataset(format!(
+                "'{name}' is already set and cannot be reassigned"
+            )));
+        }
+        let node = match value {
+            Obj::Series(n) => n,
+            Obj::Frame(_) => {
+                return Err(ErrorKind::Dataset(format!(
+                    "Invalid variable '{name}'. Dataset variables must be values not whole rows"
+                )));
+            }
+            other => {
+                return Err(ErrorKind::Dataset(format!(
+                    "Invalid variable '{name}'. Dataset variables must be ehrQL series, not {}",
+                    other.describe()
+                )));
+            }
+        };
+        let info = self.graph.info(node);
+        if info.domain != Domain::Patient {
+            return Err(ErrorKind::Dataset(format!(
+                "Invalid variable '{name}'. Dataset variables must return one row per patient"
+            )));
+        }
+        if !matches!(info.kind, Kind::Series(SeriesType::Scalar(_))) {
+            return Err(ErrorKind::Dataset(format!(
+                "Invalid variable '{name}'. Dataset variables must hold single values"
+            )));
+        }
+        self.datasets[index]
+            .variables
+            .push((name.to_string(), node));
+        Ok(())
+    }
+
+    fn frame_method(&mut self, frame: NodeId, name: &str, args: Args<'a>) -> Result<Obj<'a>> {
+        match name {
+            "where" | "except_where" => {
+                let [condition] = fixed::<1>(args.only_positional(name)?, name)?;
+                let mut condition = self.node_for(&condition, Some(ScalarType::Bool))?;
+                if name == "except_where" {
+                    // Drops rows where the condition is true; NULL conditions keep the row.
+                    let not = self.func(FunctionOp::Not, vec![condition])?;
+                    let null = self.func(FunctionOp::IsNull, vec![condition])?;
+                    condition = self.func(FunctionOp::Or, vec![not, null])?;
+                }
+                Ok(Obj::Frame(self.graph.filter(frame, condition)?))
+            }
+            "sort_by" => {
+                let keys = args.only_positional(name)?;
+                if keys.is_empty() {
+                    return Err(ErrorKind::Type(
+                        "sort_by() needs at least one series".into(),
+                    ));
+                }
+                // The first key has the highest priority, so it is applied last.
+                let mut sorted = frame;
+                for key in keys.iter().rev() {
+                    let Obj::Series(key) = key else {
+                        return Err(ErrorKind::Type(format!(
+                            "sort_by() needs series, not {}",
+                            key.describe()
+                        )));
+                    };
+                    sorted = self.graph.sort(sorted, *key)?;
+                }
+                Ok(Obj::Frame(sorted))
+            }
+            "first_for_patient" | "last_for_patient" => {
+                fixed::<0>(args.only_positional(name)?, name)?;
+                let position = if name == "first_for_patient" {
+                    Position::First
+                } else {
+                    Position::Last
+                };
+                Ok(Obj::Frame(self.graph.pick(frame, position)?))
+            }
+            "exists_for_patient" | "count_for_patient" => {
+                fixed::<0>(args.only_positional(name)?, name)?;
+                let kind = if name == "exists_for_patient" {
+                    AggregateKind::Exists
+                } else {
+                    AggregateKind::Count
+                };
+                Ok(Obj::Series(self.graph.aggregate(kind, frame)?))
+            }
+            "age_on" => {
+                let [date] = fixed::<1>(args.only_positional(name)?, name)?;
+                let dob = Obj::Series(self.column(frame, "date_of_birth")?);
+                self.date_difference(&date, &dob, "years")
+            }
+            "is_alive_on" | "is_dead_on" => {
+                let [date] = fixed::<1>(args.only_positional(name)?, name)?;
+                let dod = self.column(frame, "date_of_death")?;
+                let date = self.node_for(&date, Some(ScalarType::Date))?;
+                let null = self.func(FunctionOp::IsNull, vec![dod])?;
+                if name == "is_alive_on" {
+                    let after = self.func(FunctionOp::Gt, vec![dod, date])?;
+                    self.series_of(FunctionOp::Or, vec![after, null])
+                } else {
+                    let not_null = self.func(FunctionOp::Not, vec![null])?;
+                    let before = self.func(FunctionOp::Lt, vec![dod, date])?;
+                    self.series_of(FunctionOp::And, vec![not_null, before])
+                }
+            }
+            "spanning" => {
+                let [start, end] = fixed::<2>(args.only_positional(name)?, name)?;
+                self.spanning(frame, &start, &end).map(Obj::Frame)
+            }
+            "exists_for_patient_on" => {
+                let [date] = fixed::<1>(args.only_positional(name)?, name)?;
+                let spanning = self.spanning(frame, &date, &date)?;
+                Ok(Obj::Series(
+                    self.graph.aggregate(AggregateKind::Exists, spanning)?,
+                ))
+            }
+            "for_patient_on" => {
+                let [date] = fixed::<1>(args.only_positional(name)?, name)?;
+                let date = self.node_for(&date, Some(ScalarType::Date))?;
+                let start = self.column(frame, "start_date")?;
+                let end = self.column(frame, "end_date")?;
+                let id = self.column(frame, "practice_pseudo_id")?;
+                let started = self.func(FunctionOp::Le, vec![start, date])?;
+                let mut regs = self.graph.filter(frame, started)?;
+                let ended = self.func(FunctionOp::Lt, vec![end, date])?;
+                let not = self.func(FunctionOp::Not, vec![ended])?;
+                let null = self.func(FunctionOp::IsNull, vec![ended])?;
+                let keep = self.func(FunctionOp::Or, vec![not, null])?;
+                regs = self.graph.filter(regs, keep)?;
+                for key in [id, end, start] {
+                    regs = self.graph.sort(regs, key)?;
+                }
+                Ok(Obj::Frame(self.graph.pick(regs, Position::Last)?))
+            }
+            "cause_of_death_is_in" => {
+                let [codelist] = fixed::<1>(args.only_positional(name)?, name)?;
+                let mut columns = vec!["underlying_cause_of_death".to_string()];
+                columns.extend((1..=15).map(|i| format!("cause_of_death_{i:02}")));
+                let mut combined: Option<NodeId> = None;
+                for column in columns {
+                    let series = self.column(frame, &column)?;
+                    let Obj::Series(test) = self.is_in(series, &codelist)? else {
+                        return Err(ErrorKind::Invalid("is_in() did not give a series".into()));
+                    };
+                    combined = Some(match combined {
+                        None => test,
+                        Some(c) => self.func(FunctionOp::Or, vec![c, test])?,
+                    });
+                }
+                combined
+                    .map(Obj::Series)
+                    .ok_or_else(|| ErrorKind::Invalid("no cause of death columns".into()))
+            }
+            _ => Err(ErrorKind::NoAttribute {
+                on: "the frame".into(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Registrations covering the whole of `start`..`end`.
+    fn spanning(&mut self, frame: NodeId, start: &Obj<'a>, end: &Obj<'a>) -> Result<NodeId> {
+        let start = self.node_for(start, Some(ScalarType::Date))?;
+        let end = self.node_for(end, Some(ScalarType::Date))?;
+        let start_date = self.column(frame, "start_date")?;
+        let end_date = self.column(frame, "end_date")?;
+        let started = self.func(FunctionOp::Le, vec![start_date, start])?;
+        let after = self.func(FunctionOp::Gt, vec![end_date, end])?;
+        let open = self.func(FunctionOp::IsNull, vec![end_date])?;
+        let not_ended = self.func(FunctionOp::Or, vec![after, open])?;
+        let condition = self.func(FunctionOp::And, vec![started, not_ended])?;
+        Ok(self.graph.filter(frame, condition)?)
+    }
+
+    fn series_method(&mut self, series: NodeId, name: &str, args: Args<'a>) -> Result<Obj<'a>> {
+        let ty = self.graph.scalar_type(series);
+        let unary = |me: &mut Interp<'a>, op| me.series_of(op, vec![series]);
+        let aggregate = |me: &mut Interp<'a>, kind| -> Result<Obj<'a>> {
+            Ok(Obj::Series(me.graph.aggregate(kind, series)?))
+        };
+        match name {
+            "is_null"
+            | "is_not_null"
+            | "as_int"
+            | "as_float"
+            | "to_first_of_year"
+            | "to_first_of_month"
+            | "count_distinct_for_patient"
+            | "minimum_for_patient"
+            | "maximum_for_patient"
+            | "sum_for_patient"
+            | "mean_for_patient" => {
+                fixed::<0>(args.only_positional(name)?, name)?;
+                match name {
+                    "is_null" => unary(self, FunctionOp::IsNull),
+                    "is_not_null" => {
+                        let null = self.func(FunctionOp::IsNull, vec![series])?;
+                        self.series_of(FunctionOp::Not, vec![null])
+                    }
+                    "as_int" => unary(self, FunctionOp::CastToInt),
+                    "as_float" => unary(self, FunctionOp::CastToFloat),
+                    "to_first_of_year" => unary(self, FunctionOp::ToFirstOfYear),
+                    "to_first_of_month" => unary(self, FunctionOp::ToFirstOfMonth),
+                    "count_distinct_for_patient" => aggregate(self, AggregateKind::CountDistinct),
+                    "minimum_for_patient" => aggregate(self, AggregateKind::Min),
+                    "maximum_for_patient" => aggregate(self, AggregateKind::Max),
+                    "sum_for_patient" => aggregate(self, AggregateKind::Sum),
+                    _ => aggregate(self, AggregateKind::Mean),
+                }
+            }
+            "count_episodes_for_patient" => {
+                let [gap] = fixed::<1>(args.only_positional(name)?, name)?;
+                let days = match &gap {
+                    Obj::Duration(DurationUnit::Days, n) => match **n {
+                        Obj::Int(n) => Some(n),
+                        _ => None,
+                    },
+                    Obj::Duration(DurationUnit::Weeks, n) => match **n {
+                        Obj::Int(n) => n.checked_mul(7),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let Some(days) = days else {
+                    return Err(ErrorKind::Type(
+                        "count_episodes_for_patient() needs days(n) or weeks(n) with a whole number"
+                            .into(),
+                    ));
+                };
+                Ok(Obj::Series(self.graph.count_episodes(series, days)?))
+            }
+            "when_null_then" => {
+                let [other] = fixed::<1>(args.only_positional(name)?, name)?;
+                let null = self.func(FunctionOp::IsNull, vec![series])?;
+                let present = self.func(FunctionOp::Not, vec![null])?;
+                let default = self.node_for(&other, ty)?;
+                Ok(Obj::Series(
+                    self.graph
+                        .case(vec![(present, Some(series))], Some(default))?,
+                ))
+            }
+            "is_in" | "is_not_in" => {
+                let [values] = fixed::<1>(args.only_positional(name)?, name)?;
+                let result = self.is_in(series, &values)?;
+                if name == "is_in" {
+                    return Ok(result);
+                }
+                let Obj::Series(test) = result else {
+                    return Ok(result);
+                };
+                self.series_of(FunctionOp::Not, vec![test])
+            }
+            "map_values" => {
+                let bound = args.bind(name, &["mapping", "default"], 1)?;
+                let mut bound = bound.into_iter();
+                let mapping = bound.next().flatten().unwrap_or(Obj::None);
+                let default = bound.next().flatten().unwrap_or(Obj::None);
+                let Obj::Dict(pairs) = mapping else {
+                    return Err(ErrorKind::Type(format!(
+                        "map_values() needs a dict, not {}",
+                        mapping.describe()
+                    )));
+                };
+                let pairs = pairs.borrow().clone();
+                let mut clauses = Vec::new();
+                for (key, value) in pairs {
+                    let key = self.node_for(&key, ty)?;
+                    let condition = self.func(FunctionOp::Eq, vec![series, key])?;
+                    clauses.push((condition, value));
+                }
+                self.build_case(clauses, default)
+            }
+            "is_before" | "is_on_or_before" | "is_after" | "is_on_or_after" => {
+                let [other] = fixed::<1>(args.only_positional(name)?, name)?;
+                let op = match name {
+                    "is_before" => FunctionOp::Lt,
+                    "is_on_or_before" => FunctionOp::Le,
+                    "is_after" => FunctionOp::Gt,
+                    _ => FunctionOp::Ge,
+                };
+                self.series_binary(op, &Obj::Series(series), &other)
+            }
+            "is_on_or_between" | "is_between_but_not_on" | "is_during" => {
+                let (start, end) = if name == "is_during" {
+                    let [interval] = fixed::<1>(args.only_positional(name)?, name)?;
+                    let items = iterate(&interval)?;
+                    let [start, end] = fixed::<2>(items, "is_during")?;
+                    (start, end)
+                } else {
+                    let [start, end] = fixed::<2>(args.only_positional(name)?, name)?;
+                    (start, end)
+                };
+                let (low, high) = if name == "is_between_but_not_on" {
+                    (FunctionOp::Gt, FunctionOp::Lt)
+                } else {
+                    (FunctionOp::Ge, FunctionOp::Le)
+                };
+                let this = Obj::Series(series);
+                let Obj::Series(a) = self.series_binary(low, &this, &start)? else {
+                    return Err(ErrorKind::Invalid(
+                        "comparison did not give a series".into(),
+                    ));
+                };
+                let Obj::Series(b) = self.series_binary(high, &this, &end)? else {
+                    return Err(ErrorKind::Invalid(
+                        "comparison did not give a series".into(),
+                    ));
+                };
+                self.series_of(FunctionOp::And, vec![a, b])
+            }
+            "contains" => {
+                let [needle] = fixed::<1>(args.only_positional(name)?, name)?;
+                let needle = self.node_for(&needle, Some(ScalarType::Str))?;
+                self.series_of(FunctionOp::StringContains, vec![series, needle])
+            }
+            "contains_any_of" => {
+                let [needles] = fixed::<1>(args.only_positional(name)?, name)?;
+                let mut combined: Option<NodeId> = None;
+                for needle in iterate(&needles)? {
+                    let needle = self.node_for(&needle, Some(ScalarType::Str))?;
+                    let test = self.func(FunctionOp::StringContains, vec![series, needle])?;
+                    combined = Some(match combined {
+                        None => test,
+                        Some(c) => self.func(FunctionOp::Or, vec![c, test])?,
+                    });
+                }
+                combined.map(Obj::Series).ok_or_else(|| {
+                    ErrorKind::Invalid("contains_any_of() needs at least one value".into())
+                })
+            }
+            _ => Err(ErrorKind::NoAttribute {
+                on: "the series".into(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// `series.is_in(values)`: a literal collection becomes a set value cast to the series'
+    /// type; an event-level series becomes the set of its values per patient.
+    fn is_in(&mut self, series: NodeId, values: &Obj<'a>) -> Result<Obj<'a>> {
+        let rhs = match values {
+            Obj::Series(other) => self.graph.aggregate(AggregateKind::CombineAsSet, *other)?,
+            _ => {
+                let ty = self.graph.scalar_type(series);
+                let items = values
+                    .items()
+                    .filter(|_| !matches!(values, Obj::Str(_)))
+                    .ok_or_else(|| {
+                        ErrorKind::Type(format!(
+                            "is_in() needs a list, tuple, set, dict or series, not {}",
+                            values.describe()
+                        ))
+                    })?;
+                let values = items
+                    .iter()
+                    .map(|item| literal_value(item, ty))
+                    .collect::<Result<Vec<_>>>()?;
+                self.graph.value(Literal::Set {
+                    element: None,
+                    values,
+                })?
+            }
+        };
+        self.series_of(FunctionOp::In, vec![series, rhs])
+    }
+
+    /// `case(when(c).then(v), …, otherwise=d)`: literal values take the type of the first
+    /// series value, if any.
+    pub(super) fn build_case(
+        &mut self,
+        clauses: Vec<(NodeId, Obj<'a>)>,
+        default: Obj<'a>,
+    ) -> Result<Obj<'a>> {
+        let like = clauses
+            .iter()
+            .map(|(_, v)| v)
+            .chain(std::iter::once(&default))
+            .find_map(|v| self.series_type(v));
+        let mut cases = Vec::with_capacity(clauses.len());
+        for (condition, value) in &clauses {
+            if cases.iter().any(|(c, _)| c == condition) {
+                return Err(ErrorKind::Invalid(
+                    "duplicate condition in case expression".into(),
+                ));
+            }
+            let value = match value {
+                Obj::None => None,
+                v => Some(self.node_for(v, like)?),
+            };
+            cases.push((*condition, value));
+        }
+        let default = match &default {
+            Obj::None => None,
+            v => Some(self.node_for(v, like)?),
+        };
+        Ok(Obj::Series(self.graph.case(cases, default)?))
+    }
+
+    /// `when(condition)`.
+    pub(super) fn when(&mut self, condition: &Obj<'a>) -> Result<Obj<'a>> {
+        match condition {
+            Obj::Series(n) => Ok(Obj::When(*n)),
+            other => Err(ErrorKind::Type(format!(
+                "when() needs a boolean series, not {}",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// `maximum_of(…)` / `minimum_of(…)`: literals take the type of the first series.
+    pub(super) fn horizontal(&mut self, op: FunctionOp, values: &[Obj<'a>]) -> Result<Obj<'a>> {
+        let Some(like) = values.iter().find_map(|v| self.series_type(v)) else {
+            return Err(ErrorKind::Type(
+                "maximum_of() and minimum_of() need at least one series".into(),
+            ));
+        };
+        let nodes = values
+            .iter()
+            .map(|v| self.node_for(v, Some(like)))
+            .collect::<Result<Vec<_>>>()?;
+        self.series_of(op, nodes)
+    }
+}
+
+const FRAME_METHODS: &[&str] = &[
+    "where",
+    "except_where",
+    "sort_by",
+    "first_for_patient",
+    "last_for_patient",
+    "exists_for_patient",
+    "count_for_patient",
+];
+
+const SERIES_METHODS: &[&str] = &[
+    "is_null",
+    "is_not_null",
+    "when_null_then",
+    "is_in",
+    "is_not_in",
+    "map_values",
+    "as_int",
+    "as_float",
+    "is_before",
+    "is_on_or_before",
+    "is_after",
+    "is_on_or_after",
+    "is_on_or_between",
+    "is_between_but_not_on",
+    "is_during",
+    "to_first_of_year",
+    "to_first_of_month",
+    "contains",
+    "contains_any_of",
+    "count_distinct_for_patient",
+    "minimum_for_patient",
+    "maximum_for_patient",
+    "sum_for_patient",
+    "mean_for_patient",
+    "count_episodes_for_patient",
+];
+
+/// A literal as a query-model value, cast to the type of the series it meets (spec §2.1).
+pub(super) fn literal_value(obj: &Obj<'_>, like: Option<ScalarType>) -> Result<Value> {
+    Ok(match (obj, like) {
+        (Obj::Bool(b), _) => Value::Bool(*b),
+        (Obj::Int(i), Some(ScalarType::Float)) => Value::Float(*i as f64),
+        (Obj::Int(i), _) => Value::Int(*i),
+        (Obj::Float(f), _) => Value::Float(*f),
+        (Obj::Str(s), Some(ScalarType::Date)) => {
+            Value::Date(Date::parse_iso(s).ok_or_else(|| {
+                ErrorKind::Invalid(format!("'{s}' is not a valid date (expected YYYY-MM-DD)"))
+            })?)
+        }
+        (Obj::Str(s), Some(ScalarType::Code(system))) => Value::Code(system, s.as_ref().into()),
+        (Obj::Str(s), _) => Value::Str(s.as_ref().into()),
+        (Obj::Date(d), _) => Value::Date(*d),
+        (Obj::Code(system, c), _) => Value::Code(*system, c.as_ref().into()),
+        (Obj::None, _) => {
+            return Err(ErrorKind::Type(
+                "None cannot be used as a value here".into(),
+            ));
+        }
+        (other, _) => {
+            return Err(ErrorKind::Type(format!(
+                "expected a series or a single value, got {}",
+                other.describe()
+            )));
+        }
+    })
+}
+
+fn plain_date(obj: &Obj<'_>) -> Result<Option<Date>> {
+    Ok(match obj {
+        Obj::Date(d) => Some(*d),
+        Obj::Str(s) => Some(Date::parse_iso(s).ok_or_else(|| {
+            ErrorKind::Invalid(format!("'{s}' is not a valid date (expected YYYY-MM-DD)"))
+        })?),
+        _ => None,
+    })
+}
+
+fn expect_int(value: &Obj<'_>, name: &str) -> Result<i64> {
+    match value {
+        Obj::Int(i) => Ok(*i),
+        other => Err(ErrorKind::Type(format!(
+            "{name} must be an int, not {}",
+            other.describe()
+        ))),
+    }
+}
+
+/// Exactly `N` arguments.
+pub(super) fn fixed<'a, const N: usize>(
+    values: Vec<Obj<'a>>,
+    function: &str,
+) -> Result<[Obj<'a>; N]> {
+    let given = values.len();
+    <[Obj<'a>; N]>::try_from(values).map_err(|_| {
+        ErrorKind::Type(format!(
+            "{function}() takes {N} argument{} but {given} were given",
+            if N == 1 { "" } else { "s" }
+        ))
+    })
+}
+
+/// `days(a) ± days(b)` of the same unit.
+fn duration_arith<'a>(op: Operator, lhs: Obj<'a>, rhs: Obj<'a>) -> Result<Obj<'a>> {
+    if let (Obj::Duration(u, a), Obj::Duration(v, b)) = (&lhs, &rhs)
+        && u == v
+        && let (Obj::Int(a), Obj::Int(b)) = (&**a, &**b)
+    {
+        let sum = if op == Operator::Add {
+            a.checked_add(*b)
+        } else {
+            a.checked_sub(*b)
+        };
+        if let Some(sum) = sum {
+            return Ok(Obj::Duration(*u, Box::new(Obj::Int(sum))));
+        }
+    }
+    Err(ErrorKind::NotSupported(
+        "adding durations of different units or with series amounts".into(),
+    ))
+}
