@@ -1,6 +1,8 @@
 //! Per-job resource aggregates from Docker stats samples (spec §4.9): CPU percent of one CPU and
 //! memory in MB, peak and time-weighted mean. Pure arithmetic; the executor feeds it samples.
 
+use serde::{Deserialize, Serialize};
+
 use crate::metadata::JobMetrics;
 
 /// One stats sample, already turned into the two numbers we keep.
@@ -12,9 +14,13 @@ pub struct Sample {
     pub memory_bytes: u64,
 }
 
-/// Running aggregates.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Running aggregates. Serialisable so that they survive an agent restart while the container
+/// keeps running (the executor saves them beside its scratch files).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Aggregate {
+    /// The container the samples came from: a different container starts afresh.
+    #[serde(default)]
+    pub container_id: String,
     samples: u64,
     cpu_sum: f64,
     cpu_peak: f64,
@@ -37,6 +43,19 @@ impl Aggregate {
         self.cpu_peak = self.cpu_peak.max(cpu);
         self.mem_mb_sum += mem_mb;
         self.mem_mb_peak = self.mem_mb_peak.max(mem_mb);
+    }
+
+    /// Empty aggregates for the samples of one container.
+    pub fn for_container(container_id: String) -> Aggregate {
+        Aggregate {
+            container_id,
+            ..Aggregate::default()
+        }
+    }
+
+    /// How many samples were added.
+    pub fn samples(&self) -> u64 {
+        self.samples
     }
 
     /// The aggregates so far (zeros before the first sample).

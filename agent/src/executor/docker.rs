@@ -371,13 +371,59 @@ impl DockerExecutor {
         )
     }
 
+    /// Where a running job's aggregates are saved, so an adopting agent continues them.
+    fn metrics_path(&self, job: &JobDefinition) -> PathBuf {
+        self.config
+            .layout
+            .temp()
+            .join(format!("metrics-{}.json", job.id))
+    }
+
+    /// Collects stats samples until the container stops, saving the aggregates every few
+    /// samples. After a restart the saved aggregates of the same container are continued.
     async fn stats_loop(&self, job: &JobDefinition) {
+        let container_id = match self.inspect(job).await {
+            Ok(Some(inspect)) => inspect.id.unwrap_or_default(),
+            _ => return,
+        };
+        let path = self.metrics_path(job);
+        let known = self
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&job.id);
+        if !known {
+            let saved = tokio::fs::read(&path)
+                .await
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Aggregate>(&bytes).ok())
+                .filter(|saved| saved.container_id == container_id)
+                .unwrap_or_else(|| Aggregate::for_container(container_id.clone()));
+            self.metrics
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(job.id.clone(), saved);
+        }
         let options = StatsOptionsBuilder::default().stream(true).build();
         let mut stream = self.docker.stats(&job.container_name(), Some(options));
         while let Some(Ok(stats)) = stream.next().await {
-            if let Some(sample) = sample_from_stats(&stats) {
+            let Some(sample) = sample_from_stats(&stats) else {
+                continue;
+            };
+            let snapshot = {
                 let mut all = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
-                all.entry(job.id.clone()).or_default().add(sample);
+                let aggregate = all.entry(job.id.clone()).or_default();
+                aggregate.add(sample);
+                (aggregate.samples() % 5 == 1).then(|| aggregate.clone())
+            };
+            if let Some(snapshot) = snapshot {
+                let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
+                let path = path.clone();
+                let saved =
+                    tokio::task::spawn_blocking(move || outputs::atomic_write(&path, &bytes)).await;
+                if let Ok(Err(error)) = saved {
+                    tracing::warn!(job = %job.id, %error, "saving metrics failed");
+                }
             }
         }
     }
@@ -836,13 +882,22 @@ impl Executor for DockerExecutor {
             .unwrap_or_default();
         let labels = self.image_labels(&image_id).await;
         let label = |key: &str| labels.get(key).cloned().unwrap_or_else(|| "unknown".into());
-        let job_metrics = self
+        let in_memory = self
             .metrics
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&job.id)
-            .map(Aggregate::metrics)
-            .unwrap_or_default();
+            .map(Aggregate::metrics);
+        let job_metrics = match in_memory {
+            Some(metrics) => metrics,
+            // Adopted after its container stopped: what the previous agent saved, if anything.
+            None => tokio::fs::read(self.metrics_path(job))
+                .await
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Aggregate>(&bytes).ok())
+                .map(|saved| saved.metrics())
+                .unwrap_or_default(),
+        };
         let now = clock::now_ns();
         let mut record = JobMetadata {
             version: metadata::METADATA_VERSION,
@@ -970,6 +1025,7 @@ impl Executor for DockerExecutor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&job.id);
+        let _ = tokio::fs::remove_file(self.metrics_path(job)).await;
         let job_dir: PathBuf = self.config.layout.job_dir(job);
         let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&job_dir)).await;
         match removed {
