@@ -386,3 +386,48 @@ async fn a_dbstatus_task_runs_the_check_on_the_database_network_and_reports_its_
     }
     tasks.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_task_for_a_running_job_takes_it_over_without_a_second_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let work = dir.path().join("work");
+    let layout = Layout::new(work.clone());
+    let executor = Arc::new(executor(&work).await);
+    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
+    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let mut job = new_job(
+        &unique_id("takeover"),
+        &repo,
+        &commit,
+        "mkdir -p output && echo started >> output/starts.txt \
+         && while [ ! -f output/go.txt ]; do sleep 0.05; done",
+    );
+    job.output_spec = vec![output("output/*.txt", Privacy::HighlySensitive)];
+    let _container = ContainerGuard::for_job(&job);
+    tasks.start(runjob_task(&job));
+    let executing = loop {
+        let update = next_update(&mut updates).await;
+        if stage(&update) == S::Executing {
+            break update;
+        }
+    };
+    let mut retry = job.clone();
+    retry.task_id = format!("{}-002", job.id);
+    tasks.start(runjob_task(&retry));
+    let adopted = next_update(&mut updates).await;
+    assert_eq!(
+        adopted.task_id, retry.task_id,
+        "the first runner stopped silently"
+    );
+    assert_eq!(stage(&adopted), S::Executing);
+    assert_eq!(adopted.timestamp_ns, executing.timestamp_ns);
+    std::fs::write(layout.job_dir(&job).join("output/go.txt"), "").unwrap();
+    let seen = updates_until_complete(&mut updates, &retry.task_id).await;
+    assert!(seen.iter().all(|update| update.task_id == retry.task_id));
+    assert_eq!(job_results(seen.last().unwrap()).exit_code, Some(0));
+    let starts =
+        std::fs::read_to_string(layout.high_workspace(&job).join("output/starts.txt")).unwrap();
+    assert_eq!(starts, "started\n");
+    tasks.shutdown().await;
+}

@@ -132,12 +132,18 @@ impl<E: Executor + DbStatusCheck> Tasks<E> {
         let (job_id, handle) = match (kind, task.definition) {
             (pb::TaskType::Runjob, Some(pb::task::Definition::Job(wire))) => {
                 match JobDefinition::from_wire(&wire) {
-                    Ok(job) => (
-                        Some(job.id.clone()),
-                        tokio::spawn(
-                            run_job(context, task_id.clone(), job, stop_rx).instrument(span),
-                        ),
-                    ),
+                    Ok(job) => {
+                        // A new task for the same job (a retry) waits until the old task's
+                        // runner has stopped: two runners never drive one job directory.
+                        let previous = self.take_runjob_runner(&job.id);
+                        (
+                            Some(job.id.clone()),
+                            tokio::spawn(
+                                run_job(context, task_id.clone(), job, stop_rx, previous)
+                                    .instrument(span),
+                            ),
+                        )
+                    }
                     Err(error) => (
                         None,
                         tokio::spawn(
@@ -314,7 +320,11 @@ async fn run_job<E: Executor>(
     task_id: String,
     job: JobDefinition,
     mut stop: watch::Receiver<bool>,
+    previous: Option<JoinHandle<()>>,
 ) {
+    if let Some(previous) = previous {
+        let _ = previous.await;
+    }
     let slots = if job.allow_database_access {
         context.db_slots.clone()
     } else {
