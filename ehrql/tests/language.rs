@@ -159,6 +159,9 @@ const CORE_DATA: &str = "
     clinical_events: 3|2022-02-02|44054006
     clinical_events: 3|2022-12-31|73211009|7.25
     clinical_events: 4|2022-01-01|195967001
+    practice_registrations: 1|2010-01-01||7
+    practice_registrations: 3|2022-07-01||9
+    practice_registrations: 4|2000-01-01|2022-06-30|3
 ";
 
 #[test]
@@ -278,6 +281,29 @@ dataset.age_days = (patients.date_of_birth - \"1900-01-01\").days // 365",
          1,2015-03-01,2,2.0,1.75,7.0,T,80
          3,,2,7.25,7.25,14.5,T,50
          4,2022-01-01,1,,,,F,70",
+    ),
+    // Module imports, code constructors, datetime.date, episodes, multi-key sorts,
+    // categories from a CSV codelist, table helpers, reading a variable back.
+    (
+        "import ehrql.tables.core as core
+from ehrql.tables import core as core2
+from ehrql.codes import SNOMEDCTCode
+from ehrql import days, codelist_from_csv
+from datetime import date
+categories = codelist_from_csv(\"codelists/conditions.csv\", column=\"code\", category_column=\"category\")
+dataset.define_population(core.practice_registrations.exists_for_patient_on(\"2023-01-01\"))
+dataset.asthma_events = clinical_events.where(clinical_events.snomedct_code == SNOMEDCTCode(\"195967001\")).count_for_patient()
+dataset.episodes = clinical_events.date.count_episodes_for_patient(days(400))
+last = clinical_events.sort_by(clinical_events.snomedct_code, clinical_events.date).last_for_patient()
+dataset.last_code = last.snomedct_code
+dataset.category = last.snomedct_code.to_category(categories)
+dataset.since_2000 = (core2.patients.date_of_birth - date(2000, 1, 1)).years
+dataset.negated = -dataset.since_2000
+dataset.has_value = ~last.numeric_value.is_null()
+dataset.value_int = abs(last.numeric_value).as_int()",
+        "patient_id,asthma_events,episodes,last_code,category,since_2000,negated,has_value,value_int
+         1,2,3,73211009,diabetes,-20,20,F,
+         3,0,1,73211009,diabetes,-50,50,T,7",
     ),
 ];
 
@@ -510,6 +536,24 @@ fn refused_constructs_name_the_line_column_and_reason() {
         .filter_map(|(source, expected)| check_refused(source, expected).err())
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn self_containing_lists_print_and_compare_without_crashing() {
+    let source = format!(
+        "{HEADER}a = [1]\na.append(a)\nlabel = f\"{{a}}\"\nsame = a == a\nassert same\ndataset.define_population(patients.sex.is_in([label, \"female\"]))\n"
+    );
+    let dataset = load(&source);
+    assert_eq!(dataset.variables().len(), 0);
+}
+
+#[test]
+fn building_too_much_data_is_refused() {
+    check_refused(
+        "x = []\nfor i in range(100):\n    x = x + list(range(100000))\n",
+        "dataset_definition.py:3:9: the definition builds too much data (more than 5000000 values)",
+    )
+    .unwrap();
 }
 
 #[test]

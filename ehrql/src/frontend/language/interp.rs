@@ -36,6 +36,9 @@ const MAX_STEPS: u64 = 1_000_000;
 const MAX_CALL_DEPTH: usize = 100;
 /// Deepest expression nesting evaluated (long operator chains nest too).
 const MAX_EXPR_DEPTH: usize = 400;
+/// Most values put into lists, tuples, dicts and strings by operators and builtins over the
+/// whole run, so repeated copying cannot exhaust memory.
+const MAX_ITEMS_CREATED: u64 = 5_000_000;
 
 /// Per-dataset state built by `create_dataset()` and its methods.
 #[derive(Debug, Default)]
@@ -126,6 +129,7 @@ pub(super) struct Interp<'a> {
     /// rules checked when the dataset is complete).
     pub(super) call_at: TextSize,
     steps: u64,
+    items_created: u64,
     call_depth: usize,
     expr_depth: usize,
 }
@@ -141,6 +145,7 @@ pub(super) fn run<'a>(body: &'a [Stmt], base_dir: &'a Path) -> R<Definition> {
         claimed_permissions: Vec::new(),
         call_at: TextSize::new(0),
         steps: 0,
+        items_created: 0,
         call_depth: 0,
         expr_depth: 0,
     };
@@ -265,6 +270,27 @@ impl<'a> Interp<'a> {
         Ok(())
     }
 
+    /// Counts the values a new collection holds against [`MAX_ITEMS_CREATED`].
+    fn charge(&mut self, value: &Obj<'a>, at: TextSize) -> R<()> {
+        let n = match value {
+            Obj::List(items) => items.borrow().len(),
+            Obj::Tuple(items) | Obj::Set(items) => items.len(),
+            Obj::Dict(pairs) => pairs.borrow().len(),
+            Obj::Str(s) => s.len() / 16,
+            _ => 0,
+        };
+        self.items_created = self.items_created.saturating_add(n as u64);
+        if self.items_created > MAX_ITEMS_CREATED {
+            return Err(Fail {
+                at,
+                kind: ErrorKind::Limit(format!(
+                    "the definition builds too much data (more than {MAX_ITEMS_CREATED} values)"
+                )),
+            });
+        }
+        Ok(())
+    }
+
     fn exec_block(&mut self, body: &'a [Stmt]) -> R<Flow<'a>> {
         for stmt in body {
             match self.exec(stmt)? {
@@ -331,6 +357,7 @@ impl<'a> Interp<'a> {
                 let current = self.eval(&s.target)?;
                 let value = self.eval(&s.value)?;
                 let result = self.binop(s.op, current, value).at(s.start())?;
+                self.charge(&result, at)?;
                 self.assign(&s.target, result)?;
             }
             Stmt::Expr(s) => {
@@ -662,7 +689,9 @@ impl<'a> Interp<'a> {
             Expr::BinOp(b) => {
                 let left = self.eval(&b.left)?;
                 let right = self.eval(&b.right)?;
-                self.binop(b.op, left, right).at(at)
+                let result = self.binop(b.op, left, right).at(at)?;
+                self.charge(&result, at)?;
+                Ok(result)
             }
             Expr::Compare(c) => {
                 let mut left = self.eval(&c.left)?;
@@ -866,10 +895,16 @@ impl<'a> Interp<'a> {
         self.call_at = at;
         match func {
             Obj::Function(def) => self.call_user(def, args, at),
-            Obj::Builtin(b) => self.call_builtin(b, args).at(at),
+            Obj::Builtin(b) => {
+                let result = self.call_builtin(b, args).at(at)?;
+                self.charge(&result, at)?;
+                Ok(result)
+            }
             Obj::Method(m) => {
                 let (receiver, name) = (*m).clone();
-                self.call_method(receiver, &name, args).at(at)
+                let result = self.call_method(receiver, &name, args).at(at)?;
+                self.charge(&result, at)?;
+                Ok(result)
             }
             other => Err(Fail {
                 at,
@@ -1026,7 +1061,7 @@ pub(super) fn iterate<'a>(value: &Obj<'a>) -> Result<Vec<Obj<'a>>, ErrorKind> {
 }
 
 /// Python ordering of plain values (numbers, strings, dates).
-pub(super) fn plain_order(a: &Obj<'_>, b: &Obj<'_>) -> Option<std::cmp::Ordering> {
+pub(super) fn plain_order<'a>(a: &Obj<'a>, b: &Obj<'a>) -> Option<std::cmp::Ordering> {
     match (a, b) {
         (Obj::Str(x), Obj::Str(y)) => Some(x.cmp(y)),
         (Obj::Date(x), Obj::Date(y)) => Some(x.cmp(y)),

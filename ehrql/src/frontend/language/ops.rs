@@ -786,8 +786,13 @@ impl<'a> Interp<'a> {
                 };
                 self.series_of(FunctionOp::Not, vec![test])
             }
-            "map_values" => {
-                let bound = args.bind(name, &["mapping", "default"], 1)?;
+            "map_values" | "to_category" => {
+                let first = if name == "map_values" {
+                    "mapping"
+                } else {
+                    "categorisation"
+                };
+                let bound = args.bind(name, &[first, "default"], 1)?;
                 let mut bound = bound.into_iter();
                 let mapping = bound.next().flatten().unwrap_or(Obj::None);
                 let default = bound.next().flatten().unwrap_or(Obj::None);
@@ -975,6 +980,7 @@ const SERIES_METHODS: &[&str] = &[
     "is_in",
     "is_not_in",
     "map_values",
+    "to_category",
     "as_int",
     "as_float",
     "is_before",

@@ -188,6 +188,21 @@ impl<'a> Obj<'a> {
 
     /// Python's `str()` of a plain value, as f-strings and `str()` show it.
     pub(super) fn to_text(&self) -> String {
+        self.text_at_depth(0)
+    }
+
+    /// `to_text`, stopping at [`MAX_NESTING`] levels: a list can be made to contain itself.
+    fn text_at_depth(&self, depth: usize) -> String {
+        if depth > MAX_NESTING {
+            return "...".into();
+        }
+        let join_repr = |items: &[Obj<'_>]| -> String {
+            items
+                .iter()
+                .map(|o| o.repr_at_depth(depth + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match self {
             Obj::None => "None".into(),
             Obj::Bool(true) => "True".into(),
@@ -198,14 +213,22 @@ impl<'a> Obj<'a> {
             Obj::Date(d) => d.to_string(),
             Obj::Code(_, c) => c.to_string(),
             Obj::List(items) => format!("[{}]", join_repr(&items.borrow())),
-            Obj::Tuple(items) if items.len() == 1 => format!("({},)", items[0].repr()),
+            Obj::Tuple(items) if items.len() == 1 => {
+                format!("({},)", items[0].repr_at_depth(depth + 1))
+            }
             Obj::Tuple(items) => format!("({})", join_repr(items)),
             Obj::Set(items) => format!("{{{}}}", join_repr(items)),
             Obj::Dict(pairs) => {
                 let inner: Vec<String> = pairs
                     .borrow()
                     .iter()
-                    .map(|(k, v)| format!("{}: {}", k.repr(), v.repr()))
+                    .map(|(k, v)| {
+                        format!(
+                            "{}: {}",
+                            k.repr_at_depth(depth + 1),
+                            v.repr_at_depth(depth + 1)
+                        )
+                    })
                     .collect();
                 format!("{{{}}}", inner.join(", "))
             }
@@ -215,23 +238,34 @@ impl<'a> Obj<'a> {
 
     /// Python's `repr()` (strings quoted).
     pub(super) fn repr(&self) -> String {
+        self.repr_at_depth(0)
+    }
+
+    fn repr_at_depth(&self, depth: usize) -> String {
         match self {
             Obj::Str(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
             Obj::Date(d) => {
                 let (y, m, day) = d.ymd();
                 format!("datetime.date({y}, {m}, {day})")
             }
-            other => other.to_text(),
+            other => other.text_at_depth(depth),
         }
     }
 }
 
-fn join_repr(items: &[Obj<'_>]) -> String {
-    items.iter().map(Obj::repr).collect::<Vec<_>>().join(", ")
-}
+/// Deepest nesting of lists, tuples and dicts that printing and comparison walk into.
+const MAX_NESTING: usize = 50;
 
 /// Python equality of plain values (`1 == 1.0 == True`); ehrQL objects are never equal here.
-pub(super) fn plain_eq(a: &Obj<'_>, b: &Obj<'_>) -> bool {
+pub(super) fn plain_eq<'a>(a: &Obj<'a>, b: &Obj<'a>) -> bool {
+    eq_at_depth(a, b, 0)
+}
+
+fn eq_at_depth<'a>(a: &Obj<'a>, b: &Obj<'a>, depth: usize) -> bool {
+    if depth > MAX_NESTING {
+        return false;
+    }
+    let plain_eq = |x: &Obj<'a>, y: &Obj<'a>| eq_at_depth(x, y, depth + 1);
     match (a, b) {
         (Obj::None, Obj::None) => true,
         (Obj::Str(x), Obj::Str(y)) => x == y,
@@ -240,6 +274,7 @@ pub(super) fn plain_eq(a: &Obj<'_>, b: &Obj<'_>) -> bool {
         (Obj::Tuple(x), Obj::Tuple(y)) | (Obj::Set(x), Obj::Set(y)) => {
             x.len() == y.len() && x.iter().zip(y.iter()).all(|(a, b)| plain_eq(a, b))
         }
+        (Obj::List(x), Obj::List(y)) if Rc::ptr_eq(x, y) => true,
         (Obj::List(x), Obj::List(y)) => {
             let (x, y) = (x.borrow(), y.borrow());
             x.len() == y.len() && x.iter().zip(y.iter()).all(|(a, b)| plain_eq(a, b))
