@@ -208,6 +208,19 @@ pub async fn check(config: &Config) -> Vec<CheckResult> {
             .map(|_| "CA, certificate and key load and match".to_string())
             .map_err(|error| error.to_string()),
     );
+    push(
+        "certificate backend",
+        certificate_backend(&config.controller.cert).and_then(|backend| {
+            if backend == config.backend {
+                Ok(format!("the certificate names backend {backend}"))
+            } else {
+                Err(format!(
+                    "the certificate names backend {backend} but the configuration says {}",
+                    config.backend
+                ))
+            }
+        }),
+    );
     match DockerExecutor::connect(docker_config(config)).await {
         Ok(executor) => {
             push(
@@ -237,4 +250,17 @@ pub async fn check(config: &Config) -> Vec<CheckResult> {
         },
     );
     results
+}
+
+/// The backend named by the agent's certificate file (its first certificate).
+fn certificate_backend(path: &std::path::Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let mut reader = std::io::BufReader::new(file);
+    let first = rustls_pemfile::certs(&mut reader)
+        .next()
+        .ok_or_else(|| format!("{} holds no certificate", path.display()))?
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    rap_proto::identity::backend_from_certificate(first.as_ref())
+        .map(|backend| backend.as_str().to_string())
+        .map_err(|error| format!("{}: {error}", path.display()))
 }

@@ -83,3 +83,44 @@ fn serve_refuses_a_bad_configuration_naming_the_key() {
         "{text}"
     );
 }
+
+#[test]
+fn check_says_when_the_certificate_names_another_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = rap_proto::certs::Ca::new("test-ca").unwrap();
+    let other = rap_proto::identity::BackendName::new("other").unwrap();
+    let paths = ca
+        .issue_agent(&other)
+        .unwrap()
+        .write_pem(dir.path(), "agent")
+        .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+    let path = config(dir.path(), "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            &format!("{}/missing-ca.pem", dir.path().display()),
+            &format!("{}/ca.pem", dir.path().display()),
+        )
+        .replace(
+            &format!("{}/missing.crt", dir.path().display()),
+            &paths.cert.display().to_string(),
+        )
+        .replace(
+            &format!("{}/missing.key", dir.path().display()),
+            &paths.key.display().to_string(),
+        );
+    std::fs::write(&path, text).unwrap();
+    let (ok, text) = rap_agent(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        text.contains("ok    controller TLS files: CA, certificate and key load and match"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "FAIL  certificate backend: the certificate names backend other but the configuration says test"
+        ),
+        "{text}"
+    );
+}
