@@ -1,7 +1,7 @@
 //! `codelist_from_csv(path, column=…, category_column=…)` (spec §3.3): reads a codelist CSV
 //! from the workspace. Paths are relative to the workspace directory and may not leave it
-//! (no absolute paths, no `..` above it). Cells are stripped and empty codes dropped, as the
-//! reference does.
+//! (no absolute paths, no `..` above it, no symbolic link out of it). Cells are stripped and
+//! empty codes dropped, as the reference does.
 
 use std::path::Path;
 
@@ -36,6 +36,15 @@ pub(super) fn read(
         ));
     }
     let full = workspace.join(relative);
+    // The lexical check above cannot see symbolic links; resolve both paths and check again so
+    // a link inside the workspace cannot point a codelist read outside it.
+    if let (Ok(real_workspace), Ok(real_file)) = (workspace.canonicalize(), full.canonicalize())
+        && !real_file.starts_with(&real_workspace)
+    {
+        return Err(fail(
+            "the path must be relative and stay inside the workspace".into(),
+        ));
+    }
     let metadata = std::fs::metadata(&full).map_err(|_| {
         let hint = if path.contains('\\') {
             " (use '/' rather than '\\' to separate directories)"
@@ -169,6 +178,24 @@ mod tests {
                 ("123456".into(), "Asthma".into()),
                 ("654321".into(), "Wheeze, chronic".into())
             ])
+        );
+    }
+
+    #[test]
+    fn symbolic_links_out_of_the_workspace_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.csv"), "code\n123456\n").unwrap();
+        let workspace = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), workspace.path().join("linked")).unwrap();
+        let error = read(workspace.path(), "linked/secret.csv", "code", None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "codelist 'linked/secret.csv': the path must be relative and stay inside the workspace"
+        );
+        std::fs::write(workspace.path().join("inside.csv"), "code\n123456\n").unwrap();
+        assert_eq!(
+            read(workspace.path(), "inside.csv", "code", None).unwrap(),
+            Codelist::Codes(vec!["123456".into()])
         );
     }
 
