@@ -520,6 +520,42 @@ const REFUSED: &[(&str, &str)] = &[
         "dataset_definition.py:4:5: Function.EQ: Cannot combine series which are drawn from different tables and both have more than one value per patient",
     ),
     (
+        "from ehrql import create_dataset\ndataset = create_dataset()\ndataset.add_event_table('e')\n",
+        "dataset_definition.py:3:9: add_event_table() (event-level data) is not supported in a dataset definition",
+    ),
+    (
+        "from ehrql.tables.core import patients\nx = getattr(patients, '__dict__')\n",
+        "dataset_definition.py:2:5: the attribute '__dict__' is not supported in a dataset definition",
+    ),
+    (
+        "x = [i for i in range(3)]\ny = i\n",
+        "dataset_definition.py:2:5: name 'i' is not defined",
+    ),
+    (
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\ndataset.define_population(patients.exists_for_patient())\ndataset.define_population(patients.exists_for_patient())\n",
+        "dataset_definition.py:5:1: define_population() should be called no more than once",
+    ),
+    (
+        "from ehrql import case, when\nfrom ehrql.tables.core import patients\nx = case(when(patients.sex == 'male').then(1), when(patients.sex == 'male').then(2))\n",
+        "dataset_definition.py:3:5: duplicate condition in case expression",
+    ),
+    (
+        "from ehrql.tables.core import clinical_events\nx = clinical_events.snomedct_code.is_in(['abc'])\n",
+        "dataset_definition.py:2:5: 'abc' is not a valid SNOMEDCTCode code",
+    ),
+    (
+        "from ehrql.tables.core import clinical_events\nx = clinical_events.first_for_patient()\n",
+        "dataset_definition.py:2:5: PickOneRowPerPatient: Expected type 'SortedFrame' but got an unsorted frame (sort_by must come before first_for_patient/last_for_patient)",
+    ),
+    (
+        "from ehrql.tables.core import patients\nx = patients.sex.startswith('m')\n",
+        "dataset_definition.py:2:18: a str series has no attribute 'startswith'",
+    ),
+    (
+        "import datetime\nx = datetime.datetime(2020, 1, 1)\n",
+        "dataset_definition.py:2:14: 'datetime.datetime' (only datetime.date may be used) is not supported in a dataset definition",
+    ),
+    (
         "x = undefined_name + 1\n",
         "dataset_definition.py:1:5: name 'undefined_name' is not defined",
     ),
@@ -536,6 +572,26 @@ fn refused_constructs_name_the_line_column_and_reason() {
         .filter_map(|(source, expected)| check_refused(source, expected).err())
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn claimed_permissions_and_dummy_data_settings_are_recorded() {
+    let source = format!(
+        "from ehrql import claim_permissions, show\n{HEADER}claim_permissions('appointments', 'event_level_data')\ndataset.configure_dummy_data(population_size=25, legacy=True, timeout=5)\nshow(patients.sex)\ndataset.define_population(patients.exists_for_patient())\n"
+    );
+    let definition = load_source(&source, "dataset_definition.py", &fixtures()).unwrap();
+    assert_eq!(
+        definition.claimed_permissions,
+        vec!["appointments".to_string(), "event_level_data".to_string()]
+    );
+    assert_eq!(
+        definition.dummy_data_config,
+        DummyDataConfig {
+            population_size: 25,
+            legacy: true,
+            timeout: 5,
+        }
+    );
 }
 
 #[test]
