@@ -556,6 +556,14 @@ const REFUSED: &[(&str, &str)] = &[
         "dataset_definition.py:2:14: 'datetime.datetime' (only datetime.date may be used) is not supported in a dataset definition",
     ),
     (
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\ndataset.population = patients.exists_for_patient()\n",
+        "dataset_definition.py:4:1: Cannot set variable 'population'; use define_population() instead",
+    ),
+    (
+        "from ehrql import create_dataset\ndataset = create_dataset()\nx = dataset.age\n",
+        "dataset_definition.py:3:13: Variable 'age' has not been defined",
+    ),
+    (
         "x = undefined_name + 1\n",
         "dataset_definition.py:1:5: name 'undefined_name' is not defined",
     ),

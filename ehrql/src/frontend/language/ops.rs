@@ -269,12 +269,9 @@ impl<'a> Interp<'a> {
                         .iter()
                         .find(|(n, _)| n == name)
                         .map(|(_, id)| *id);
-                    found
-                        .map(Obj::Series)
-                        .ok_or_else(|| ErrorKind::NoAttribute {
-                            on: "the dataset".into(),
-                            name: name.to_string(),
-                        })
+                    found.map(Obj::Series).ok_or_else(|| {
+                        ErrorKind::Dataset(format!("Variable '{name}' has not been defined"))
+                    })
                 }
             },
             Obj::Frame(frame) => {
@@ -519,6 +516,11 @@ impl<'a> Interp<'a> {
 
     /// `dataset.<name> = value` or `dataset.add_column(name, value)` (spec §2.5 naming rules).
     pub(super) fn add_variable(&mut self, index: usize, name: &str, value: Obj<'a>) -> Result<()> {
+        if name == "population" {
+            return Err(ErrorKind::Dataset(
+                "Cannot set variable 'population'; use define_population() instead".into(),
+            ));
+        }
         if RESERVED_NAMES.contains(&name) {
             return Err(ErrorKind::Dataset(format!(
                 "'{name}' is not an allowed variable name"
