@@ -12,6 +12,13 @@
 //! - [`user`]: the signed-in user and the permission predicates.
 //! - [`workspace`]: the read-only medium-privacy tree and its manifest; path safety.
 //! - [`audit`]: audit event types and texts.
+//! - [`store`]: sled storage (versioned records), sessions, content-addressed file copies.
+//! - [`jobserver`]: the gRPC link to the job server's ReleaseService (the only module that
+//!   sees protobuf types, besides the session's cached user).
+//! - [`upload`]: releasing a request and the uploader loop.
+//! - [`checks`]: disclosure-check flags for CSV outputs; [`csv`]: the streaming CSV pager.
+//! - [`web`]: the axum app and its pages; [`server`]: [`server::run`]; [`config`]: TOML and
+//!   environment configuration.
 //!
 //! Invariants: only [`workspace`] opens files under the medium-privacy tree, and it refuses
 //! any path that could leave a workspace (absolute, `..`, symlinks); request operations are

@@ -41,9 +41,39 @@ pub struct Seen {
     pub users: BTreeMap<String, pb::Level4User>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FakeJobServer {
     pub seen: Arc<Mutex<Seen>>,
+    /// Bumped after every stored file and every event, so tests await changes.
+    pub changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for FakeJobServer {
+    fn default() -> FakeJobServer {
+        FakeJobServer {
+            seen: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+}
+
+impl FakeJobServer {
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until `done` holds for what the fake has seen.
+    pub async fn wait_until(&self, done: impl Fn(&Seen) -> bool) {
+        let mut changes = self.changes.subscribe();
+        loop {
+            if done(&self.seen.lock().unwrap()) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 fn check_token<T>(request: &Request<T>) -> Result<(), Status> {
@@ -155,7 +185,10 @@ impl ReleaseService for FakeJobServer {
         }
         seen.stored.insert(key.clone(), bytes);
         *seen.store_count.entry(key).or_default() += 1;
-        if seen.fail_after_store.remove(&header.name) {
+        let lose_reply = seen.fail_after_store.remove(&header.name);
+        drop(seen);
+        self.bump();
+        if lose_reply {
             return Err(Status::unavailable("connection reset"));
         }
         Ok(Response::new(pb::UploadFileResponse {
@@ -175,6 +208,7 @@ impl ReleaseService for FakeJobServer {
             message.request_id,
             message.user,
         ));
+        self.bump();
         Ok(Response::new(pb::NotifyEventResponse {
             status: "ok".to_string(),
             message: String::new(),
