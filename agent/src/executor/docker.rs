@@ -1141,8 +1141,9 @@ fn copy_inputs(layout: &Layout, job: &JobDefinition, job_dir: &Path) -> Result<(
             continue;
         };
         for file in input.outputs.keys() {
-            if rap_pipeline::glob::check_pattern(file).is_err() {
+            if !rap_pipeline::glob::is_safe_path(file) {
                 // Recorded outputs were checked when written; anything else is not ours to copy.
+                // (A path, not a pattern: `check_pattern` would skip names like `a[1].csv`.)
                 continue;
             }
             let source = high_workspace.join(file);
