@@ -425,11 +425,10 @@ impl Core {
                 status,
                 error: None,
             }) = &update.results
+                && self.flag_value(flags::MANUAL_DB_MAINTENANCE) != Some("on")
             {
-                if self.flag_value(flags::MANUAL_DB_MAINTENANCE) != Some("on") {
-                    let value = status.clone();
-                    self.flag_change(flags::MODE, Some(&value), &mut batch);
-                }
+                let value = status.clone();
+                self.flag_change(flags::MODE, Some(&value), &mut batch);
             }
         }
         batch.tasks.push(task);
@@ -527,16 +526,16 @@ impl Core {
         }
         if let TaskDefinition::Job(definition) = &task.definition {
             let id = JobId::from_stored(definition.id.clone());
-            if let Some(job) = self.store.job(&id)? {
-                if job.state().is_active() {
-                    self.set_code_into(
-                        job,
-                        StatusCode::KilledByAdmin,
-                        messages::KILLED_BY_ADMIN,
-                        None,
-                        &mut batch,
-                    );
-                }
+            if let Some(job) = self.store.job(&id)?
+                && job.state().is_active()
+            {
+                self.set_code_into(
+                    job,
+                    StatusCode::KilledByAdmin,
+                    messages::KILLED_BY_ADMIN,
+                    None,
+                    &mut batch,
+                );
             }
         }
         self.write(&batch)?;
@@ -590,10 +589,10 @@ impl Core {
             } else {
                 let mut jobs = Vec::new();
                 for id in std::mem::take(&mut self.dirty) {
-                    if let Some(job) = self.store.job(&id)? {
-                        if job.state().is_active() {
-                            jobs.push(job);
-                        }
+                    if let Some(job) = self.store.job(&id)?
+                        && job.state().is_active()
+                    {
+                        jobs.push(job);
                     }
                 }
                 jobs
@@ -944,6 +943,10 @@ impl Core {
         attributes.insert("user".to_string(), non_empty(&job.user));
         attributes.insert("project".to_string(), non_empty(&job.project));
         attributes.insert("orgs".to_string(), job.orgs.join(","));
+        // The job's trace context travels with its task, so the agent's spans join the trace.
+        for (key, value) in &job.trace_context {
+            attributes.insert(key.clone(), value.clone());
+        }
         let mut task = Task {
             id,
             backend: self.backend.name.clone(),
@@ -974,10 +977,10 @@ impl Core {
             .map(|a| (a.agent_id.as_str(), 0))
             .collect();
         for (agent, command) in &self.outbox {
-            if matches!(command, AgentCommand::Task(_)) {
-                if let Some(n) = load.get_mut(agent.as_str()) {
-                    *n += 1;
-                }
+            if matches!(command, AgentCommand::Task(_))
+                && let Some(n) = load.get_mut(agent.as_str())
+            {
+                *n += 1;
             }
         }
         if let Ok(active) = self.store.active_tasks(&self.backend.name) {
@@ -1279,11 +1282,11 @@ pub fn completion(job: &Job, results: &RunJobResults) -> (StatusCode, String) {
         if !results.status_message.is_empty() {
             message.push_str(": ");
             message.push_str(&results.status_message);
-        } else if job.requires_db {
-            if let Some(text) = results.exit_code.and_then(database_exit_message) {
-                message.push_str(": ");
-                message.push_str(text);
-            }
+        } else if job.requires_db
+            && let Some(text) = results.exit_code.and_then(database_exit_message)
+        {
+            message.push_str(": ");
+            message.push_str(text);
         }
         return (StatusCode::NonzeroExit, message);
     }
@@ -1340,12 +1343,12 @@ pub fn split_command(command: &str) -> Vec<String> {
                     match q {
                         '"' => break,
                         '\\' => {
-                            if let Some(&next) = chars.peek() {
-                                if matches!(next, '"' | '\\' | '$' | '`') {
-                                    current.push(next);
-                                    chars.next();
-                                    continue;
-                                }
+                            if let Some(&next) = chars.peek()
+                                && matches!(next, '"' | '\\' | '$' | '`')
+                            {
+                                current.push(next);
+                                chars.next();
+                                continue;
                             }
                             current.push('\\');
                         }

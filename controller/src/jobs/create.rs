@@ -404,12 +404,12 @@ impl Builder<'_> {
         if let Some(done) = self.built.get(action) {
             return Ok(done.clone());
         }
-        if let Some(existing) = self.existing.get(action) {
-            if !self.should_rerun(action, existing) {
-                let resolved = (existing.id.clone(), existing.state.is_active());
-                self.built.insert(action.to_string(), resolved.clone());
-                return Ok(resolved);
-            }
+        if let Some(existing) = self.existing.get(action)
+            && !self.should_rerun(action, existing)
+        {
+            let resolved = (existing.id.clone(), existing.state.is_active());
+            self.built.insert(action.to_string(), resolved.clone());
+            return Ok(resolved);
         }
         let Some(spec) = self.project.action(action) else {
             return Err(CreateError::UnknownAction(action.to_string()));

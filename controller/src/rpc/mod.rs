@@ -45,10 +45,10 @@ pub fn status_from_rap_error(error: RapError) -> Status {
         }
     };
     let mut status = status_with_class(code, class, error.to_string());
-    if let RapError::JobsNotFound { not_found, .. } = &error {
-        if let Ok(value) = MetadataValue::try_from(not_found.join(",")) {
-            status.metadata_mut().insert("rap-not-found", value);
-        }
+    if let RapError::JobsNotFound { not_found, .. } = &error
+        && let Ok(value) = MetadataValue::try_from(not_found.join(","))
+    {
+        status.metadata_mut().insert("rap-not-found", value);
     }
     status
 }

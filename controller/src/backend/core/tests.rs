@@ -719,3 +719,66 @@ fn helpers() {
         ["a", "b c", "d \" e", "f g"]
     );
 }
+
+#[test]
+fn tasks_carry_the_trace_and_no_trace_names_an_output() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+
+    tracing::subscriber::with_default(subscriber, || {
+        let mut w = world();
+        let mut project = project();
+        project.actions[4].outputs = vec![crate::jobs::OutputPattern {
+            name: "secret_output_name".into(),
+            pattern: "output/secret_pattern_*.csv".into(),
+            privacy: crate::jobs::Privacy::ModeratelySensitive,
+        }];
+        w.core.submit(&request(R1, &["solo"]), &project).unwrap();
+        w.core.pass().unwrap();
+        let task_id = format!("{}-001", id(R1, "solo"));
+        let task = w.store.task(&task_id).unwrap().unwrap();
+        let job = w.job(R1, "solo");
+        assert_eq!(
+            task.attributes["traceparent"],
+            job.trace_context["traceparent"]
+        );
+        assert_eq!(task.attributes["user"], "unknown");
+        w.report(&task_id, ExecutorStage::Executing, false, None);
+        w.core.pass().unwrap();
+        w.finish(&task_id, 0);
+        w.core.pass().unwrap();
+        assert_eq!(w.code(R1, "solo").1, StatusCode::Succeeded);
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("EXECUTING"),
+        "state spans are recorded: {text}"
+    );
+    assert!(
+        text.contains("status_code=\"succeeded\"") || text.contains("status_code=succeeded"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("secret_"),
+        "an output name reached the logs: {text}"
+    );
+}
