@@ -153,13 +153,13 @@ pub fn add_project(
             });
         }
     }
-    if let Some(copilot) = copilot {
-        if store.user(copilot)?.is_none() {
-            return Err(AdminError::Missing {
-                kind: "user",
-                name: copilot.to_owned(),
-            });
-        }
+    if let Some(copilot) = copilot
+        && store.user(copilot)?.is_none()
+    {
+        return Err(AdminError::Missing {
+            kind: "user",
+            name: copilot.to_owned(),
+        });
     }
     const STATUSES: [&str; 6] = [
         "ongoing",

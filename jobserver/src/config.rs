@@ -28,6 +28,9 @@ pub struct Config {
     pub jaeger_url: String,
     /// Mark cookies `Secure` (`secure_cookies`; set when served behind TLS).
     pub secure_cookies: bool,
+    /// Accept `file:///` repository URLs for workspaces (`allow_file_repos`; off by default,
+    /// since they read the job server's own disk).
+    pub allow_file_repos: bool,
     /// Largest release file in bytes (`release_file_size_limit`, default 16 MiB).
     pub release_file_size_limit: u64,
     /// Certificate and key (PEM) for the ReleaseService; plaintext gRPC when absent
@@ -71,6 +74,7 @@ struct ConfigFile {
     controller_ca: Option<String>,
     jaeger_url: Option<String>,
     secure_cookies: Option<bool>,
+    allow_file_repos: Option<bool>,
     release_file_size_limit: Option<u64>,
     grpc_tls_cert: Option<String>,
     grpc_tls_key: Option<String>,
@@ -158,6 +162,7 @@ impl Config {
             controller_ca: text("controller_ca", file.controller_ca).map(PathBuf::from),
             jaeger_url: text("jaeger_url", file.jaeger_url).unwrap_or_default(),
             secure_cookies: boolean("secure_cookies", file.secure_cookies)?,
+            allow_file_repos: boolean("allow_file_repos", file.allow_file_repos)?,
             release_file_size_limit: limit,
             grpc_tls_cert: text("grpc_tls_cert", file.grpc_tls_cert).map(PathBuf::from),
             grpc_tls_key: text("grpc_tls_key", file.grpc_tls_key).map(PathBuf::from),

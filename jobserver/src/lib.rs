@@ -103,6 +103,7 @@ pub fn app_state(
             base_url: config.base_url.clone(),
             jaeger_url: config.jaeger_url.clone(),
             secure_cookies: config.secure_cookies,
+            allow_file_repos: config.allow_file_repos,
             release_storage: config.release_storage(),
         }),
         events,

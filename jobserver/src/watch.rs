@@ -133,15 +133,15 @@ async fn resolve_unknown_creations(
     }
     let (_, unrecognised) = link.job_status(&stuck).await?;
     for rap_id in unrecognised {
-        if let Some(mut request) = store.job_request(&rap_id)? {
-            if request.status == RequestStatus::UnknownErrorCreatingJobs {
-                request.status = RequestStatus::Failed;
-                request.status_message = Some(UNKNOWN_ERROR_CREATING_JOBS.to_owned());
-                store.put_job_request(&request)?;
-                let _ = events.send(RequestChanged {
-                    rap_id: request.rap_id,
-                });
-            }
+        if let Some(mut request) = store.job_request(&rap_id)?
+            && request.status == RequestStatus::UnknownErrorCreatingJobs
+        {
+            request.status = RequestStatus::Failed;
+            request.status_message = Some(UNKNOWN_ERROR_CREATING_JOBS.to_owned());
+            store.put_job_request(&request)?;
+            let _ = events.send(RequestChanged {
+                rap_id: request.rap_id,
+            });
         }
     }
     Ok(())

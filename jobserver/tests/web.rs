@@ -294,7 +294,7 @@ async fn unreachable_controller_gives_unknown_error_creating_jobs() {
 
 #[tokio::test]
 async fn new_workspace_validates_and_stores_nothing_on_error() {
-    let h = Harness::new().await;
+    let mut h = Harness::new().await;
     let (cookie, csrf) = h.session("dev");
     let repo = h.repo_url.clone();
     let cases: Vec<(Vec<(&str, &str)>, String)> = vec![
@@ -395,6 +395,26 @@ async fn new_workspace_validates_and_stores_nothing_on_error() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(h.store.workspace("third").unwrap().is_none());
+    // Local repositories only when the operator allows them.
+    let mut config = (*h.state.config).clone();
+    config.allow_file_repos = false;
+    h.state.config = std::sync::Arc::new(config);
+    let (cookie, csrf) = h.session("dev");
+    let (_, body, _) = h
+        .post(
+            "/proj/new-workspace/",
+            &cookie,
+            &[
+                ("csrf_token", &csrf),
+                ("name", "local"),
+                ("repo_url", &repo),
+                ("branch", "main"),
+                ("purpose", "p"),
+            ],
+        )
+        .await;
+    assert!(body.contains("Repository URL: Enter an https:// URL of a git repository."));
+    assert!(h.store.workspace("local").unwrap().is_none());
 }
 
 /// Starts the watch task; returns once it has opened its stream (with the cursor it sent).

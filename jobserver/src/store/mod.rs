@@ -359,10 +359,10 @@ impl Store {
     /// # Errors
     /// On storage failure.
     pub fn put_backend(&self, backend: &Backend) -> Result<(), StoreError> {
-        if let Some(old) = self.backend(&backend.slug)? {
-            if old.token_hash != backend.token_hash {
-                self.backend_tokens.remove(old.token_hash.as_bytes())?;
-            }
+        if let Some(old) = self.backend(&backend.slug)?
+            && old.token_hash != backend.token_hash
+        {
+            self.backend_tokens.remove(old.token_hash.as_bytes())?;
         }
         let record = BackendRecord::V1 {
             slug: backend.slug.clone(),

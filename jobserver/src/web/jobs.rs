@@ -124,10 +124,10 @@ async fn load_actions(workspace: &Workspace) -> Result<(String, String, Vec<Stri
         rap_pipeline::load_pipeline(&text).map_err(|error| error.message().to_owned())?;
     let mut actions: Vec<String> = Vec::new();
     for name in pipeline.action_names() {
-        if let Some(action) = pipeline.action(name) {
-            if action.run_command().contains("cohortextractor") {
-                return Err(COHORT_EXTRACTOR.to_owned());
-            }
+        if let Some(action) = pipeline.action(name)
+            && action.run_command().contains("cohortextractor")
+        {
+            return Err(COHORT_EXTRACTOR.to_owned());
         }
         actions.push(name.to_owned());
     }

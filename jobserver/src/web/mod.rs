@@ -39,6 +39,8 @@ pub struct WebConfig {
     pub secure_cookies: bool,
     /// Where released files are kept.
     pub release_storage: PathBuf,
+    /// Accept `file:///` repository URLs (local studies; tests and single-machine set-ups).
+    pub allow_file_repos: bool,
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -124,10 +126,10 @@ fn message_only(message: &str) -> String {
 pub fn render<T: Template>(ctx: &Ctx, page: &T) -> Result<Response, AppError> {
     let html = page.render()?;
     let mut response = Html(html).into_response();
-    if !ctx.flash.is_empty() {
-        if let Ok(value) = session::clear_cookie(session::FLASH_COOKIE).parse() {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
+    if !ctx.flash.is_empty()
+        && let Ok(value) = session::clear_cookie(session::FLASH_COOKIE).parse()
+    {
+        response.headers_mut().append(header::SET_COOKIE, value);
     }
     Ok(response)
 }

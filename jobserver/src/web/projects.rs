@@ -209,12 +209,14 @@ async fn new_workspace_page(
 pub const BAD_WORKSPACE_NAME: &str =
     "Enter a valid “slug” consisting of letters, numbers, underscores or hyphens.";
 
-/// The checks on the new-workspace form that need no IO, in field order.
+/// The checks on the new-workspace form that need no IO, in field order. `file:///` URLs are
+/// accepted only when `allow_file_repos` is set: they read the job server's own disk.
 pub fn validate_workspace_form(
     name: &str,
     repo_url: &str,
     branch: &str,
     purpose: &str,
+    allow_file_repos: bool,
 ) -> Vec<String> {
     let mut errors = Vec::new();
     if name.is_empty() {
@@ -227,7 +229,9 @@ pub fn validate_workspace_form(
     }
     if repo_url.is_empty() {
         errors.push("Repository URL: This field is required.".to_owned());
-    } else if !(repo_url.starts_with("https://") || repo_url.starts_with("file:///")) {
+    } else if !(repo_url.starts_with("https://")
+        || (allow_file_repos && repo_url.starts_with("file:///")))
+    {
         errors.push("Repository URL: Enter an https:// URL of a git repository.".to_owned());
     }
     if branch.is_empty() {
@@ -258,14 +262,20 @@ async fn create_workspace(
     let repo_url = field(&form, "repo_url");
     let branch = field(&form, "branch");
     let purpose = field(&form, "purpose");
-    let mut errors = validate_workspace_form(&name, &repo_url, &branch, &purpose);
+    let mut errors = validate_workspace_form(
+        &name,
+        &repo_url,
+        &branch,
+        &purpose,
+        state.config.allow_file_repos,
+    );
     if errors.is_empty() && state.store.workspace(&name)?.is_some() {
         errors.push("Name: A workspace with this name already exists.".to_owned());
     }
-    if errors.is_empty() {
-        if let Err(error) = git::branch_head(&repo_url, &branch).await {
-            errors.push(format!("Branch: {error}"));
-        }
+    if errors.is_empty()
+        && let Err(error) = git::branch_head(&repo_url, &branch).await
+    {
+        errors.push(format!("Branch: {error}"));
     }
     let workspace = Workspace {
         name: name.clone(),

@@ -125,18 +125,17 @@ impl FromRequestParts<AppState> for Ctx {
             .filter(|message| !message.is_empty())
             .map(|message| vec![message])
             .unwrap_or_default();
-        if let Some(session_id) = cookie(parts, SESSION_COOKIE) {
-            if let Some(session) = state.store.session(session_id)? {
-                if let Some(user) = state.store.user(&session.username)? {
-                    return Ok(Ctx {
-                        user: Some(user),
-                        session_id: Some(session_id.to_owned()),
-                        csrf: session.csrf_token,
-                        flash,
-                        secure_cookies,
-                    });
-                }
-            }
+        if let Some(session_id) = cookie(parts, SESSION_COOKIE)
+            && let Some(session) = state.store.session(session_id)?
+            && let Some(user) = state.store.user(&session.username)?
+        {
+            return Ok(Ctx {
+                user: Some(user),
+                session_id: Some(session_id.to_owned()),
+                csrf: session.csrf_token,
+                flash,
+                secure_cookies,
+            });
         }
         Ok(Ctx {
             user: None,

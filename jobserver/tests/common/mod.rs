@@ -271,6 +271,7 @@ impl Harness {
                 base_url: "http://jobs.example".into(),
                 jaeger_url: "http://jaeger.example".into(),
                 secure_cookies: false,
+                allow_file_repos: true,
                 release_storage: dir.path().join("releases"),
             }),
             events,
