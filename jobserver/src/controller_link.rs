@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rap_proto::pb::rap::v1 as pb;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tracing::Instrument;
 
 use crate::model::{Job, JobRequest, Metrics, RapId, Workspace};
 use crate::status::{CreateOutcome, JobStatus};
@@ -100,6 +101,9 @@ impl ControllerLink {
         if let Some(timeout) = timeout {
             request.set_timeout(timeout);
         }
+        // The current span's W3C trace context, so the controller's spans join our trace
+        // (nothing is written when telemetry is off).
+        rap_proto::trace_context::inject(request.metadata_mut());
         request
     }
 
@@ -127,11 +131,11 @@ impl ControllerLink {
             orgs: orgs.to_vec(),
             analysis_scope: None,
         };
+        // One trace per job request starts here (jobserver → controller → agent).
+        let span = tracing::info_span!("submit_job", rap_id = %job_request.rap_id);
         let mut client = self.client.clone();
-        match client
-            .submit_job(self.request(message, Some(CALL_TIMEOUT)))
-            .await
-        {
+        let request = span.in_scope(|| self.request(message, Some(CALL_TIMEOUT)));
+        match client.submit_job(request).instrument(span).await {
             Ok(response) => {
                 let response = response.into_inner();
                 if response.result() == pb::SubmitResult::Unspecified {

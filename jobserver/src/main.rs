@@ -117,13 +117,16 @@ enum BackendCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` sets up telemetry (with span export) itself, inside its runtime.
+    if !matches!(cli.command, Command::Serve) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -248,6 +251,10 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        // Logs to stderr; spans to an OTLP collector when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+        let endpoint = env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|e| !e.is_empty());
+        let telemetry = rap_proto::telemetry::init("rap-jobserver", endpoint.as_deref())
+            .context("setting up telemetry")?;
         let http = tokio::net::TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("binding {}", config.http_listen))?;
@@ -271,6 +278,9 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             }
         };
         rap_jobserver::run(config, Listeners { http, grpc }, shutdown).await?;
+        if let Err(error) = telemetry.shutdown().await {
+            tracing::warn!("flushing spans: {error:#}");
+        }
         Ok(())
     })
 }

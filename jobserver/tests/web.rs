@@ -762,3 +762,28 @@ async fn unknown_pages_and_private_pages_are_404() {
     let (cookie, _) = h.session("collab");
     assert_eq!(h.get("/proj/ws/releases/", &cookie).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn submit_carries_the_job_requests_trace_context() {
+    use tracing::instrument::WithSubscriber;
+    let h = Harness::new().await;
+    // Without telemetry: no traceparent, and nothing breaks.
+    run(&h, &["generate"]).await;
+    assert_eq!(h.fake.submit_traceparents.lock().unwrap()[0], None);
+    // With the OpenTelemetry layer (exporting to a port nobody listens on): a W3C traceparent.
+    let unused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", unused.local_addr().unwrap());
+    drop(unused);
+    let (dispatch, guard) =
+        rap_proto::telemetry::build("rap-jobserver-test", Some(&endpoint)).unwrap();
+    run(&h, &["generate"]).with_subscriber(dispatch).await;
+    let traceparent = h.fake.submit_traceparents.lock().unwrap()[1]
+        .clone()
+        .unwrap();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1].len(), 32);
+    assert_ne!(parts[1], "0".repeat(32));
+    let _ = guard.shutdown().await;
+}

@@ -22,6 +22,8 @@ pub const CONTROLLER_TOKEN: &str = "jobserver-token";
 /// The in-test controller: records calls, answers as told, streams pushed job changes.
 pub struct FakeRap {
     pub submits: Mutex<Vec<pb::SubmitJobRequest>>,
+    /// The `traceparent` metadata of each SubmitJob call.
+    pub submit_traceparents: Mutex<Vec<Option<String>>>,
     pub submit_reply: Mutex<Result<pb::SubmitJobResponse, Status>>,
     pub cancels: Mutex<Vec<pb::CancelJobRequest>>,
     pub unrecognised: Mutex<Vec<String>>,
@@ -51,6 +53,12 @@ impl pb::rap_service_server::RapService for FakeService {
         request: GrpcRequest<pb::SubmitJobRequest>,
     ) -> Result<GrpcResponse<pb::SubmitJobResponse>, Status> {
         check_token(&request)?;
+        let traceparent = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.0.submit_traceparents.lock().unwrap().push(traceparent);
         self.0.submits.lock().unwrap().push(request.into_inner());
         self.0
             .submit_reply
@@ -241,6 +249,7 @@ impl Harness {
         let (watch_tx, watch_opened) = mpsc::unbounded_channel();
         let fake = Arc::new(FakeRap {
             submits: Mutex::new(vec![]),
+            submit_traceparents: Mutex::new(vec![]),
             submit_reply: Mutex::new(Ok(pb::SubmitJobResponse {
                 result: pb::SubmitResult::Success as i32,
                 details: "Jobs created".into(),
