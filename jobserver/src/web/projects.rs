@@ -68,10 +68,19 @@ struct HomePage {
 }
 
 async fn home(State(state): State<AppState>, ctx: Ctx) -> Result<Response, AppError> {
+    // A8: the latest ten, on active backends only.
+    let active: Vec<String> = state
+        .store
+        .backends()?
+        .into_iter()
+        .filter(|b| b.is_active)
+        .map(|b| b.slug)
+        .collect();
     let requests = state
         .store
         .job_requests()?
         .iter()
+        .filter(|r| active.contains(&r.backend))
         .take(10)
         .map(RequestRow::new)
         .collect();

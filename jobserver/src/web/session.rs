@@ -3,7 +3,7 @@
 //! messages to show once.
 //!
 //! Session ids are 32 random bytes, stored only as their sha256, in an `HttpOnly`,
-//! `SameSite=Lax` cookie (`Secure` when configured). Flash messages travel hex-encoded in a
+//! `SameSite=Lax` cookie (`Secure` when configured); a session ends after two weeks. Flash messages travel hex-encoded in a
 //! short-lived cookie so a redirect can carry them without server state.
 
 use axum::extract::FromRequestParts;
@@ -17,6 +17,8 @@ use crate::model::User;
 pub const SESSION_COOKIE: &str = "rap_session";
 pub const LOGIN_CSRF_COOKIE: &str = "rap_login_csrf";
 pub const FLASH_COOKIE: &str = "rap_flash";
+/// How long a sign-in lasts (Django's default session age, which the reference uses).
+pub const SESSION_LIFETIME_SECS: i64 = 14 * 24 * 3600;
 
 /// Per-request context for pages.
 #[derive(Debug, Clone)]
@@ -127,15 +129,18 @@ impl FromRequestParts<AppState> for Ctx {
             .unwrap_or_default();
         if let Some(session_id) = cookie(parts, SESSION_COOKIE)
             && let Some(session) = state.store.session(session_id)?
-            && let Some(user) = state.store.user(&session.username)?
         {
-            return Ok(Ctx {
-                user: Some(user),
-                session_id: Some(session_id.to_owned()),
-                csrf: session.csrf_token,
-                flash,
-                secure_cookies,
-            });
+            if crate::model::now() - session.created_at > SESSION_LIFETIME_SECS {
+                state.store.delete_session(session_id)?;
+            } else if let Some(user) = state.store.user(&session.username)? {
+                return Ok(Ctx {
+                    user: Some(user),
+                    session_id: Some(session_id.to_owned()),
+                    csrf: session.csrf_token,
+                    flash,
+                    secure_cookies,
+                });
+            }
         }
         Ok(Ctx {
             user: None,
