@@ -485,6 +485,14 @@ async fn watch_updates_jobs_status_and_live_page() {
     let request = h.store.job_request(&rap_id).unwrap().unwrap();
     assert_eq!(request.status, RequestStatus::Running);
     assert_eq!(h.store.watch_cursor().unwrap(), 2);
+    // Running, and the last update (2023) is long ago: A8's warning.
+    let (_, page, _) = h.get(&format!("/proj/ws/{rap_id}/"), "").await;
+    assert!(page.contains("no updates for over 30 minutes"));
+    // An ambiguous identifier prefix is not found.
+    assert_eq!(
+        h.get(&format!("/proj/ws/{rap_id}/job/"), "").await.0,
+        StatusCode::NOT_FOUND
+    );
 
     // The live stream sent the re-rendered table.
     let frame = next_event(&mut body).await;
@@ -524,6 +532,7 @@ async fn watch_updates_jobs_status_and_live_page() {
     assert!(page.contains("Failed due to job failure"));
     assert!(page.contains("nonzero_exit"));
     assert!(page.contains("Runtime: 0:02:20"), "{page}");
+    assert!(!page.contains("no updates for over 30 minutes"));
     // The job page: run command, code, metrics, trace link, log hint.
     let (status, page, _) = h.get(&format!("/proj/ws/{rap_id}/job2/"), "").await;
     assert_eq!(status, StatusCode::OK);
@@ -740,6 +749,10 @@ async fn changes_for_unknown_requests_are_skipped_but_the_cursor_moves() {
     assert_eq!(h.store.watch_cursor().unwrap(), 6);
     assert!(h.store.job("other1").unwrap().is_none());
     assert!(h.store.job("mine1").unwrap().is_some());
+    // A unique identifier prefix redirects to the job.
+    let (status, _, headers) = h.get(&format!("/proj/ws/{rap_id}/mi/"), "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[0], format!("location: /proj/ws/{rap_id}/mine1/"));
 }
 
 #[tokio::test]

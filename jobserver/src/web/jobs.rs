@@ -332,8 +332,12 @@ struct LivePart {
     started_at: String,
     finished_at: String,
     runtime: String,
+    missing_updates: bool,
     jobs: Vec<JobRow>,
 }
+
+/// A8: an incomplete request whose latest job update is older than this shows a warning.
+pub const MISSING_UPDATES_SECS: i64 = 30 * 60;
 
 fn live_part(request: &JobRequest, jobs: &[Job]) -> LivePart {
     let started = jobs.iter().filter_map(|j| j.started_at).min();
@@ -360,6 +364,12 @@ fn live_part(request: &JobRequest, jobs: &[Job]) -> LivePart {
         } else {
             String::new()
         },
+        missing_updates: !complete
+            && jobs
+                .iter()
+                .filter_map(|j| j.updated_at)
+                .max()
+                .is_some_and(|last| now() - last > MISSING_UPDATES_SECS),
         jobs: jobs.iter().map(|job| JobRow::new(request, job)).collect(),
     }
 }
@@ -532,11 +542,26 @@ async fn job_page(
     Path((slug, name, rap_id, identifier)): Path<(String, String, String, String)>,
 ) -> Result<Response, AppError> {
     let request = find_request(&state, &slug, &name, &rap_id)?;
-    let job = state
+    let Some(job) = state
         .store
         .job(&identifier)?
         .filter(|j| j.rap_id == request.rap_id)
-        .ok_or(AppError::NotFound)?;
+    else {
+        // A8: a unique prefix of a job's identifier redirects to the job.
+        let matches: Vec<Job> = state
+            .store
+            .jobs_of_request(&rap_id)?
+            .into_iter()
+            .filter(|j| !identifier.is_empty() && j.identifier.starts_with(&identifier))
+            .collect();
+        return match matches.as_slice() {
+            [job] => Ok(
+                Redirect::to(&format!("/{slug}/{name}/{rap_id}/{}/", job.identifier))
+                    .into_response(),
+            ),
+            _ => Err(AppError::NotFound),
+        };
+    };
     let metrics = job
         .metrics
         .map(|m| {
