@@ -300,3 +300,53 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+data_dir = "/var/lib/rap"
+listen = "0.0.0.0:8443"
+agent_listen = "0.0.0.0:8444"
+[tls]
+ca = "/etc/rap/ca.crt"
+cert = "/etc/rap/controller.crt"
+key = "/etc/rap/controller.key"
+[[backends]]
+name = "tpp"
+max_workers = 15
+max_db_workers = 6
+weights = { "*/big" = 2.5, "ws/big" = 1.5 }
+"#;
+
+    #[test]
+    fn defaults_overrides_and_rules() {
+        let mut config: Config = toml::from_str(MINIMAL).unwrap();
+        assert_eq!(config.max_task_attempts, 5);
+        assert_eq!(config.backends[0].max_db_workers(), 6.0);
+        assert_eq!(config.backends[0].weight("ws", "big"), 1.5);
+        assert_eq!(config.backends[0].weight("other", "big"), 2.5);
+        assert_eq!(config.backends[0].weight("other", "small"), 1.0);
+        config
+            .apply_env(|name| match name {
+                "RAP_CONTROLLER_LISTEN" => Some("127.0.0.1:1".into()),
+                "RAP_CONTROLLER_ALLOW_LOCAL_REPOS" => Some("true".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:1");
+        assert!(config.allow_local_repos);
+        let err = config
+            .apply_env(|name| (name == "RAP_CONTROLLER_MAX_TASK_ATTEMPTS").then(|| "x".into()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable RAP_CONTROLLER_MAX_TASK_ATTEMPTS: not a whole number"
+        );
+        config.validate().unwrap();
+        config.backends[0].name = "Bad Name".into();
+        assert!(config.validate().is_err());
+        assert!(toml::from_str::<Config>("listen = 1").is_err());
+    }
+}

@@ -163,3 +163,68 @@ name = "test"
     assert_eq!(resubmit.count, 1);
     drop(process);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_a_usable_installation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rap-controller"))
+        .args([
+            "init",
+            "--backend",
+            "test",
+            "--backend",
+            "tpp",
+            "--allow-local-repos",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = rap_controller::config::Config::load(&dir.path().join("controller.toml")).unwrap();
+    assert!(config.allow_local_repos);
+    assert_eq!(config.backends.len(), 2);
+    let token = std::fs::read_to_string(dir.path().join("client-token")).unwrap();
+    assert_eq!(
+        config.clients[0].token_sha256,
+        rap_controller::rpc::auth::token_hash(&token)
+    );
+    assert!(
+        !std::fs::read_to_string(dir.path().join("controller.toml"))
+            .unwrap()
+            .contains(&token)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for secret in ["client-token", "admin-token", "ca.key", "agent-tpp.key"] {
+        let mode = std::fs::metadata(dir.path().join(secret))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{secret} is private");
+    }
+    let agent = std::fs::read_to_string(dir.path().join("agent-tpp.toml")).unwrap();
+    for key in [
+        "backend = \"tpp\"",
+        "[controller]",
+        "endpoint",
+        "ca_cert",
+        "cert",
+        "key",
+        "work_dir",
+    ] {
+        assert!(agent.contains(key), "{key} in {agent}");
+    }
+    // A second init refuses to overwrite the CA.
+    let again = Command::new(env!("CARGO_BIN_EXE_rap-controller"))
+        .args(["init", "--backend", "test", "--dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+}
