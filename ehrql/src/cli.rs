@@ -91,6 +91,9 @@ enum QueryEngine {
     InMemory,
 }
 
+/// Stack size of the thread doing the work (virtual: only touched pages cost memory).
+const WORKER_STACK_BYTES: usize = 512 * 1024 * 1024;
+
 /// A failure with its exit code.
 #[derive(Debug)]
 struct Failure {
@@ -120,7 +123,25 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE));
         }
     };
-    match dispatch(cli.command) {
+    // Engines and the compiler recurse over the query graph (at most the loader's nesting
+    // limit deep); a generous stack on a worker thread keeps deep but valid definitions safe.
+    let worker = std::thread::Builder::new()
+        .name("ehrql".into())
+        .stack_size(WORKER_STACK_BYTES)
+        .spawn(move || dispatch(cli.command));
+    let result = match worker {
+        Ok(handle) => handle.join().unwrap_or_else(|_| {
+            Err(fail(
+                1,
+                anyhow::anyhow!("internal error: the worker thread panicked"),
+            ))
+        }),
+        Err(e) => Err(fail(
+            1,
+            anyhow::Error::new(e).context("starting the worker thread"),
+        )),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("ehrql: error: {:#}", failure.error);
@@ -270,7 +291,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
 
 fn engine_failure(e: EngineError) -> Failure {
     let code = match &e {
-        EngineError::Database(_) => EXIT_DATABASE,
+        EngineError::Database(_) | EngineError::Postgres(_) => EXIT_DATABASE,
         EngineError::Unsupported(_) => EXIT_USAGE,
         EngineError::BadData { .. } | EngineError::Sink(_) => 1,
     };

@@ -553,3 +553,52 @@ fn long_literal_sets_outside_scans_use_a_values_table_and_agree_with_memory() {
     assert_eq!(outputs[0], "patient_id,listed\r\n1,T\r\n2,F\r\n3,T\r\n");
     assert_eq!(outputs[0], outputs[1]);
 }
+
+/// A chain of `n` `Not`s over "is in patients".
+fn not_chain(n: usize) -> String {
+    let mut nodes = serde_json::Map::new();
+    nodes.insert(
+        "2".into(),
+        json!({"AggregateByPatient.Exists": {"source": patients()}}),
+    );
+    let mut previous = json!({"ref": "2"});
+    for i in 0..n {
+        nodes.insert(
+            (10 + i).to_string(),
+            json!({"Function.Not": {"source": previous}}),
+        );
+        previous = json!({"ref": (10 + i).to_string()});
+    }
+    dataset(
+        json!({"ref": "2"}),
+        json!([["v", previous]]),
+        serde_json::Value::Object(nodes),
+    )
+}
+
+#[test]
+fn deep_definitions_run_and_absurdly_deep_ones_are_refused_without_crashing() {
+    let (_dir, root) = setup();
+    fs::write(root.join("deep.json"), not_chain(481)).unwrap();
+    for engine in ["sqlite", "in_memory"] {
+        let out = ehrql(
+            &root,
+            &[
+                "generate-dataset",
+                "deep.json",
+                "--dsn",
+                "sqlite:///tiny.db",
+                "--query-engine",
+                engine,
+            ],
+        );
+        assert!(out.status.success(), "{engine}: {}", stderr(&out));
+        // An odd number of negations of True.
+        assert!(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .starts_with("patient_id,v\r\n1,F\r\n")
+        );
+    }
+    check_refused(&not_chain(5_000), 2, &["nested too deeply"]);
+}

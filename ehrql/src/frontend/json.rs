@@ -94,7 +94,7 @@ pub enum LoadError {
 
 /// Deepest chain of nested references accepted; deeper input is refused rather than risking the
 /// stack.
-const MAX_DEPTH: usize = 1_000;
+const MAX_DEPTH: usize = 500;
 
 /// Loads a dataset from serializer JSON text. `workspace` is the directory file paths must stay
 /// inside.
