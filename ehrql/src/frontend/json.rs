@@ -462,13 +462,13 @@ impl<'a> Loader<'a> {
     fn check_paths(&self, json: &Json, id: &str) -> Result<(), LoadError> {
         match json {
             Json::Object(m) => {
-                if let Some(Json::String(p)) = m.get("Path") {
-                    if !path_inside(self.workspace, Path::new(p)) {
-                        return Err(LoadError::PathOutsideWorkspace {
-                            id: id.to_string(),
-                            path: p.clone(),
-                        });
-                    }
+                if let Some(Json::String(p)) = m.get("Path")
+                    && !path_inside(self.workspace, Path::new(p))
+                {
+                    return Err(LoadError::PathOutsideWorkspace {
+                        id: id.to_string(),
+                        path: p.clone(),
+                    });
                 }
                 m.values().try_for_each(|v| self.check_paths(v, id))
             }
