@@ -802,3 +802,61 @@ async fn sessions_expire_after_two_weeks_and_end_on_sign_out() {
     let (_, body, _) = h.get("/", &cookie).await;
     assert!(body.contains(">Sign in<"));
 }
+
+#[tokio::test]
+async fn logs_page_by_25_and_filter_by_action_and_backend() {
+    use rap_jobserver::model::{JobRequest, RapId};
+    let h = Harness::new().await;
+    rap_jobserver::admin::add_backend(&h.store, "other", "Other").unwrap();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let rap_id = RapId::generate();
+        ids.push(rap_id.to_string());
+        h.store
+            .put_job_request(&JobRequest {
+                rap_id,
+                backend: if i % 10 == 0 {
+                    "other".into()
+                } else {
+                    "test".into()
+                },
+                workspace: "ws".into(),
+                project: "proj".into(),
+                requested_actions: vec![if i == 7 {
+                    "special_action".into()
+                } else {
+                    "generate".into()
+                }],
+                cancelled_actions: vec![],
+                sha: "0".repeat(40),
+                force_run_dependencies: false,
+                created_by: "dev".into(),
+                created_at: 1_700_000_000 + i,
+                status: RequestStatus::Pending,
+                status_message: None,
+                project_definition: String::new(),
+            })
+            .unwrap();
+    }
+    let count = |page: &str| ids.iter().filter(|id| page.contains(id.as_str())).count();
+    let (_, first, _) = h.get("/event-log/", "").await;
+    assert_eq!(count(&first), 25);
+    assert!(first.contains("href=\"/event-log/?page=2\""));
+    assert!(!first.contains("id=\"previous\""));
+    let (_, second, _) = h.get("/event-log/?page=2", "").await;
+    assert_eq!(count(&second), 5);
+    assert!(second.contains("href=\"/event-log/?page=1\""));
+    // Newest first: the last one created is on page 1.
+    assert!(first.contains(ids[29].as_str()));
+    let (_, page, _) = h.get("/proj/ws/logs/?q=special", "").await;
+    assert_eq!(count(&page), 1);
+    assert!(page.contains(ids[7].as_str()));
+    let (_, page, _) = h.get("/proj/ws/logs/?backend=other", "").await;
+    assert_eq!(count(&page), 3);
+    let (_, page, _) = h
+        .get(&format!("/proj/ws/logs/?q={}", &ids[3][..10]), "")
+        .await;
+    assert!(page.contains(ids[3].as_str()));
+    // Nonsense page numbers are page 1, not an error.
+    assert_eq!(h.get("/event-log/?page=banana", "").await.0, StatusCode::OK);
+}

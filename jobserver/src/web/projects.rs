@@ -1,12 +1,12 @@
 //! Home, project and workspace pages, and workspace creation (spec A12).
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 
-use super::{AppError, AppState, Ctx, FormPairs, field, redirect_with_flash, render};
+use super::{AppError, AppState, Ctx, FormPairs, field, fields, redirect_with_flash, render};
 use crate::access::{allowed, runnable_backends};
 use crate::git;
 use crate::model::{JobRequest, Project, Workspace, now};
@@ -16,6 +16,7 @@ use crate::roles::Permission;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
+        .route("/event-log/", get(event_log))
         .route("/{project}/", get(project_page))
         .route(
             "/{project}/new-workspace/",
@@ -329,13 +330,69 @@ struct WorkspacePage {
     run_disabled_reason: String,
     may_view_releases: bool,
     may_archive: bool,
+    q: String,
     requests: Vec<RequestRow>,
+    previous: String,
+    next: String,
+}
+
+/// Job requests per page in logs (A8).
+pub const PAGE_SIZE: usize = 25;
+
+/// One page of a job-request list, with links to its neighbours (empty when none).
+pub struct Paged {
+    pub rows: Vec<RequestRow>,
+    pub previous: String,
+    pub next: String,
+}
+
+/// Page `page` (1-based, from `?page=`) of `requests`; `base` is the URL with any other query
+/// parameters, ending in `?` or `&`.
+pub fn paginate(requests: &[JobRequest], query: &FormPairs, base: &str) -> Paged {
+    let page = field(query, "page").parse::<usize>().unwrap_or(1).max(1);
+    let start = (page - 1) * PAGE_SIZE;
+    let rows = requests
+        .iter()
+        .skip(start)
+        .take(PAGE_SIZE)
+        .map(RequestRow::new)
+        .collect();
+    Paged {
+        rows,
+        previous: if page > 1 {
+            format!("{base}page={}", page - 1)
+        } else {
+            String::new()
+        },
+        next: if requests.len() > start + PAGE_SIZE {
+            format!("{base}page={}", page + 1)
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// A8's workspace-log filters: `q` matches an action or the request id by substring;
+/// `backend` (repeatable) keeps those backends.
+pub fn filter_requests(requests: Vec<JobRequest>, query: &FormPairs) -> Vec<JobRequest> {
+    let q = field(query, "q");
+    let backends = fields(query, "backend");
+    requests
+        .into_iter()
+        .filter(|r| {
+            q.is_empty()
+                || r.rap_id.as_str().contains(&q)
+                || r.requested_actions.iter().any(|a| a.contains(&q))
+        })
+        .filter(|r| backends.is_empty() || backends.contains(&r.backend))
+        .collect()
 }
 
 async fn workspace_page(
     State(state): State<AppState>,
     ctx: Ctx,
     Path((slug, name)): Path<(String, String)>,
+    Query(query): Query<FormPairs>,
 ) -> Result<Response, AppError> {
     let project = state.store.project(&slug)?.ok_or(AppError::NotFound)?;
     let Some(workspace) = state.store.workspace(&name)?.filter(|w| w.project == slug) else {
@@ -360,13 +417,12 @@ async fn workspace_page(
         Some(&slug),
         Permission::WorkspaceArchive,
     )?;
-    let requests = state
-        .store
-        .job_requests_of_workspace(&name)?
-        .iter()
-        .take(25)
-        .map(RequestRow::new)
-        .collect();
+    let filtered = filter_requests(state.store.job_requests_of_workspace(&name)?, &query);
+    let mut base = format!("/{slug}/{name}/logs/?");
+    for (key, value) in query.iter().filter(|(k, _)| k == "q" || k == "backend") {
+        base.push_str(&format!("{}={}&", url_encode(key), url_encode(value)));
+    }
+    let paged = paginate(&filtered, &query, &base);
     render(
         &ctx,
         &WorkspacePage {
@@ -376,7 +432,10 @@ async fn workspace_page(
             run_disabled_reason: run_disabled_reason.to_owned(),
             may_view_releases,
             may_archive,
-            requests,
+            q: field(&query, "q"),
+            requests: paged.rows,
+            previous: paged.previous,
+            next: paged.next,
         },
     )
 }
@@ -414,4 +473,44 @@ async fn toggle_archive(
         &format!("/{slug}/{name}/"),
         &message,
     ))
+}
+
+/// Percent-encodes a query-string value (unreserved characters kept).
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "event_log.html")]
+struct EventLogPage {
+    ctx: Ctx,
+    requests: Vec<RequestRow>,
+    previous: String,
+    next: String,
+}
+
+/// A8's global event log: every job request, newest first, 25 per page.
+async fn event_log(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(query): Query<FormPairs>,
+) -> Result<Response, AppError> {
+    let requests = state.store.job_requests()?;
+    let paged = paginate(&requests, &query, "/event-log/?");
+    render(
+        &ctx,
+        &EventLogPage {
+            ctx: ctx.clone(),
+            requests: paged.rows,
+            previous: paged.previous,
+            next: paged.next,
+        },
+    )
 }
