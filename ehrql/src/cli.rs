@@ -291,7 +291,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
 
 fn engine_failure(e: EngineError) -> Failure {
     let code = match &e {
-        EngineError::Database(_) | EngineError::Postgres(_) => EXIT_DATABASE,
+        EngineError::Database(_) => EXIT_DATABASE,
         EngineError::Unsupported(_) => EXIT_USAGE,
         EngineError::BadData { .. } | EngineError::Sink(_) => 1,
     };
