@@ -132,6 +132,8 @@ pub struct Core {
     /// `count_transition`, rebuilt on every full pass).
     usage: Usage,
     running_per_workspace: HashMap<String, u32>,
+    /// Active tasks leased to each agent.
+    leases: HashMap<String, usize>,
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -181,6 +183,7 @@ impl Core {
             finished_in_pass: false,
             usage: Usage::default(),
             running_per_workspace: HashMap::new(),
+            leases: HashMap::new(),
         })
     }
 
@@ -361,6 +364,12 @@ impl Core {
         }
         self.flag_change(flags::LAST_SEEN, Some("connected"), &mut batch);
         self.write(&batch)?;
+        self.leases.clear();
+        for task in &tasks {
+            if let Some(agent) = &task.leased_to {
+                *self.leases.entry(agent.clone()).or_default() += 1;
+            }
+        }
         tasks.retain(|t| t.leased_to.as_deref() == Some(agent_id));
         tasks.sort_by_key(|t| (t.task_type != TaskType::DbStatus, t.id.clone()));
         let (tx, rx) = mpsc::channel((tasks.len() + 64).max(1024));
@@ -410,6 +419,7 @@ impl Core {
             task.agent_timestamp_ns = Some(update.timestamp_ns);
         }
         if update.complete && task.active {
+            self.unlease(&task);
             task.active = false;
             task.finished_at = Some(now_s());
         }
@@ -516,6 +526,7 @@ impl Core {
         }
         let mut batch = WriteBatch::default();
         if task.active {
+            self.unlease(&task);
             task.active = false;
             task.finished_at = Some(now_s());
             if let Some(agent) = &task.leased_to {
@@ -788,6 +799,7 @@ impl Core {
         }
         // Every earlier task must be inactive (§3.6); deactivate any that is not.
         for mut old in previous.into_iter().filter(|t| t.active) {
+            self.unlease(&old);
             old.active = false;
             old.finished_at = Some(now_s());
             if let Some(agent) = &old.leased_to {
@@ -896,6 +908,7 @@ impl Core {
         if !runjob.active {
             return Ok(job);
         }
+        self.unlease(&runjob);
         runjob.active = false;
         runjob.finished_at = Some(now_s());
         let cancel_id = canceljob_task_id(&runjob.id);
@@ -916,7 +929,11 @@ impl Core {
         );
         // The agent running the job is the one that must stop it.
         if runjob.leased_to.is_some() {
+            self.unlease(&cancel);
             cancel.leased_to = runjob.leased_to.clone();
+            if let Some(agent) = &cancel.leased_to {
+                *self.leases.entry(agent.clone()).or_default() += 1;
+            }
             self.outbox
                 .retain(|(_, c)| !matches!(c, AgentCommand::Task(t) if t.id == cancel.id));
             if let Some(agent) = &runjob.leased_to {
@@ -968,40 +985,32 @@ impl Core {
     }
 
     fn lease(&mut self, task: &mut Task) {
-        if self.agents.is_empty() {
-            return;
-        }
-        let mut load: HashMap<&str, usize> = self
-            .agents
-            .iter()
-            .map(|a| (a.agent_id.as_str(), 0))
-            .collect();
-        for (agent, command) in &self.outbox {
-            if matches!(command, AgentCommand::Task(_))
-                && let Some(n) = load.get_mut(agent.as_str())
-            {
-                *n += 1;
-            }
-        }
-        if let Ok(active) = self.store.active_tasks(&self.backend.name) {
-            for t in active {
-                if let Some(n) = t.leased_to.as_deref().and_then(|a| load.get_mut(a)) {
-                    *n += 1;
-                }
-            }
-        }
+        // The least loaded connected agent, by the active tasks leased to it (counts kept in
+        // memory: rebuilt on connect, moved on every lease and deactivation).
         let Some(agent) = self
             .agents
             .iter()
             .map(|a| a.agent_id.as_str())
-            .min_by_key(|a| load.get(a).copied().unwrap_or(0))
+            .min_by_key(|a| self.leases.get(*a).copied().unwrap_or(0))
             .map(str::to_string)
         else {
             return;
         };
+        *self.leases.entry(agent.clone()).or_default() += 1;
         task.leased_to = Some(agent.clone());
         self.outbox
             .push((agent, AgentCommand::Task(Box::new(task.clone()))));
+    }
+
+    /// A leased task became inactive.
+    fn unlease(&mut self, task: &Task) {
+        if let Some(n) = task
+            .leased_to
+            .as_deref()
+            .and_then(|a| self.leases.get_mut(a))
+        {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// The RUNJOB definition of a job (§1.5).
@@ -1170,6 +1179,7 @@ impl Core {
         let mut batch = WriteBatch::default();
         if disabled {
             for mut task in active {
+                self.unlease(&task);
                 task.active = false;
                 task.finished_at = Some(now_s());
                 batch.tasks.push(task);

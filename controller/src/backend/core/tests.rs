@@ -719,3 +719,30 @@ fn helpers() {
         ["a", "b c", "d \" e", "f g"]
     );
 }
+
+#[test]
+fn tasks_are_spread_over_connected_agents_and_pushed_to_their_lessee() {
+    let mut w = world();
+    let (_, mut rx_a) = w.core.connect("a").unwrap();
+    let (_, mut rx_b) = w.core.connect("b").unwrap();
+    w.submit(R1, &["solo", "solo2", "db2", "gen"]);
+    w.core.pass().unwrap();
+    w.core.deliver();
+    let mut leased: Vec<String> = w
+        .store
+        .active_tasks("test")
+        .unwrap()
+        .into_iter()
+        .map(|t| t.leased_to.unwrap())
+        .collect();
+    leased.sort();
+    assert_eq!(leased, ["a", "a", "b", "b"]);
+    let count = |rx: &mut mpsc::Receiver<AgentCommand>| {
+        let mut n = 0;
+        while let Ok(AgentCommand::Task(_)) = rx.try_recv() {
+            n += 1;
+        }
+        n
+    };
+    assert_eq!((count(&mut rx_a), count(&mut rx_b)), (2, 2));
+}
