@@ -496,8 +496,28 @@ async fn bad_files_and_escaping_paths_are_refused() {
         "{}",
         page.body
     );
-    // A colleague with a role on the workspace cannot submit the researcher's request.
+    // Moving the file to another group as supporting; the same again changes nothing.
     let id = current(&env, "researcher").id;
+    let fields = [
+        ("path", "output/a.csv"),
+        ("new_group", "extra"),
+        ("filetype", "SUPPORTING"),
+    ];
+    let page = researcher
+        .post(&env, &format!("/requests/change-properties/{id}"), &fields)
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let file = current(&env, "researcher").files["output/a.csv"].clone();
+    assert_eq!(
+        (file.group.as_str(), file.filetype),
+        ("extra", rap_airlock::request::FileType::Supporting)
+    );
+    let page = researcher
+        .post(&env, &format!("/requests/change-properties/{id}"), &fields)
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("No changes to make"), "{}", page.body);
+    // A colleague with a role on the workspace cannot submit the researcher's request.
     let colleague = sign_in(&env, support::level4("colleague", &["ws"], false)).await;
     let page = colleague
         .post(&env, &format!("/requests/submit/{id}"), &[])

@@ -727,6 +727,71 @@ pub fn reset_vote(
     })
 }
 
+/// Requests changes on every output file in `group` that `user` has not voted on or left
+/// UNDECIDED (the group-level shortcut, B6.2).
+///
+/// # Errors
+/// Not a current reviewer, or no such group.
+pub fn request_changes_in_group(
+    request: &mut ReleaseRequest,
+    user: &User,
+    group: &str,
+    now: i64,
+) -> Result<Outcome, RequestError> {
+    require_current_reviewer(request, user)?;
+    if !request.groups.contains_key(group) {
+        return Err(RequestError::GroupNotFound(group.to_string()));
+    }
+    let paths: Vec<String> = request
+        .group_files(group)
+        .filter(|file| file.filetype == FileType::Output)
+        .filter(|file| {
+            file.reviews
+                .get(&user.username)
+                .is_none_or(|review| review.vote == Vote::Undecided)
+        })
+        .map(|file| file.relpath.clone())
+        .collect();
+    let mut outcome = Outcome::default();
+    for path in paths {
+        outcome
+            .events
+            .extend(vote(request, user, &path, Vote::ChangesRequested, now)?.events);
+    }
+    Ok(outcome)
+}
+
+/// Deletes all of `user`'s votes in `group`; only before they submit their review.
+///
+/// # Errors
+/// Not a current reviewer, review already submitted, or no such group.
+pub fn reset_votes_in_group(
+    request: &mut ReleaseRequest,
+    user: &User,
+    group: &str,
+    now: i64,
+) -> Result<Outcome, RequestError> {
+    require_current_reviewer(request, user)?;
+    if request.submitted_reviews.contains_key(&user.username) {
+        return Err(RequestError::ResetAfterSubmit);
+    }
+    if !request.groups.contains_key(group) {
+        return Err(RequestError::GroupNotFound(group.to_string()));
+    }
+    let paths: Vec<String> = request
+        .group_files(group)
+        .filter(|file| file.reviews.contains_key(&user.username))
+        .map(|file| file.relpath.clone())
+        .collect();
+    let mut outcome = Outcome::default();
+    for path in paths {
+        outcome
+            .events
+            .extend(reset_vote(request, user, &path, now)?.events);
+    }
+    Ok(outcome)
+}
+
 /// Submits `user`'s review (B6.3): the first moves the request to PARTIALLY_REVIEWED, the
 /// second to REVIEWED, later ones are recorded.
 ///

@@ -601,3 +601,30 @@ fn active_statuses() {
         [Pending, Submitted, PartiallyReviewed, Reviewed, Returned]
     );
 }
+
+// B6.2 group shortcuts.
+#[test]
+fn group_vote_shortcuts() {
+    let mut request = pending();
+    add(&mut request, "output/b.csv", "g", FileType::Output);
+    add(&mut request, "output/notes.txt", "g", FileType::Supporting);
+    submit(&mut request, &author(), 1).unwrap();
+    let c1 = checker("c1");
+    vote(&mut request, &c1, "output/a.csv", Vote::Approved, 2).unwrap();
+    request_changes_in_group(&mut request, &c1, "g", 2).unwrap();
+    // The approved file keeps its vote; the unvoted one gets changes requested.
+    assert_eq!(
+        request.files["output/a.csv"].reviews["c1"].vote,
+        Vote::Approved
+    );
+    assert_eq!(
+        request.files["output/b.csv"].reviews["c1"].vote,
+        Vote::ChangesRequested
+    );
+    assert!(request.files["output/notes.txt"].reviews.is_empty());
+    reset_votes_in_group(&mut request, &c1, "g", 2).unwrap();
+    assert!(request.files.values().all(|file| file.reviews.is_empty()));
+    refused(&request, "File group nope does not exist", |r| {
+        request_changes_in_group(r, &c1, "nope", 2)
+    });
+}

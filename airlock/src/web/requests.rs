@@ -48,6 +48,15 @@ pub fn router() -> Router<AppState> {
         .route("/requests/withdraw/{id}/{*path}", post(withdraw_file))
         .route("/requests/edit/{id}/{group}", post(edit_group))
         .route(
+            "/requests/request-changes/{id}/{group}",
+            post(group_request_changes),
+        )
+        .route(
+            "/requests/reset-votes/{id}/{group}",
+            post(group_reset_votes),
+        )
+        .route("/requests/change-properties/{id}", post(change_properties))
+        .route(
             "/requests/comment/create/{id}/{group}",
             post(comment_create),
         )
@@ -855,5 +864,72 @@ async fn comment_public(
         "Comment made public",
         |r, u, now| workflow::make_comment_public(r, u, form.comment_id, now),
     )
+    .await
+}
+
+async fn group_request_changes(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((id, group)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, AppError> {
+    let message = format!("Changes requested to the files in group {group}");
+    act(&state, &ctx, &id, &form.csrf, &message, |r, u, now| {
+        workflow::request_changes_in_group(r, u, &group, now)
+    })
+    .await
+}
+
+async fn group_reset_votes(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((id, group)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, AppError> {
+    let message = format!("Your votes in group {group} were reset");
+    act(&state, &ctx, &id, &form.csrf, &message, |r, u, now| {
+        workflow::reset_votes_in_group(r, u, &group, now)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct PropertiesForm {
+    csrf: String,
+    path: String,
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    new_group: String,
+    filetype: String,
+}
+
+async fn change_properties(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<PropertiesForm>,
+) -> Result<Response, AppError> {
+    let request = load(&state, &ctx, &id)?;
+    let Some(filetype) = FileType::parse(&form.filetype) else {
+        return Err(AppError::BadRequest(format!(
+            "unknown file type {}",
+            form.filetype
+        )));
+    };
+    let group = if form.new_group.trim().is_empty() {
+        form.group.trim().to_string()
+    } else {
+        form.new_group.trim().to_string()
+    };
+    let released = state.store.released_hashes(&request.workspace)?;
+    let already_released = request
+        .files
+        .get(&form.path)
+        .is_some_and(|file| released.contains(&file.file_id));
+    let message = format!("{} updated", form.path);
+    act(&state, &ctx, &id, &form.csrf, &message, |r, u, now| {
+        workflow::change_properties(r, u, &form.path, &group, filetype, already_released, now)
+    })
     .await
 }
