@@ -387,6 +387,30 @@ async fn refusals_are_403_with_the_reason_and_change_nothing() {
             .contains("You do not have permission to review this request")
     );
 
+    // Downloads: never by the author, even an output-checking one; audited for checkers.
+    let download = format!("/requests/content/{id}/tables/output/a.csv?download=1");
+    assert_eq!(
+        author_checker.get(&env, &download).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let other_checker = sign_in(&env, support::level4("checker9", &[], true)).await;
+    let page = other_checker.get(&env, &download).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body.as_bytes(), A_CSV);
+    assert_eq!(
+        page.headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"a.csv\""
+    );
+    let downloads = env
+        .state
+        .store
+        .audit_for(&id)
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.kind.as_str() == "REQUEST_FILE_DOWNLOAD")
+        .count();
+    assert_eq!(downloads, 1);
+
     // A third party with a role on the workspace cannot act on someone else's request.
     let colleague = sign_in(&env, support::level4("colleague", &["ws"], false)).await;
     let page = colleague
