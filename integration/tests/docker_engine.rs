@@ -24,7 +24,10 @@ async fn docker() -> Docker {
 /// Runs `cmd` in a fresh container and returns (exit code, stdout), removing the container.
 async fn run_to_completion(docker: &Docker, name: &str, cmd: &[&str]) -> (i64, String) {
     let _ = docker
-        .remove_container(name, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
+        .remove_container(
+            name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
         .await;
     docker
         .create_container(
@@ -38,9 +41,14 @@ async fn run_to_completion(docker: &Docker, name: &str, cmd: &[&str]) -> (i64, S
         )
         .await
         .expect("create container");
-    docker.start_container(name, None).await.expect("start container");
+    docker
+        .start_container(name, None)
+        .await
+        .expect("start container");
 
-    let wait = WaitContainerOptionsBuilder::default().condition("not-running").build();
+    let wait = WaitContainerOptionsBuilder::default()
+        .condition("not-running")
+        .build();
     let exit_code = match docker.wait_container(name, Some(wait)).next().await {
         Some(Ok(response)) => response.status_code,
         // bollard reports a non-zero exit as an error carrying the code.
@@ -48,14 +56,20 @@ async fn run_to_completion(docker: &Docker, name: &str, cmd: &[&str]) -> (i64, S
         other => panic!("unexpected wait result: {other:?}"),
     };
 
-    let logs = LogsOptionsBuilder::default().stdout(true).stderr(false).build();
+    let logs = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(false)
+        .build();
     let mut stdout = String::new();
     let mut stream = docker.logs(name, Some(logs));
     while let Some(chunk) = stream.next().await {
         stdout.push_str(&chunk.expect("log chunk").to_string());
     }
     docker
-        .remove_container(name, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
+        .remove_container(
+            name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
         .await
         .expect("remove container");
     (exit_code, stdout)
@@ -74,9 +88,12 @@ async fn a_container_from_the_test_image_runs_and_reports_output_and_exit_code()
     assert_eq!(code, 0);
     assert_eq!(stdout, "hello from Linux\n");
 
-    let (code, stdout) =
-        run_to_completion(&docker, "rap-foundation-test-fail", &["sh", "-c", "echo partial; exit 3"])
-            .await;
+    let (code, stdout) = run_to_completion(
+        &docker,
+        "rap-foundation-test-fail",
+        &["sh", "-c", "echo partial; exit 3"],
+    )
+    .await;
     assert_eq!(code, 3);
     assert_eq!(stdout, "partial\n");
 }
