@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::engines::memory::MemoryEngine;
+use crate::engines::postgres::{self, PostgresEngine};
 use crate::engines::sqlite::{self, SqliteEngine};
 use crate::engines::{Engine, EngineError};
 use crate::frontend::json::{LoadError, load_dataset};
@@ -50,7 +51,8 @@ enum Command {
         /// Output file (.csv, .csv.gz or .arrow); CSV on stdout if omitted.
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Database URL; `sqlite:///relative.db` or `sqlite:////absolute.db`.
+        /// Database URL; `sqlite:///relative.db`, `sqlite:////absolute.db` or
+        /// `postgresql://user:password@host:port/database`.
         #[arg(long, env = "DATABASE_URL")]
         dsn: Option<String>,
         /// Query engine.
@@ -222,25 +224,16 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                     anyhow::anyhow!("no --dsn given: dummy data generation is not supported yet"),
                 ));
             };
-            let Some(path) = sqlite_path(&dsn) else {
-                return Err(fail(
-                    EXIT_USAGE,
-                    anyhow::anyhow!(
-                        "unsupported --dsn '{dsn}': only sqlite:///path databases are supported"
-                    ),
-                ));
-            };
-            if !path.is_file() {
-                return Err(fail(
-                    EXIT_DATABASE,
-                    anyhow::anyhow!("database file {} does not exist", path.display()),
-                ));
-            }
-            let mut engine: Box<dyn Engine> = match query_engine.unwrap_or(QueryEngine::Sqlite) {
-                QueryEngine::Sqlite => Box::new(SqliteEngine::open(&path).map_err(engine_failure)?),
-                QueryEngine::InMemory => Box::new(MemoryEngine::new(
-                    sqlite::read_database(&path).map_err(engine_failure)?,
-                )),
+            let mut engine: Box<dyn Engine> = if postgres::is_postgres_dsn(&dsn) {
+                if query_engine.is_some() {
+                    return Err(fail(
+                        EXIT_USAGE,
+                        anyhow::anyhow!("--query-engine applies to sqlite:// DSNs only"),
+                    ));
+                }
+                Box::new(PostgresEngine::connect(&dsn).map_err(engine_failure)?)
+            } else {
+                sqlite_engine(&dsn, query_engine)?
             };
             match output {
                 Some(output) => {
@@ -289,9 +282,34 @@ fn dispatch(command: Command) -> Result<(), Failure> {
     }
 }
 
+/// The SQLite (or in-memory over SQLite) engine for a `sqlite://` DSN.
+fn sqlite_engine(dsn: &str, query_engine: Option<QueryEngine>) -> Result<Box<dyn Engine>, Failure> {
+    let Some(path) = sqlite_path(dsn) else {
+        return Err(fail(
+            EXIT_USAGE,
+            anyhow::anyhow!(
+                "unsupported --dsn '{dsn}': only sqlite:///path and postgresql:// databases are supported"
+            ),
+        ));
+    };
+    if !path.is_file() {
+        return Err(fail(
+            EXIT_DATABASE,
+            anyhow::anyhow!("database file {} does not exist", path.display()),
+        ));
+    }
+    let engine: Box<dyn Engine> = match query_engine.unwrap_or(QueryEngine::Sqlite) {
+        QueryEngine::Sqlite => Box::new(SqliteEngine::open(&path).map_err(engine_failure)?),
+        QueryEngine::InMemory => Box::new(MemoryEngine::new(
+            sqlite::read_database(&path).map_err(engine_failure)?,
+        )),
+    };
+    Ok(engine)
+}
+
 fn engine_failure(e: EngineError) -> Failure {
     let code = match &e {
-        EngineError::Database(_) => EXIT_DATABASE,
+        EngineError::Database(_) | EngineError::Postgres(_) => EXIT_DATABASE,
         EngineError::Unsupported(_) => EXIT_USAGE,
         EngineError::BadData { .. } | EngineError::Sink(_) => 1,
     };

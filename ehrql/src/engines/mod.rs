@@ -6,6 +6,7 @@
 //! [`Dataset::pick_columns`].
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,6 +55,9 @@ pub enum EngineError {
     /// The database reported an error.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error (or the connection failed).
+    #[error("postgres error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     /// A stored value does not fit its column's type.
     #[error("table '{table}', column '{column}': {message}")]
     BadData {

@@ -50,6 +50,15 @@ pub trait Dialect {
     fn drop_temp_table(&self, name: &str) -> String {
         format!("DROP TABLE IF EXISTS {}", self.ident(name))
     }
+    /// One `ORDER BY` key of a sort-and-pick window, with ehrQL's NULL ordering (NULL
+    /// smallest: first ascending, last descending). SQLite already sorts NULL smallest.
+    fn order_key(&self, key: &str, descending: bool) -> String {
+        if descending {
+            format!("{key} DESC")
+        } else {
+            key.to_string()
+        }
+    }
     /// Longest `IN (...)` literal list before a values table is used instead.
     fn max_in_list_len(&self) -> usize {
         32

@@ -17,10 +17,12 @@
 //! pick, in lexical order, are appended as the lowest-priority sort keys.
 
 pub mod dialect;
+pub mod postgres;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use dialect::{DatePart, Dialect, SqliteDialect};
+pub use postgres::PostgresDialect;
 
 use crate::query_model::{
     AggregateKind, Dataset, Domain, FunctionOp, Graph, Literal, Node, NodeId, Position, ScalarType,
@@ -580,11 +582,10 @@ impl<'a> Compiler<'a> {
         };
         for pick in picks {
             let table = self.temp_name();
-            let direction = if pick.descending { " DESC" } else { "" };
             let order: Vec<String> = pick
                 .keys
                 .iter()
-                .map(|k| format!("{k}{direction}"))
+                .map(|k| d.order_key(k, pick.descending))
                 .collect();
             let mut inner = vec![format!("{patient_id} AS patient_id")];
             inner.extend(

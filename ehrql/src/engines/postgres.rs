@@ -1,0 +1,501 @@
+//! The PostgreSQL engine: compiles the dataset with [`crate::sql`] and the PostgreSQL dialect,
+//! runs the setup statements on one connection (temporary tables live as long as it does),
+//! and streams the results query row by row into the sink.
+//!
+//! The [`Engine`] trait is synchronous, so the engine owns a current-thread tokio runtime and
+//! drives `tokio-postgres` with `block_on`; the connection task runs on that runtime whenever
+//! the engine is waiting on the server. Results come from `query_raw`: the connection hands
+//! rows over through a bounded channel, so a slow sink slows the socket reads and the result
+//! is never held in memory. Values arrive in PostgreSQL's binary format and are decoded
+//! through the output column types (`numeric` from `SUM`/`AVG` included).
+
+use std::str::FromStr;
+
+use futures_util::StreamExt;
+use tokio::runtime::Runtime;
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::{Database, Engine, EngineError, RowSink, table_specs};
+use crate::query_model::{Dataset, Date, ScalarType, Value};
+use crate::sql::postgres::SESSION_FUNCTIONS;
+use crate::sql::{self, Dialect, PostgresDialect, StatementKind};
+
+/// Rows per `INSERT` when loading a [`Database`].
+const INSERT_BATCH_ROWS: usize = 500;
+
+/// Days from 1970-01-01 (our epoch) to 2000-01-01 (PostgreSQL's).
+const POSTGRES_EPOCH_DAYS: i64 = 10_957;
+
+/// Runs datasets against a PostgreSQL database whose tables are named and shaped like the
+/// query-model tables, over one connection.
+pub struct PostgresEngine {
+    /// Drives the connection task and every query; owned so that dropping the engine closes
+    /// the connection (and with it the session's temporary tables).
+    runtime: Runtime,
+    client: Client,
+}
+
+impl std::fmt::Debug for PostgresEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresEngine").finish_non_exhaustive()
+    }
+}
+
+/// Whether `dsn` names a PostgreSQL database (`postgresql://` or `postgres://`).
+pub fn is_postgres_dsn(dsn: &str) -> bool {
+    dsn.starts_with("postgresql://") || dsn.starts_with("postgres://")
+}
+
+impl PostgresEngine {
+    /// Connects to the database named by `dsn` (a `postgresql://user:password@host:port/db`
+    /// URL or a libpq key-value string), without TLS.
+    ///
+    /// # Errors
+    /// An unparsable DSN, or the server refusing or failing the connection.
+    pub fn connect(dsn: &str) -> Result<PostgresEngine, EngineError> {
+        let config = Config::from_str(dsn).map_err(EngineError::Postgres)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| EngineError::Unsupported(format!("a tokio runtime ({e})")))?;
+        let client = runtime.block_on(async {
+            let (client, connection) = config.connect(NoTls).await?;
+            // The task ends when the client is dropped or the server closes the socket; a
+            // failure shows up as an error on the next query, so its result is only logged.
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "postgres connection closed");
+                }
+            });
+            Ok::<Client, tokio_postgres::Error>(client)
+        })?;
+        let engine = PostgresEngine { runtime, client };
+        // Sorting and comparing must not depend on the server's locale or time zone.
+        engine.execute("SET client_min_messages = warning; SET TimeZone = 'UTC'")?;
+        Ok(engine)
+    }
+
+    /// Runs one or more `;`-separated statements (no results), e.g. creating a schema.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub fn execute(&self, sql: &str) -> Result<(), EngineError> {
+        self.runtime.block_on(self.client.batch_execute(sql))?;
+        Ok(())
+    }
+
+    /// Creates `database`'s tables in the current schema (replacing tables of the same name),
+    /// with `patient_id` indexes, and inserts the rows. Text columns use the "C" collation.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub fn load_database(&self, database: &Database) -> Result<(), EngineError> {
+        let dialect = PostgresDialect;
+        for table in database.tables() {
+            let schema = &table.schema;
+            let name = dialect.ident(&schema.name);
+            let mut columns = vec!["patient_id BIGINT NOT NULL".to_string()];
+            columns.extend(
+                schema
+                    .columns
+                    .iter()
+                    .map(|c| format!("{} {}", dialect.ident(&c.name), dialect.column_type(c.ty))),
+            );
+            self.execute(&format!(
+                "DROP TABLE IF EXISTS {name}; CREATE TABLE {name} ({}); CREATE INDEX {} ON {name} (patient_id)",
+                columns.join(", "),
+                dialect.ident(&format!("ix_{}_patient_id", schema.name))
+            ))?;
+            for chunk in table.rows.chunks(INSERT_BATCH_ROWS) {
+                let rows: Vec<String> = chunk
+                    .iter()
+                    .map(|(patient_id, values)| {
+                        let mut row = patient_id.to_string();
+                        for v in values {
+                            row.push_str(", ");
+                            row.push_str(&dialect.literal(v));
+                        }
+                        format!("({row})")
+                    })
+                    .collect();
+                self.execute(&format!("INSERT INTO {name} VALUES {}", rows.join(", ")))?;
+            }
+            self.execute(&format!("ANALYZE {name}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The statements `dump-dataset-sql` prints for PostgreSQL (the helper functions of
+/// [`SESSION_FUNCTIONS`] are created by the engine, not listed here).
+///
+/// # Errors
+/// Constructs the compiler does not support.
+pub fn dataset_sql(dataset: &Dataset) -> Result<Vec<sql::Statement>, sql::CompileError> {
+    sql::compile(dataset, &PostgresDialect)
+}
+
+impl Engine for PostgresEngine {
+    fn run(&mut self, dataset: &Dataset, sink: &mut dyn RowSink) -> Result<(), EngineError> {
+        let statements =
+            dataset_sql(dataset).map_err(|e| EngineError::Unsupported(e.to_string()))?;
+        let specs = table_specs(dataset);
+        // A previous run that failed half-way leaves its temporary tables behind: start clean.
+        self.execute("DISCARD TEMP")?;
+        self.execute(&SESSION_FUNCTIONS.join(";\n"))?;
+        let total = statements.len();
+        let client = &self.client;
+        self.runtime.block_on(async {
+            for (i, statement) in statements.iter().enumerate() {
+                let started = std::time::Instant::now();
+                match statement.kind {
+                    StatementKind::Setup | StatementKind::Cleanup => {
+                        client.batch_execute(&statement.sql).await?
+                    }
+                    StatementKind::Results => {
+                        let (name, columns) = &specs[0];
+                        sink.begin_table(name, columns).map_err(EngineError::Sink)?;
+                        let rows = client
+                            .query_raw(statement.sql.as_str(), std::iter::empty::<i64>())
+                            .await?;
+                        let mut rows = std::pin::pin!(rows);
+                        let mut out: Vec<Value> = Vec::with_capacity(columns.len());
+                        while let Some(row) = rows.next().await {
+                            let row = row?;
+                            out.clear();
+                            for (index, column) in columns.iter().enumerate() {
+                                let raw: Raw<'_> = row.try_get(index)?;
+                                out.push(decode(raw, column.ty, &column.name)?);
+                            }
+                            sink.row(&out).map_err(EngineError::Sink)?;
+                        }
+                    }
+                }
+                tracing::debug!(
+                    query = i + 1,
+                    of = total,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "ran query"
+                );
+            }
+            Ok::<(), EngineError>(())
+        })
+    }
+}
+
+/// A column value as the server sent it: its type and binary bytes (`None` for NULL).
+struct Raw<'a> {
+    ty: Type,
+    bytes: Option<&'a [u8]>,
+}
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Raw<'a>, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw {
+            ty: ty.clone(),
+            bytes: Some(raw),
+        })
+    }
+
+    fn from_sql_null(ty: &Type) -> Result<Raw<'a>, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw {
+            ty: ty.clone(),
+            bytes: None,
+        })
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// A number decoded from the wire, before it meets the column's type.
+enum Number {
+    Int(i64),
+    Float(f64),
+    /// `numeric`: sign, decimal digits and a power of ten.
+    Decimal {
+        negative: bool,
+        digits: String,
+        exponent: i32,
+    },
+}
+
+fn decode(raw: Raw<'_>, ty: ScalarType, column: &str) -> Result<Value, EngineError> {
+    let bad = |message: String| EngineError::BadData {
+        table: "results".into(),
+        column: column.into(),
+        message,
+    };
+    let Some(bytes) = raw.bytes else {
+        return Ok(Value::Null);
+    };
+    let fixed = |n: usize| -> Result<&[u8], EngineError> {
+        if bytes.len() == n {
+            Ok(bytes)
+        } else {
+            Err(bad(format!(
+                "a {} value of {} bytes",
+                raw.ty.name(),
+                bytes.len()
+            )))
+        }
+    };
+    let text = || std::str::from_utf8(bytes).map_err(|e| bad(e.to_string()));
+    let number = match raw.ty {
+        Type::BOOL => {
+            let b = fixed(1)?[0] != 0;
+            return match ty {
+                ScalarType::Bool => Ok(Value::Bool(b)),
+                ScalarType::Int => Ok(Value::Int(i64::from(b))),
+                other => Err(bad(format!("a boolean cannot be read as {other}"))),
+            };
+        }
+        Type::INT2 => Number::Int(i64::from(i16::from_be_bytes([fixed(2)?[0], bytes[1]]))),
+        Type::INT4 => {
+            let b = fixed(4)?;
+            Number::Int(i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+        }
+        Type::INT8 => {
+            let b = fixed(8)?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            Number::Int(i64::from_be_bytes(a))
+        }
+        Type::FLOAT4 => {
+            let b = fixed(4)?;
+            Number::Float(f64::from(f32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+        }
+        Type::FLOAT8 => {
+            let b = fixed(8)?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            Number::Float(f64::from_be_bytes(a))
+        }
+        Type::NUMERIC => decode_numeric(bytes).map_err(bad)?,
+        Type::DATE => {
+            let b = fixed(4)?;
+            let days = i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let date = Date::from_days_since_epoch(days + POSTGRES_EPOCH_DAYS)
+                .ok_or_else(|| bad("a date outside years 1-9999".into()))?;
+            return match ty {
+                ScalarType::Date => Ok(Value::Date(date)),
+                other => Err(bad(format!("a date cannot be read as {other}"))),
+            };
+        }
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+            let s = text()?;
+            return match ty {
+                ScalarType::Str | ScalarType::MultiCodeString(_) => Ok(Value::Str(s.into())),
+                ScalarType::Code(system) => Ok(Value::Code(system, s.into())),
+                ScalarType::Date => Date::parse_iso(s)
+                    .map(Value::Date)
+                    .ok_or_else(|| bad(format!("'{s}' is not a date"))),
+                other => Err(bad(format!("text cannot be read as {other}"))),
+            };
+        }
+        other => {
+            return Err(bad(format!(
+                "a {} value cannot be read as {ty}",
+                other.name()
+            )));
+        }
+    };
+    match (number, ty) {
+        (Number::Int(i), ScalarType::Int) => Ok(Value::Int(i)),
+        (Number::Int(i), ScalarType::Float) => Ok(Value::Float(i as f64)),
+        (Number::Int(i), ScalarType::Bool) => Ok(Value::Bool(i != 0)),
+        (Number::Float(f), ScalarType::Float) => Ok(Value::Float(f)),
+        (Number::Float(f), ScalarType::Int) if f.fract() == 0.0 && f.abs() < 9.0e18 => {
+            Ok(Value::Int(f as i64))
+        }
+        (
+            Number::Decimal {
+                negative,
+                digits,
+                exponent,
+            },
+            ScalarType::Float,
+        ) => {
+            let sign = if negative { "-" } else { "" };
+            // Parsing the decimal text rounds correctly to the nearest double.
+            format!("{sign}0{digits}e{exponent}")
+                .parse::<f64>()
+                .map(Value::Float)
+                .map_err(|e| bad(e.to_string()))
+        }
+        (
+            Number::Decimal {
+                negative,
+                digits,
+                exponent,
+            },
+            ScalarType::Int,
+        ) => decimal_to_int(negative, &digits, exponent)
+            .map(Value::Int)
+            .ok_or_else(|| {
+                bad(format!(
+                    "numeric {digits}e{exponent} is not a 64-bit integer"
+                ))
+            }),
+        (_, other) => Err(bad(format!(
+            "a {} value cannot be read as {other}",
+            raw.ty.name()
+        ))),
+    }
+}
+
+/// PostgreSQL's binary `numeric`: `ndigits`, `weight`, `sign`, `dscale` (16 bits each), then
+/// `ndigits` base-10000 digits; the value is `Σ digit[i] × 10000^(weight - i)`.
+fn decode_numeric(bytes: &[u8]) -> Result<Number, String> {
+    let word = |i: usize| -> Result<u16, String> {
+        bytes
+            .get(i * 2..i * 2 + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| "a truncated numeric value".to_string())
+    };
+    let ndigits = usize::from(word(0)?);
+    let weight = i32::from(word(1)? as i16);
+    let sign = word(2)?;
+    let negative = match sign {
+        0x0000 => false,
+        0x4000 => true,
+        _ => return Err("a NaN or infinite numeric value".into()),
+    };
+    let mut digits = String::with_capacity(ndigits * 4);
+    for i in 0..ndigits {
+        let d = word(4 + i)?;
+        if d > 9999 {
+            return Err("a malformed numeric value".into());
+        }
+        digits.push_str(&format!("{d:04}"));
+    }
+    let exponent = 4 * (weight - ndigits as i32 + 1);
+    Ok(Number::Decimal {
+        negative,
+        digits,
+        exponent,
+    })
+}
+
+/// The integer `±digits × 10^exponent`, if it is one and fits 64 bits.
+fn decimal_to_int(negative: bool, digits: &str, exponent: i32) -> Option<i64> {
+    let (whole, fraction) = if exponent >= 0 {
+        (
+            format!("{digits}{}", "0".repeat(usize::try_from(exponent).ok()?)),
+            "",
+        )
+    } else {
+        let cut = digits.len().checked_sub(usize::try_from(-exponent).ok()?);
+        match cut {
+            Some(cut) => (digits[..cut].to_string(), &digits[cut..]),
+            None => (String::new(), digits),
+        }
+    };
+    if fraction.bytes().any(|b| b != b'0') {
+        return None;
+    }
+    let magnitude: i128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric(words: &[u16]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn numeric_values_decode_to_ints_and_floats() {
+        // 12345678 = [1234, 5678], weight 1.
+        let bytes = numeric(&[2, 1, 0, 0, 1234, 5678]);
+        let raw = Raw {
+            ty: Type::NUMERIC,
+            bytes: Some(&bytes),
+        };
+        assert_eq!(
+            decode(raw, ScalarType::Int, "v").unwrap(),
+            Value::Int(12_345_678)
+        );
+        // -2.5 = [2, 5000], weight 0, negative.
+        let bytes = numeric(&[2, 0, 0x4000, 1, 2, 5000]);
+        let raw = Raw {
+            ty: Type::NUMERIC,
+            bytes: Some(&bytes),
+        };
+        assert_eq!(
+            decode(raw, ScalarType::Float, "v").unwrap(),
+            Value::Float(-2.5)
+        );
+        // 2.5 is not an integer: an error, not a silently truncated value.
+        let bytes = numeric(&[2, 0, 0, 1, 2, 5000]);
+        let raw = Raw {
+            ty: Type::NUMERIC,
+            bytes: Some(&bytes),
+        };
+        assert!(matches!(
+            decode(raw, ScalarType::Int, "v"),
+            Err(EngineError::BadData { .. })
+        ));
+        // 20000 = [2], weight 1 (trailing zero groups are dropped on the wire).
+        let bytes = numeric(&[1, 1, 0, 0, 2]);
+        let raw = Raw {
+            ty: Type::NUMERIC,
+            bytes: Some(&bytes),
+        };
+        assert_eq!(
+            decode(raw, ScalarType::Int, "v").unwrap(),
+            Value::Int(20_000)
+        );
+    }
+
+    #[test]
+    fn dates_count_from_2000() {
+        let bytes = 0i32.to_be_bytes();
+        let raw = Raw {
+            ty: Type::DATE,
+            bytes: Some(&bytes),
+        };
+        assert_eq!(
+            decode(raw, ScalarType::Date, "v").unwrap(),
+            Value::Date(Date::from_ymd(2000, 1, 1).unwrap())
+        );
+    }
+
+    #[test]
+    fn truncated_values_are_errors() {
+        let bytes = [0u8; 3];
+        let raw = Raw {
+            ty: Type::INT8,
+            bytes: Some(&bytes),
+        };
+        assert!(matches!(
+            decode(raw, ScalarType::Int, "v"),
+            Err(EngineError::BadData { .. })
+        ));
+        let raw = Raw {
+            ty: Type::NUMERIC,
+            bytes: Some(&bytes),
+        };
+        assert!(decode(raw, ScalarType::Int, "v").is_err());
+    }
+
+    #[test]
+    fn a_bad_dsn_is_an_error() {
+        assert!(matches!(
+            PostgresEngine::connect("postgresql://host:notaport/db"),
+            Err(EngineError::Postgres(_))
+        ));
+    }
+}
