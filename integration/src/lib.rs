@@ -1,0 +1,21 @@
+//! The whole RAP on one machine: the harness that starts the real binaries, shared by `rap up`
+//! and the end-to-end tests, so what the tests exercise is what an integrator runs.
+//!
+//! Layout:
+//! - [`binaries`]: finding `rap-controller`, `rap-agent`, … next to the running executable or
+//!   on `PATH`.
+//! - [`service`]: one child process with its log file, readiness read from its output
+//!   (`listening on <addr>`), a clean stop (SIGTERM, then SIGKILL) and a kill on drop.
+//! - [`stack`]: an installation (`rap-controller init`), starting the controller, an agent, the
+//!   job server and Airlock with the right configuration, and a RAP API client.
+//! - [`requests`]: submitting a job request and following its jobs on `WatchJobs`.
+//! - [`study`]: the sample study turned into a git repository.
+//!
+//! Invariant: this crate links no service crate; it drives the binaries and speaks only the
+//! public contracts (`rap-proto`, command lines, configuration files), as an integrator would.
+
+pub mod binaries;
+pub mod requests;
+pub mod service;
+pub mod stack;
+pub mod study;

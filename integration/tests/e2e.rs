@@ -1,0 +1,406 @@
+//! End to end across real processes: `rap-controller` and `rap-agent` started by the same
+//! harness `rap up` uses, certificates and tokens minted by `rap-controller init`, a study in a
+//! real git repository, jobs in real Docker containers from the images `scripts/action-images`
+//! builds. Each test submits a job request through the RAP API (TLS, bearer token) and waits on
+//! `WatchJobs` until every job of the request is final: no sleeps, no polling.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rap_integration::service::Service;
+use rap_integration::stack::{self, AgentOptions, Controller, Installation};
+use rap_integration::study::{self, StudyRepo};
+use rap_integration::{binaries, requests};
+use rap_proto::pb::rap::v1 as pb;
+
+/// How long a whole job request may take (images are local; the sample study takes seconds).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(180);
+const BACKEND: &str = "test";
+const DATABASE_NETWORK: &str = "rap-test-db";
+const DATABASE_URL: &str = "sqlite:////database/patients.sqlite";
+
+/// A controller and an agent over a temporary directory.
+struct Stack {
+    installation: Installation,
+    controller: Controller,
+    agent: Service,
+    work_dir: PathBuf,
+    root: PathBuf,
+    // Last: the directory outlives the processes.
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        action_images().await;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let installation = Installation::init(&root.join("controller"), BACKEND)
+            .await
+            .unwrap();
+        let controller = stack::start_controller(
+            &installation,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            &root.join("logs/controller.log"),
+        )
+        .await
+        .unwrap();
+        let work_dir = root.join("backend");
+        let agent = start_agent(&installation, &controller, &work_dir, &root).await;
+        Stack {
+            installation,
+            controller,
+            agent,
+            work_dir,
+            root,
+            _dir: dir,
+        }
+    }
+
+    /// Commits `files` (path, text) over the sample study into a fresh repository.
+    async fn study(&self, name: &str, files: &[(&str, &str)]) -> StudyRepo {
+        let source = self.root.join(format!("{name}-source"));
+        copy_dir(&study::sample_study(), &source);
+        for (path, text) in files {
+            let path = source.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        study::commit_study(&source, &self.root.join(name))
+            .await
+            .unwrap()
+    }
+
+    async fn client(&self) -> pb::rap_service_client::RapServiceClient<tonic::transport::Channel> {
+        stack::rap_client(&self.installation, &self.controller.rap_endpoint)
+            .await
+            .unwrap()
+    }
+
+    /// Submits `actions` of `repo` in `workspace`; returns the rap id and the number of jobs.
+    async fn submit(&self, repo: &StudyRepo, workspace: &str, actions: &[&str]) -> (String, usize) {
+        let rap_id = requests::new_rap_id();
+        let response = requests::submit(
+            &mut self.client().await,
+            &self.installation,
+            pb::SubmitJobRequest {
+                rap_id: rap_id.clone(),
+                backend: BACKEND.into(),
+                workspace: workspace.into(),
+                repo_url: repo.path.display().to_string(),
+                branch: "main".into(),
+                commit: repo.commit.clone(),
+                database_name: "default".into(),
+                requested_actions: actions.iter().map(|a| a.to_string()).collect(),
+                codelists_ok: true,
+                created_by: "e2e".into(),
+                project: "e2e".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        (rap_id, response.count as usize)
+    }
+
+    /// The latest state of each job of `rap_id` once `until` holds for them.
+    async fn watch(
+        &self,
+        rap_id: &str,
+        until: impl FnMut(&BTreeMap<String, pb::Job>) -> bool,
+    ) -> BTreeMap<String, pb::Job> {
+        requests::follow(
+            &mut self.client().await,
+            &self.installation,
+            rap_id,
+            REQUEST_DEADLINE,
+            until,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn run_to_completion(&self, rap_id: &str, n_jobs: usize) -> BTreeMap<String, pb::Job> {
+        self.watch(rap_id, |jobs| {
+            jobs.len() == n_jobs && jobs.values().all(requests::is_final)
+        })
+        .await
+    }
+}
+
+async fn start_agent(
+    installation: &Installation,
+    controller: &Controller,
+    work_dir: &Path,
+    root: &Path,
+) -> Service {
+    stack::start_agent(
+        installation,
+        &controller.agent_endpoint,
+        &AgentOptions {
+            work_dir: work_dir.to_path_buf(),
+            database_url: DATABASE_URL.into(),
+            database_network: DATABASE_NETWORK.into(),
+        },
+        &root.join("logs/agent.log"),
+    )
+    .await
+    .unwrap()
+}
+
+/// Builds the action images once per test process (the script is idempotent).
+async fn action_images() {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = tokio::task::spawn_blocking(|| {
+        BUILT
+            .get_or_init(|| {
+                let ehrql = binaries::find("ehrql").map_err(|e| e.to_string())?;
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/action-images");
+                let output = std::process::Command::new(script)
+                    .arg("--ehrql")
+                    .arg(ehrql)
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if !output.status.success() {
+                    return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+                }
+                Ok(())
+            })
+            .clone()
+    })
+    .await
+    .unwrap();
+    if let Err(error) = result {
+        panic!("scripts/action-images failed: {error}");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_study_runs_end_to_end() {
+    let stack = Stack::start().await;
+    let repo = stack.study("study", &[]).await;
+    let (rap_id, n_jobs) = stack.submit(&repo, "sample", &["summarise"]).await;
+    assert_eq!(n_jobs, 2, "summarise and the dataset it needs");
+    let jobs = stack.run_to_completion(&rap_id, n_jobs).await;
+    for action in ["generate_dataset", "summarise"] {
+        let job = &jobs[action];
+        assert_eq!(
+            job.status_code(),
+            pb::StatusCode::Succeeded,
+            "{action}: {}",
+            job.status_message
+        );
+        assert_eq!(job.status(), pb::State::Succeeded);
+    }
+    assert!(jobs["generate_dataset"].requires_db);
+    assert!(!jobs["summarise"].requires_db);
+
+    // Every output in the high-privacy tree; one row per patient of the generated database.
+    let high = stack.work_dir.join("high_privacy/workspaces/sample");
+    let dataset = std::fs::read_to_string(high.join("output/dataset.csv")).unwrap();
+    let mut lines = dataset.lines();
+    assert_eq!(lines.next(), Some("patient_id,sex,n_events"));
+    assert_eq!(lines.count(), 500);
+    for output in ["output/summary.csv", "output/chart.svg"] {
+        assert!(high.join(output).is_file(), "{output} in high privacy");
+    }
+
+    // Only the moderately sensitive outputs in the medium-privacy tree, with the manifest.
+    let medium = stack.work_dir.join("medium_privacy/workspaces/sample");
+    assert!(!medium.join("output/dataset.csv").exists());
+    let summary = std::fs::read_to_string(medium.join("output/summary.csv")).unwrap();
+    let mut rows = summary.lines();
+    assert_eq!(rows.next(), Some("sex,patients,clinical_events"));
+    let mut patients = 0;
+    let mut sexes = Vec::new();
+    for row in rows {
+        let fields: Vec<&str> = row.split(',').collect();
+        sexes.push(fields[0].to_string());
+        patients += fields[1].parse::<u32>().unwrap();
+    }
+    assert_eq!(patients, 500, "{summary}");
+    assert!(sexes.contains(&"female".to_string()) && sexes.contains(&"male".to_string()));
+    let chart = std::fs::read_to_string(medium.join("output/chart.svg")).unwrap();
+    assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
+    assert_eq!(chart.matches("<rect").count(), sexes.len());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(medium.join("metadata/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["workspace"], "sample");
+    let outputs = manifest["outputs"].as_object().unwrap();
+    assert_eq!(outputs["output/dataset.csv"]["level"], "highly_sensitive");
+    assert_eq!(
+        outputs["output/summary.csv"]["level"],
+        "moderately_sensitive"
+    );
+    assert_eq!(outputs["output/chart.svg"]["level"], "moderately_sensitive");
+    assert_eq!(
+        outputs["output/summary.csv"]["job_id"],
+        jobs["summarise"].identifier.as_str()
+    );
+    assert!(medium.join("metadata/summarise.log").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_action_fails_the_actions_that_need_it() {
+    let stack = Stack::start().await;
+    let project = "version: '4.0'
+actions:
+  broken:
+    run: python:v2 analysis/broken.sh
+    outputs:
+      moderately_sensitive:
+        table: output/never.csv
+  report:
+    run: python:v2 analysis/report.sh
+    needs: [broken]
+    outputs:
+      moderately_sensitive:
+        table: output/report.csv
+";
+    let repo = stack
+        .study(
+            "failing",
+            &[
+                ("project.yaml", project),
+                (
+                    "analysis/broken.sh",
+                    "echo 'something went wrong' >&2\nexit 1\n",
+                ),
+                ("analysis/report.sh", "echo a,b > output/report.csv\n"),
+            ],
+        )
+        .await;
+    let (rap_id, n_jobs) = stack.submit(&repo, "failing", &["report"]).await;
+    assert_eq!(n_jobs, 2);
+    let jobs = stack.run_to_completion(&rap_id, n_jobs).await;
+    let broken = &jobs["broken"];
+    assert_eq!(broken.status(), pb::State::Failed);
+    assert_eq!(
+        broken.status_code(),
+        pb::StatusCode::NonzeroExit,
+        "{}",
+        broken.status_message
+    );
+    let report = &jobs["report"];
+    assert_eq!(report.status(), pb::State::Failed);
+    assert_eq!(
+        report.status_code(),
+        pb::StatusCode::DependencyFailed,
+        "{}",
+        report.status_message
+    );
+    // The dependent never ran: no output of it anywhere.
+    assert!(
+        !stack
+            .work_dir
+            .join("high_privacy/workspaces/failing/output/report.csv")
+            .exists()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_is_cancelled_and_its_container_stopped() {
+    let stack = Stack::start().await;
+    let project = "version: '4.0'
+actions:
+  slow:
+    run: python:v2 analysis/slow.sh
+    outputs:
+      moderately_sensitive:
+        table: output/slow.csv
+";
+    let repo = stack
+        .study(
+            "slow",
+            &[
+                ("project.yaml", project),
+                ("analysis/slow.sh", "sleep 600\necho a > output/slow.csv\n"),
+            ],
+        )
+        .await;
+    let (rap_id, _) = stack.submit(&repo, "slow", &["slow"]).await;
+    // Wait until the container runs.
+    let jobs = stack
+        .watch(&rap_id, |jobs| {
+            jobs.get("slow")
+                .is_some_and(|job| job.status_code() == pb::StatusCode::Executing)
+        })
+        .await;
+    let container = format!("os-job-{}", jobs["slow"].identifier);
+    assert!(container_running(&container).await, "{container} running");
+    let response = stack
+        .client()
+        .await
+        .cancel_job(
+            stack::authed(
+                &stack.installation,
+                pb::CancelJobRequest {
+                    rap_id: rap_id.clone(),
+                    actions: vec!["slow".into()],
+                },
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!response.details.is_empty());
+    let jobs = stack.run_to_completion(&rap_id, 1).await;
+    let slow = &jobs["slow"];
+    assert_eq!(slow.status(), pb::State::Failed);
+    assert_eq!(
+        slow.status_code(),
+        pb::StatusCode::CancelledByUser,
+        "{}",
+        slow.status_message
+    );
+    // The controller records the cancellation at once and sends the agent a CANCELJOB task;
+    // the container stops after that: wait for it (`docker wait` returns when it stops, or
+    // fails at once if it is already removed), well before the job's `sleep 600` would end.
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("docker")
+            .args(["wait", &container])
+            .output(),
+    )
+    .await;
+    assert!(
+        stopped.is_ok(),
+        "{container} still running a minute after the cancel"
+    );
+    assert!(!container_running(&container).await, "{container} stopped");
+    drop(stack.agent);
+}
+
+/// Whether the container exists and runs.
+async fn container_running(name: &str) -> bool {
+    let output = tokio::process::Command::new("docker")
+        .args([
+            "container",
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            name,
+        ])
+        .output()
+        .await
+        .unwrap();
+    output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "true"
+}
