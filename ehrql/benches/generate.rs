@@ -3,13 +3,17 @@
 //! of each run, read from the child's rusage.
 //!
 //! Usage: `cargo bench -p ehrql --bench generate [-- --patients N ...] [--large]
-//! [--engine sqlite|in_memory]`. Default: 100,000 patients on the SQLite engine; `--large` adds
+//! [--engine sqlite|in_memory|postgres]`. Default: 100,000 patients on the SQLite engine; `--large` adds
 //! 1,000,000. Databases are generated once (deterministically) under the target directory.
 //! Reference for scale: ehrQL in Python takes ~29 s (typical) and ~78 s (heavy) at 1,000,000
 //! patients.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+// `--engine postgres` loads each generated database into a fresh database on the server named
+// by RAP_TEST_POSTGRES_URL (peak memory is the ehrql process's, not the server's).
+#[path = "../tests/postgres_support/mod.rs"]
+mod postgres_support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -87,6 +91,23 @@ fn scans(binary: &str, definition: &Path) -> String {
     counts.join(" ")
 }
 
+/// A fresh PostgreSQL database holding the tables of the SQLite database at `db`.
+fn load_postgres(db: &Path) -> postgres_support::TestDatabase {
+    let started = Instant::now();
+    let data = ehrql::engines::sqlite::read_database(db).expect("read generated database");
+    let database = postgres_support::TestDatabase::create();
+    database
+        .connect()
+        .load_database(&data)
+        .expect("load into PostgreSQL");
+    println!(
+        "loaded {} into PostgreSQL in {:.1} s",
+        db.display(),
+        started.elapsed().as_secs_f64()
+    );
+    database
+}
+
 fn main() {
     let mut patients: Vec<u64> = Vec::new();
     let mut engine = "sqlite".to_string();
@@ -120,21 +141,25 @@ fn main() {
     );
     for n in patients {
         let db = database(&dir, n);
+        let postgres = (engine == "postgres").then(|| load_postgres(&db));
+        let dsn = match &postgres {
+            Some(p) => p.url.clone(),
+            None => format!("sqlite:///{}", db.display()),
+        };
         for (name, text) in &definitions {
             let def = dir.join(format!("{name}.json"));
             fs::write(&def, text).expect("write definition");
             let output = dir.join(format!("{name}-{n}.csv"));
-            let m = measure(
-                Command::new(binary)
-                    .arg("generate-dataset")
-                    .arg(&def)
-                    .arg("--dsn")
-                    .arg(format!("sqlite:///{}", db.display()))
-                    .arg("--query-engine")
-                    .arg(&engine)
-                    .arg("--output")
-                    .arg(&output),
-            );
+            let mut command = Command::new(binary);
+            command
+                .arg("generate-dataset")
+                .arg(&def)
+                .arg("--dsn")
+                .arg(&dsn);
+            if postgres.is_none() {
+                command.arg("--query-engine").arg(&engine);
+            }
+            let m = measure(command.arg("--output").arg(&output));
             let rows = fs::read_to_string(&output)
                 .map(|t| t.lines().count().saturating_sub(1))
                 .unwrap_or(0);

@@ -9,9 +9,10 @@
 //! is never held in memory. Values arrive in PostgreSQL's binary format and are decoded
 //! through the output column types (`numeric` from `SUM`/`AVG` included).
 
+use std::io::Cursor;
 use std::str::FromStr;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::runtime::Runtime;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, Config, NoTls};
@@ -21,8 +22,8 @@ use crate::query_model::{Dataset, Date, ScalarType, Value};
 use crate::sql::postgres::SESSION_FUNCTIONS;
 use crate::sql::{self, Dialect, PostgresDialect, StatementKind};
 
-/// Rows per `INSERT` when loading a [`Database`].
-const INSERT_BATCH_ROWS: usize = 500;
+/// Bytes of `COPY` text sent to the server at a time when loading a [`Database`].
+const COPY_CHUNK_BYTES: usize = 1 << 20;
 
 /// Days from 1970-01-01 (our epoch) to 2000-01-01 (PostgreSQL's).
 const POSTGRES_EPOCH_DAYS: i64 = 10_957;
@@ -108,23 +109,73 @@ impl PostgresEngine {
                 columns.join(", "),
                 dialect.ident(&format!("ix_{}_patient_id", schema.name))
             ))?;
-            for chunk in table.rows.chunks(INSERT_BATCH_ROWS) {
-                let rows: Vec<String> = chunk
-                    .iter()
-                    .map(|(patient_id, values)| {
-                        let mut row = patient_id.to_string();
-                        for v in values {
-                            row.push_str(", ");
-                            row.push_str(&dialect.literal(v));
-                        }
-                        format!("({row})")
-                    })
-                    .collect();
-                self.execute(&format!("INSERT INTO {name} VALUES {}", rows.join(", ")))?;
-            }
+            self.copy_rows(&name, &table.rows)?;
             self.execute(&format!("ANALYZE {name}"))?;
         }
         Ok(())
+    }
+}
+
+impl PostgresEngine {
+    /// Streams `rows` into table `name` (already quoted) with `COPY … FROM STDIN` in text
+    /// format, a chunk at a time.
+    fn copy_rows(&self, name: &str, rows: &[(i64, Vec<Value>)]) -> Result<(), EngineError> {
+        self.runtime.block_on(async {
+            let sink = self
+                .client
+                .copy_in::<_, Cursor<Vec<u8>>>(&format!("COPY {name} FROM STDIN"))
+                .await?;
+            let mut sink = std::pin::pin!(sink);
+            let mut chunk = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
+            for (patient_id, values) in rows {
+                chunk.extend_from_slice(patient_id.to_string().as_bytes());
+                for value in values {
+                    chunk.push(b'\t');
+                    copy_text(value, &mut chunk);
+                }
+                chunk.push(b'\n');
+                if chunk.len() >= COPY_CHUNK_BYTES {
+                    let full =
+                        std::mem::replace(&mut chunk, Vec::with_capacity(COPY_CHUNK_BYTES + 4096));
+                    sink.send(Cursor::new(full)).await?;
+                }
+            }
+            if !chunk.is_empty() {
+                sink.send(Cursor::new(chunk)).await?;
+            }
+            sink.as_mut().finish().await?;
+            Ok(())
+        })
+    }
+}
+
+/// A value in `COPY` text format: `\N` for NULL; backslash, tab, newline and carriage return
+/// escaped in strings.
+fn copy_text(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"\\N"),
+        Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Float(f) if f.is_nan() => out.extend_from_slice(b"NaN"),
+        Value::Float(f) if f.is_infinite() => out.extend_from_slice(if *f > 0.0 {
+            &b"Infinity"[..]
+        } else {
+            &b"-Infinity"[..]
+        }),
+        // Debug prints the shortest text that reads back as the same double.
+        Value::Float(f) => out.extend_from_slice(format!("{f:?}").as_bytes()),
+        Value::Date(d) => out.extend_from_slice(d.to_string().as_bytes()),
+        Value::Str(s) | Value::Code(_, s) => {
+            for b in s.bytes() {
+                match b {
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    other => out.push(other),
+                }
+            }
+        }
     }
 }
 
@@ -489,6 +540,21 @@ mod tests {
             bytes: Some(&bytes),
         };
         assert!(decode(raw, ScalarType::Int, "v").is_err());
+    }
+
+    #[test]
+    fn copy_text_escapes_strings_and_marks_null() {
+        let mut out = Vec::new();
+        for v in [
+            Value::Str("a\tb\\c\nd".into()),
+            Value::Null,
+            Value::Float(0.1),
+            Value::Bool(false),
+        ] {
+            copy_text(&v, &mut out);
+            out.push(b'|');
+        }
+        assert_eq!(out, b"a\\tb\\\\c\\nd|\\N|0.1|f|");
     }
 
     #[test]
