@@ -1,6 +1,7 @@
 //! The PostgreSQL engine end to end, through the built `ehrql` binary: the same CSV bytes as
 //! SQLite for the benchmark definitions over generated data, and a clear database error (exit
-//! code 5) when the server cannot be reached. Needs `RAP_TEST_POSTGRES_URL` (see
+//! code 5) when the server cannot be reached; the library engine agrees with the in-memory
+//! engine row for row, and a run that failed half-way leaves nothing that breaks the next run. Needs `RAP_TEST_POSTGRES_URL` (see
 //! `postgres_support`); each run works in a fresh database.
 
 mod postgres_support;
@@ -10,7 +11,10 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use ehrql::engines::sqlite;
+use ehrql::engines::memory::MemoryEngine;
+use ehrql::engines::{ColumnSpec, Engine, EngineError, RowSink, SinkError, sqlite};
+use ehrql::frontend::json::load_dataset;
+use ehrql::query_model::Value;
 use postgres_support::TestDatabase;
 
 fn ehrql(dir: &Path, args: &[&str]) -> Output {
@@ -105,4 +109,61 @@ fn query_engine_flag_is_refused_for_a_postgres_dsn() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--query-engine"), "{}", stderr(&out));
+}
+
+/// Collects rows, or fails on the first one.
+struct Rows {
+    rows: Vec<Vec<Value>>,
+    fail: bool,
+}
+
+impl RowSink for Rows {
+    fn begin_table(&mut self, _name: &str, _columns: &[ColumnSpec]) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn row(&mut self, row: &[Value]) -> Result<(), SinkError> {
+        if self.fail {
+            return Err("disk full".into());
+        }
+        self.rows.push(row.to_vec());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_run_leaves_the_connection_usable_and_results_match_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    support::generate_database(&dir.path().join("gen.db"), 150, 3).unwrap();
+    let data = sqlite::read_database(&dir.path().join("gen.db")).unwrap();
+    let dataset = load_dataset(&support::typical_definition(), dir.path()).unwrap();
+    let database = TestDatabase::create();
+    let mut engine = database.connect();
+    engine.load_database(&data).unwrap();
+
+    // The sink fails on the first row: the error is the sink's, and the temporary tables of
+    // the half-finished run stay behind in the session.
+    let mut failing = Rows {
+        rows: vec![],
+        fail: true,
+    };
+    let err = engine.run(&dataset, &mut failing).unwrap_err();
+    assert!(matches!(err, EngineError::Sink(_)), "{err}");
+
+    // The same connection runs the dataset again (same temporary table names).
+    let mut postgres = Rows {
+        rows: vec![],
+        fail: false,
+    };
+    engine.run(&dataset, &mut postgres).unwrap();
+    let mut memory = Rows {
+        rows: vec![],
+        fail: false,
+    };
+    MemoryEngine::new(data).run(&dataset, &mut memory).unwrap();
+    assert!(
+        postgres.rows.len() > 50,
+        "only {} rows",
+        postgres.rows.len()
+    );
+    assert_eq!(postgres.rows, memory.rows);
 }
