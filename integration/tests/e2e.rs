@@ -283,7 +283,10 @@ actions:
                     "analysis/broken.sh",
                     "echo 'something went wrong' >&2\nexit 1\n",
                 ),
-                ("analysis/report.sh", "echo a,b > output/report.csv\n"),
+                (
+                    "analysis/report.sh",
+                    "mkdir -p output\necho a,b > output/report.csv\n",
+                ),
             ],
         )
         .await;
@@ -403,4 +406,71 @@ async fn container_running(name: &str) -> bool {
         .await
         .unwrap();
     output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "true"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_the_agent_being_killed_and_restarted() {
+    let mut stack = Stack::start().await;
+    // The job waits for a file the test writes into its job directory after the restart, so
+    // it is certainly still running while the agent is down.
+    let project = "version: '4.0'
+actions:
+  waits:
+    run: python:v2 analysis/waits.sh
+    outputs:
+      moderately_sensitive:
+        table: output/done.csv
+";
+    let repo = stack
+        .study(
+            "waiting",
+            &[
+                ("project.yaml", project),
+                (
+                    "analysis/waits.sh",
+                    "while [ ! -e go ]; do sleep 0.2; done\nmkdir -p output\necho done,1 > output/done.csv\n",
+                ),
+            ],
+        )
+        .await;
+    let (rap_id, _) = stack.submit(&repo, "waiting", &["waits"]).await;
+    let jobs = stack
+        .watch(&rap_id, |jobs| {
+            jobs.get("waits")
+                .is_some_and(|job| job.status_code() == pb::StatusCode::Executing)
+        })
+        .await;
+    let job_id = jobs["waits"].identifier.clone();
+    let started_at = jobs["waits"].started_at;
+
+    // A real SIGKILL, then a new agent process on the same work directory.
+    stack.agent.kill().await.unwrap();
+    assert!(
+        container_running(&format!("os-job-{job_id}")).await,
+        "the container outlives the agent"
+    );
+    stack.agent = start_agent(
+        &stack.installation,
+        &stack.controller,
+        &stack.work_dir,
+        &stack.root,
+    )
+    .await;
+    let job_dir = stack.work_dir.join("high_privacy/volumes").join(&job_id);
+    std::fs::write(job_dir.join("go"), "").unwrap();
+
+    let jobs = stack.run_to_completion(&rap_id, 1).await;
+    let waits = &jobs["waits"];
+    assert_eq!(
+        waits.status_code(),
+        pb::StatusCode::Succeeded,
+        "{}",
+        waits.status_message
+    );
+    // Adopted, not restarted: the start time is the first run's.
+    assert_eq!(waits.started_at, started_at);
+    let done = stack
+        .work_dir
+        .join("medium_privacy/workspaces/waiting/output/done.csv");
+    assert_eq!(std::fs::read_to_string(done).unwrap(), "done,1\n");
 }
