@@ -5,7 +5,9 @@
 //!
 //! Ownership: the [`Service`] owns the child. [`Service::stop`] sends SIGTERM and waits (then
 //! SIGKILL after the grace period); dropping a running `Service` kills it, and while the thread
-//! is panicking (a failing test) the drop also prints the log, so a failure explains itself.
+//! is panicking (a failing test) the drop also prints the log, so a failure explains itself. If
+//! the parent dies without either (SIGKILL), the kernel sends the child SIGTERM (parent-death
+//! signal).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -56,6 +58,18 @@ impl Service {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
+        // If whoever started the child dies without stopping it (SIGKILL, a test harness
+        // killing `rap up`), the kernel sends the child SIGTERM: no orphaned services.
+        // SAFETY: the closure runs in the forked child before exec and calls only prctl(2),
+        // which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let program = command
             .as_std()
             .get_program()
