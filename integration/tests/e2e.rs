@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use tokio::io::AsyncBufReadExt;
+
 use rap_integration::service::Service;
 use rap_integration::stack::{self, AgentOptions, Controller, Installation};
 use rap_integration::study::{self, StudyRepo};
@@ -319,7 +321,7 @@ actions:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_job_is_cancelled_and_its_container_stopped() {
+async fn a_running_job_is_cancelled_and_its_container_removed() {
     let stack = Stack::start().await;
     let project = "version: '4.0'
 actions:
@@ -338,6 +340,11 @@ actions:
             ],
         )
         .await;
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
     let (rap_id, _) = stack.submit(&repo, "slow", &["slow"]).await;
     // Wait until the container runs.
     let jobs = stack
@@ -374,19 +381,23 @@ actions:
         "{}",
         slow.status_message
     );
-    // The controller records the cancellation at once and sends the agent a CANCELJOB task;
-    // the container stops after that: wait for it (`docker wait` returns when it stops, or
-    // fails at once if it is already removed), well before the job's `sleep 600` would end.
-    let stopped = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new("docker")
-            .args(["wait", &container])
-            .output(),
-    )
-    .await;
-    assert!(
-        stopped.is_ok(),
-        "{container} still running a minute after the cancel"
+    // The controller records the cancellation at once and sends the agent a CANCELJOB task,
+    // which kills the container and then removes it: await Docker's `destroy` event for it
+    // (replayed from before the cancel, so it cannot be missed), well before `sleep 600` ends.
+    let events = tokio::process::Command::new("docker")
+        .args(["events", "--since", &since.to_string(), "--filter"])
+        .arg(format!("container={container}"))
+        .args(["--filter", "event=destroy", "--format", "{{.Action}}"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(events.stdout.unwrap()).lines();
+    let destroyed = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+    assert_eq!(
+        destroyed.ok().and_then(Result::ok).flatten().as_deref(),
+        Some("destroy"),
+        "{container} not removed a minute after the cancel"
     );
     assert!(!container_running(&container).await, "{container} stopped");
     drop(stack.agent);
