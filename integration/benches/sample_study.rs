@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
             work_dir: root.join("backend"),
             database_url: DATABASE_URL.into(),
             database_network: NETWORK.into(),
+            allowed_images: vec!["ehrql".into(), "python".into()],
         },
         &root.join("logs/agent.log"),
     )

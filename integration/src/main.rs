@@ -94,6 +94,8 @@ const ACCOUNTS: [(&str, &str, &str); 3] = [
     ("checker2", "Cai Output-Checker", "OutputChecker"),
 ];
 const PROJECT: &str = "sample-study";
+/// The images `scripts/action-images` builds: the agent's allow-list here.
+const ACTION_IMAGES: [&str; 2] = ["ehrql", "python"];
 const ORG: &str = "local-org";
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -106,17 +108,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let logs = data.join("logs");
     let installation = Installation::init(&data.join("controller"), &args.backend).await?;
     let repo = study::commit_study(&args.study, &data.join("study")).await?;
-    for image in ["ehrql:v1", "python:v2"] {
-        let name = format!("ghcr.io/opensafely-core/{image}");
-        let present = Command::new("docker")
-            .args(["image", "inspect", &name])
-            .output()
-            .await
-            .context("running docker")?;
-        if !present.status.success() {
-            eprintln!("rap: warning: image {name} is missing; run scripts/action-images");
-        }
-    }
 
     // Children in start order; stopped in reverse.
     let mut children: Vec<Service> = Vec::new();
@@ -166,14 +157,20 @@ async fn start_all(
     )?;
     children.push(controller.service);
     let work_dir = data.join("backend");
+    let agent_options = AgentOptions {
+        work_dir: work_dir.clone(),
+        database_url: args.database_url.clone(),
+        database_network: args.database_network.clone(),
+        allowed_images: ACTION_IMAGES.map(|image| image.to_owned()).to_vec(),
+    };
+    stack::ensure_docker_network(&args.database_network).await?;
+    stack::check_agent(installation, &agent_endpoint, &agent_options)
+        .await
+        .context("the agent's configuration (missing images? run scripts/action-images)")?;
     let agent = stack::start_agent(
         installation,
         &agent_endpoint,
-        &AgentOptions {
-            work_dir: work_dir.clone(),
-            database_url: args.database_url.clone(),
-            database_network: args.database_network.clone(),
-        },
+        &agent_options,
         &logs.join("agent.log"),
     )
     .await?;

@@ -136,6 +136,58 @@ pub struct AgentOptions {
     pub database_url: String,
     /// The Docker network database jobs join (created if missing, as an internal network).
     pub database_network: String,
+    /// The images (names under the registry) this agent may run: the ones this installation
+    /// has, replacing `init`'s list of every reference image.
+    pub allowed_images: Vec<String>,
+}
+
+/// The agent's command (`serve` or `check`) with the installation's configuration and the
+/// options as environment overrides.
+fn agent_command(
+    installation: &Installation,
+    agent_endpoint: &str,
+    options: &AgentOptions,
+    subcommand: &str,
+) -> anyhow::Result<Command> {
+    let mut command = Command::new(binaries::find("rap-agent")?);
+    command
+        .arg(subcommand)
+        .arg("--config")
+        .arg(installation.agent_config())
+        .env("RAP_AGENT_CONTROLLER_ENDPOINT", agent_endpoint)
+        .env("RAP_AGENT_WORK_DIR", &options.work_dir)
+        .env("RAP_AGENT_DATABASE_NETWORK", &options.database_network)
+        .env("RAP_AGENT_ALLOWED_IMAGES", options.allowed_images.join(","))
+        .env("RAP_AGENT_DATABASE_URL_ENV", "DEFAULT_DATABASE_URL")
+        .env("DEFAULT_DATABASE_URL", &options.database_url);
+    Ok(command)
+}
+
+/// Runs `rap-agent check` with exactly the configuration [`start_agent`] uses: directories,
+/// certificates and their backend, Docker, every allowed image present, the database URL.
+///
+/// # Errors
+/// A check failed; the message is the agent's report.
+pub async fn check_agent(
+    installation: &Installation,
+    agent_endpoint: &str,
+    options: &AgentOptions,
+) -> anyhow::Result<()> {
+    tokio::fs::create_dir_all(&options.work_dir)
+        .await
+        .with_context(|| format!("creating {}", options.work_dir.display()))?;
+    let output = agent_command(installation, agent_endpoint, options, "check")?
+        .output()
+        .await
+        .context("running rap-agent check")?;
+    if !output.status.success() {
+        bail!(
+            "rap-agent check failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// Starts `rap-agent serve` with the installation's agent configuration, pointed at
@@ -154,16 +206,7 @@ pub async fn start_agent(
     tokio::fs::create_dir_all(&options.work_dir)
         .await
         .with_context(|| format!("creating {}", options.work_dir.display()))?;
-    let mut command = Command::new(binaries::find("rap-agent")?);
-    command
-        .arg("serve")
-        .arg("--config")
-        .arg(installation.agent_config())
-        .env("RAP_AGENT_CONTROLLER_ENDPOINT", agent_endpoint)
-        .env("RAP_AGENT_WORK_DIR", &options.work_dir)
-        .env("RAP_AGENT_DATABASE_NETWORK", &options.database_network)
-        .env("RAP_AGENT_DATABASE_URL_ENV", "DEFAULT_DATABASE_URL")
-        .env("DEFAULT_DATABASE_URL", &options.database_url);
+    let command = agent_command(installation, agent_endpoint, options, "serve")?;
     Service::start("rap-agent", command, log).await
 }
 

@@ -51,6 +51,15 @@ impl Stack {
         .await
         .unwrap();
         let work_dir = root.join("backend");
+        // The configuration `init` wrote, with the harness's overrides, passes the agent's
+        // own checks (certificates and backend, Docker, images, database URL).
+        stack::check_agent(
+            &installation,
+            &controller.agent_endpoint,
+            &agent_options(&work_dir),
+        )
+        .await
+        .unwrap();
         let agent = start_agent(&installation, &controller, &work_dir, &root).await;
         Stack {
             installation,
@@ -133,6 +142,15 @@ impl Stack {
     }
 }
 
+fn agent_options(work_dir: &Path) -> AgentOptions {
+    AgentOptions {
+        work_dir: work_dir.to_path_buf(),
+        database_url: DATABASE_URL.into(),
+        database_network: DATABASE_NETWORK.into(),
+        allowed_images: vec!["ehrql".into(), "python".into()],
+    }
+}
+
 async fn start_agent(
     installation: &Installation,
     controller: &Controller,
@@ -142,11 +160,7 @@ async fn start_agent(
     stack::start_agent(
         installation,
         &controller.agent_endpoint,
-        &AgentOptions {
-            work_dir: work_dir.to_path_buf(),
-            database_url: DATABASE_URL.into(),
-            database_network: DATABASE_NETWORK.into(),
-        },
+        &agent_options(work_dir),
         &root.join("logs/agent.log"),
     )
     .await
