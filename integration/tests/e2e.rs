@@ -499,3 +499,37 @@ actions:
         .join("medium_privacy/workspaces/waiting/output/done.csv");
     assert_eq!(std::fs::read_to_string(done).unwrap(), "done,1\n");
 }
+
+/// FIXME: the job server stores local studies as `file:///…` URLs (its `allow_file_repos`) and
+/// sends them unchanged, but the controller's `allow_local_repos` accepts only absolute paths,
+/// so a workspace created in the job server's UI for a local study cannot run. This asserts
+/// today's behaviour; when the controller accepts `file:///` (as the agent already does), flip
+/// it to expect success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixme_file_urls_from_the_job_server_are_refused_by_the_controller() {
+    let stack = Stack::start().await;
+    let repo = stack.study("file-url", &[]).await;
+    let error = requests::submit(
+        &mut stack.client().await,
+        &stack.installation,
+        pb::SubmitJobRequest {
+            rap_id: requests::new_rap_id(),
+            backend: BACKEND.into(),
+            workspace: "file-url".into(),
+            repo_url: format!("file://{}", repo.path.display()),
+            branch: "main".into(),
+            commit: repo.commit.clone(),
+            database_name: "default".into(),
+            requested_actions: vec!["summarise".into()],
+            codelists_ok: true,
+            created_by: "e2e".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("https://github.com"),
+        "{error:#}"
+    );
+}
