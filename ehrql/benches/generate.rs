@@ -91,15 +91,19 @@ fn scans(binary: &str, definition: &Path) -> String {
     counts.join(" ")
 }
 
-/// A fresh PostgreSQL database holding the tables of the SQLite database at `db`.
+/// A fresh PostgreSQL database holding the tables of the SQLite database at `db`. The load
+/// runs in a child process (this bench re-run with `--load-into-postgres`): a child's peak RSS
+/// starts from its parent's, so the data must never pass through this process.
 fn load_postgres(db: &Path) -> postgres_support::TestDatabase {
     let started = Instant::now();
-    let data = ehrql::engines::sqlite::read_database(db).expect("read generated database");
     let database = postgres_support::TestDatabase::create();
-    database
-        .connect()
-        .load_database(&data)
-        .expect("load into PostgreSQL");
+    let status = Command::new(std::env::current_exe().expect("bench executable"))
+        .arg("--load-into-postgres")
+        .arg(db)
+        .arg(&database.url)
+        .status()
+        .expect("spawn loader");
+    assert!(status.success(), "loading into PostgreSQL failed");
     println!(
         "loaded {} into PostgreSQL in {:.1} s",
         db.display(),
@@ -108,7 +112,22 @@ fn load_postgres(db: &Path) -> postgres_support::TestDatabase {
     database
 }
 
+fn load_into_postgres(db: &Path, url: &str) {
+    let data = ehrql::engines::sqlite::read_database(db).expect("read generated database");
+    ehrql::engines::postgres::PostgresEngine::connect(url)
+        .expect("connect")
+        .load_database(&data)
+        .expect("load into PostgreSQL");
+}
+
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if let [_, flag, db, url] = argv.as_slice()
+        && flag == "--load-into-postgres"
+    {
+        load_into_postgres(Path::new(db), url);
+        return;
+    }
     let mut patients: Vec<u64> = Vec::new();
     let mut engine = "sqlite".to_string();
     let mut args = std::env::args().skip(1);
