@@ -3,7 +3,8 @@
 //! exit codes and prints the error chain on stderr.
 //!
 //! Differences from the reference, on purpose: DEFINITION is a serialized-JSON definition
-//! (produced by `ehrql serialize-definition` or any other tool), not Python; without a DSN
+//! (produced by `ehrql serialize-definition` or any other tool) or a `.py` definition in the
+//! ehrQL language, read by [`crate::frontend::language`] without running Python; without a DSN
 //! there is no dummy-data generator yet, so `--dsn` is required; a malformed or invalid
 //! definition exits with 2 (a usage error: the file handed to us is wrong), while a
 //! `DefinitionError` reported by the producer passes its own exit code through.
@@ -19,6 +20,7 @@ use crate::engines::postgres::{self, PostgresEngine};
 use crate::engines::sqlite::{self, SqliteEngine};
 use crate::engines::{Engine, EngineError};
 use crate::frontend::json::{LoadError, load_dataset};
+use crate::frontend::language::{self, LanguageError};
 use crate::output::{FileSink, StdoutSink};
 use crate::query_model::Dataset;
 use crate::sql::StatementKind;
@@ -164,13 +166,15 @@ fn check_backend(backend: Option<&str>) -> Result<(), Failure> {
 
 fn load(definition: &Path) -> Result<Dataset, Failure> {
     if definition.extension().is_some_and(|e| e == "py") {
-        return Err(fail(
-            EXIT_USAGE,
-            anyhow::anyhow!(
-                "{}: Python definitions are not read directly; pass the JSON from `ehrql serialize-definition`",
-                definition.display()
-            ),
-        ));
+        // Codelist paths are relative to the current directory (the workspace), as in the
+        // reference, which runs from the study's root.
+        return language::load_definition(definition).map_err(|e| {
+            let code = match &e {
+                LanguageError::Definition { .. } => EXIT_DEFINITION,
+                _ => EXIT_USAGE,
+            };
+            fail(code, anyhow::Error::new(e))
+        });
     }
     let text = std::fs::read_to_string(definition).map_err(|e| {
         fail(

@@ -602,3 +602,72 @@ fn deep_definitions_run_and_absurdly_deep_ones_are_refused_without_crashing() {
     }
     check_refused(&not_chain(5_000), 2, &["nested too deeply"]);
 }
+
+/// A `.py` definition in the ehrQL language runs through `generate-dataset` like a JSON one, with
+/// codelists read relative to the workspace; a refused construct exits with the definition-error
+/// code, names the line and column, and leaves no output behind.
+#[test]
+fn python_definitions_run_and_refusals_name_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tiny_database(dir.path());
+    fs::create_dir_all(dir.path().join("analysis")).unwrap();
+    fs::create_dir_all(dir.path().join("codelists")).unwrap();
+    fs::write(
+        dir.path().join("codelists/codes.csv"),
+        "code,term\n123456,thing\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("analysis/dataset_definition.py"),
+        "from ehrql import create_dataset, codelist_from_csv\n\
+         from ehrql.tables.core import patients, clinical_events\n\
+         codes = codelist_from_csv(\"codelists/codes.csv\", column=\"code\")\n\
+         dataset = create_dataset()\n\
+         dataset.define_population(patients.exists_for_patient())\n\
+         dataset.sex = patients.sex\n\
+         dataset.n = clinical_events.where(clinical_events.snomedct_code.is_in(codes)).count_for_patient()\n",
+    )
+    .unwrap();
+    let dsn = format!("sqlite:///{}", db.display());
+    let out = ehrql(
+        dir.path(),
+        &[
+            "generate-dataset",
+            "analysis/dataset_definition.py",
+            "--output",
+            "out.csv",
+            "--dsn",
+            &dsn,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(dir.path().join("out.csv")).unwrap(),
+        "patient_id,sex,n\r\n1,male,2\r\n2,female,1\r\n3,unknown,0\r\n"
+    );
+
+    fs::write(dir.path().join("analysis/bad.py"), "import os\n").unwrap();
+    let out = ehrql(
+        dir.path(),
+        &[
+            "generate-dataset",
+            "analysis/bad.py",
+            "--output",
+            "bad.csv",
+            "--dsn",
+            &dsn,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(10));
+    assert!(
+        stderr(&out).contains("analysis/bad.py:1:"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("importing 'os' is not allowed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("bad.csv").exists());
+}
