@@ -63,10 +63,10 @@ fn check(path: &std::path::Path) -> anyhow::Result<bool> {
         }
         Err(error) => {
             println!("{}", error.message());
-            if let Some(location) = error.location() {
-                if error.kind() == rap_pipeline::ErrorKind::Schema {
-                    println!("  at {location}");
-                }
+            if let Some(location) = error.location()
+                && error.kind() == rap_pipeline::ErrorKind::Schema
+            {
+                println!("  at {location}");
             }
             Ok(false)
         }
