@@ -500,16 +500,14 @@ actions:
     assert_eq!(std::fs::read_to_string(done).unwrap(), "done,1\n");
 }
 
-/// FIXME: the job server stores local studies as `file:///…` URLs (its `allow_file_repos`) and
-/// sends them unchanged, but the controller's `allow_local_repos` accepts only absolute paths,
-/// so a workspace created in the job server's UI for a local study cannot run. This asserts
-/// today's behaviour; when the controller accepts `file:///` (as the agent already does), flip
-/// it to expect success.
+/// The job server stores local studies as `file:///…` URLs (its `allow_file_repos`) and sends
+/// them unchanged; with `allow_local_repos` the controller accepts them as the same local
+/// repository (stored as its path), reads `project.yaml` at the commit and creates the jobs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fixme_file_urls_from_the_job_server_are_refused_by_the_controller() {
+async fn file_urls_from_the_job_server_are_local_repositories() {
     let stack = Stack::start().await;
     let repo = stack.study("file-url", &[]).await;
-    let error = requests::submit(
+    let response = requests::submit(
         &mut stack.client().await,
         &stack.installation,
         pb::SubmitJobRequest {
@@ -527,9 +525,7 @@ async fn fixme_file_urls_from_the_job_server_are_refused_by_the_controller() {
         },
     )
     .await
-    .unwrap_err();
-    assert!(
-        error.to_string().contains("https://github.com"),
-        "{error:#}"
-    );
+    .expect("a file:/// study is accepted when local repositories are allowed");
+    // summarise and the dataset action it needs.
+    assert_eq!(response.count, 2, "{response:?}");
 }

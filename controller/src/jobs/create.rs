@@ -242,7 +242,10 @@ pub fn validate_request(
             allowed: rules.backends.clone(),
         });
     }
-    check_repo_url(&fields.repo_url, rules)?;
+    let repo_url = local_repo_path(&fields.repo_url, rules)
+        .map(str::to_owned)
+        .unwrap_or(fields.repo_url);
+    check_repo_url(&repo_url, rules)?;
     if fields.branch.is_empty() {
         return Err(RequestError::NoBranch);
     }
@@ -250,7 +253,7 @@ pub fn validate_request(
         rap_id,
         backend: fields.backend,
         workspace: fields.workspace,
-        repo_url: fields.repo_url,
+        repo_url,
         branch: fields.branch,
         commit: fields.commit,
         database_name: fields.database_name,
@@ -263,6 +266,17 @@ pub fn validate_request(
         analysis_scope: scope,
         traceparent: fields.traceparent,
     })
+}
+
+/// The absolute path named by a `file:///…` URL, when local repositories are allowed: job
+/// servers name local studies that way, and the controller (and the agent after it) stores and
+/// checks them as plain absolute paths, the reference's form.
+fn local_repo_path<'a>(url: &'a str, rules: &RequestRules) -> Option<&'a str> {
+    if !rules.allow_local_repos {
+        return None;
+    }
+    url.strip_prefix("file://")
+        .filter(|path| path.starts_with('/'))
 }
 
 /// The reference's repository rules: `https://github.com/<org>/<repo>` with an allowed org, or
@@ -697,6 +711,15 @@ mod tests {
         let mut f = fields();
         f.repo_url = "/tmp/repo".into();
         assert!(validate_request(f, &local).is_ok());
+        // A job server's `file:///` URL names the same local repository, stored as its path;
+        // without the setting it is refused like any other non-GitHub URL.
+        let mut f = fields();
+        f.repo_url = "file:///tmp/repo".into();
+        assert_eq!(
+            validate_request(f.clone(), &local).unwrap().repo_url,
+            "/tmp/repo"
+        );
+        assert!(validate_request(f, &rules()).is_err());
         assert_eq!(
             validate_request(SubmitFields::default(), &rules())
                 .unwrap_err()
