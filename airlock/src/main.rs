@@ -68,8 +68,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     println!("listening on {addr}");
-    rap_airlock::server::run(config, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
+    // SIGINT (Ctrl-C) or SIGTERM (systemd, `rap up`) stops the server gracefully.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    rap_airlock::server::run(config, listener, async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
     })
     .await?;
     Ok(())

@@ -77,7 +77,20 @@ async fn serve_prints_its_address_and_answers_over_tls() {
             .to_ascii_lowercase()
             .contains("content-security-policy:")
     );
-    child.kill().await.unwrap();
+
+    // SIGTERM (systemd's stop, `rap up`'s) shuts the server down cleanly.
+    let pid = child.id().unwrap().to_string();
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
 }
 
 #[tokio::test]
