@@ -422,6 +422,16 @@ async fn a_new_task_for_a_running_job_takes_it_over_without_a_second_container()
     );
     assert_eq!(stage(&adopted), S::Executing);
     assert_eq!(adopted.timestamp_ns, executing.timestamp_ns);
+    // EXECUTING means the container started, not that its command has run yet: wait (bounded)
+    // for the job's own first write before answering it, or `output/` may not exist.
+    let started = layout.job_dir(&job).join("output/starts.txt");
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !started.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the job's command never started");
     std::fs::write(layout.job_dir(&job).join("output/go.txt"), "").unwrap();
     let seen = updates_until_complete(&mut updates, &retry.task_id).await;
     assert!(seen.iter().all(|update| update.task_id == retry.task_id));
