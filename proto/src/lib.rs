@@ -14,6 +14,8 @@
 //!   maps stored on jobs, bridging `tracing` spans and OpenTelemetry contexts.
 //! - [`telemetry`]: the process's `tracing` subscriber: logs to stderr and, when configured,
 //!   spans to an OTLP collector.
+//! - `testing` (feature `testing`, for other crates' tests): an OTLP collector on
+//!   `127.0.0.1:0` that keeps the spans it is sent and lets a test await them.
 //!
 //! Invariants: no domain logic lives here (the only domain type is the validated
 //! [`BackendName`], because identity needs it); this is the only crate with code generation;
@@ -23,6 +25,8 @@ pub mod certs;
 pub mod identity;
 pub mod pb;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod trace_context;
 

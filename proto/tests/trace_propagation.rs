@@ -10,16 +10,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value;
 use rap_proto::pb::rap::v1::agent_service_client::AgentServiceClient;
 use rap_proto::pb::rap::v1::agent_service_server::{AgentService, AgentServiceServer};
 use rap_proto::pb::rap::v1::{AgentMessage, ControllerMessage, Revoke, controller_message};
+use rap_proto::testing::OtlpCollector;
 use rap_proto::{telemetry, trace_context};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -33,37 +27,6 @@ use tracing::Instrument;
 use tracing::instrument::WithSubscriber;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A span as the collector received it.
-#[derive(Debug, Clone)]
-struct ReceivedSpan {
-    service: String,
-    name: String,
-    trace_id: Vec<u8>,
-    span_id: Vec<u8>,
-    parent_span_id: Vec<u8>,
-}
-
-/// The in-test OTLP receiver: forwards every export request to the test.
-struct Receiver {
-    exports: mpsc::Sender<ExportTraceServiceRequest>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.exports
-            .send(request.into_inner())
-            .await
-            .map_err(|_| Status::unavailable("test receiver gone"))?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
 
 /// The server component: handles `Connect` in a span whose parent comes from the metadata,
 /// stores the trace context as the controller stores it on a job, and hands that map back to
@@ -139,45 +102,10 @@ async fn serve(router: tonic::transport::server::Router) -> Running {
     }
 }
 
-fn flatten(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
-    let mut spans = Vec::new();
-    for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .iter()
-            .flat_map(|resource| &resource.attributes)
-            .find(|attribute| attribute.key == "service.name")
-            .and_then(|attribute| attribute.value.as_ref())
-            .and_then(|value| match &value.value {
-                Some(any_value::Value::StringValue(name)) => Some(name.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        for scope_spans in resource_spans.scope_spans {
-            for span in scope_spans.spans {
-                spans.push(ReceivedSpan {
-                    service: service.clone(),
-                    name: span.name,
-                    trace_id: span.trace_id,
-                    span_id: span.span_id,
-                    parent_span_id: span.parent_span_id,
-                });
-            }
-        }
-    }
-    spans
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_span_reaches_the_called_component_and_a_stored_job_in_one_trace() {
-    let (exports_tx, mut exports) = mpsc::channel(64);
-    let collector = serve(
-        Server::builder().add_service(TraceServiceServer::new(Receiver {
-            exports: exports_tx,
-        })),
-    )
-    .await;
-    let otlp = format!("http://{}", collector.addr);
+    let collector = OtlpCollector::start().await.unwrap();
+    let otlp = collector.endpoint().to_owned();
 
     let (jobserver, jobserver_telemetry) = telemetry::build("test-jobserver", Some(&otlp)).unwrap();
     let (controller, controller_telemetry) =
@@ -233,17 +161,14 @@ async fn a_span_reaches_the_called_component_and_a_stored_job_in_one_trace() {
     controller_telemetry.flush().await.unwrap();
 
     let wanted = ["submit_job", "handle_connect", "dispatch_task"];
-    let mut received: Vec<ReceivedSpan> = Vec::new();
-    while !wanted
-        .iter()
-        .all(|name| received.iter().any(|span| span.name == *name))
-    {
-        let export = timeout(WAIT, exports.recv())
-            .await
-            .unwrap_or_else(|_| panic!("spans missing; received so far: {received:#?}"))
-            .unwrap();
-        received.extend(flatten(export));
-    }
+    let received = collector
+        .wait_until("the three spans", WAIT, |spans| {
+            wanted
+                .iter()
+                .all(|name| spans.iter().any(|span| span.name == *name))
+        })
+        .await
+        .unwrap();
     let find = |name: &str| {
         received
             .iter()
@@ -258,7 +183,7 @@ async fn a_span_reaches_the_called_component_and_a_stored_job_in_one_trace() {
     assert_eq!(submit.service, "test-jobserver");
     assert_eq!(handle.service, "test-controller");
     assert_eq!(dispatch.service, "test-controller");
-    assert_eq!(submit.trace_id.len(), 16);
+    assert_eq!(submit.trace_id.len(), 32);
     assert_eq!(
         handle.trace_id, submit.trace_id,
         "one trace across the call"
@@ -268,20 +193,22 @@ async fn a_span_reaches_the_called_component_and_a_stored_job_in_one_trace() {
         "one trace across the stored job"
     );
     assert_eq!(
-        handle.parent_span_id, submit.span_id,
+        handle.parent_span_id.as_deref(),
+        Some(submit.span_id.as_str()),
         "the handler is the caller's child"
     );
     assert_eq!(
-        dispatch.parent_span_id, handle.span_id,
+        dispatch.parent_span_id.as_deref(),
+        Some(handle.span_id.as_str()),
         "resumed under the handler's span"
     );
     assert!(
-        submit.parent_span_id.is_empty(),
+        submit.parent_span_id.is_none(),
         "the caller's span is the root"
     );
 
     jobserver_telemetry.shutdown().await.unwrap();
     controller_telemetry.shutdown().await.unwrap();
     controller_server.stop().await;
-    collector.stop().await;
+    collector.stop().await.unwrap();
 }
