@@ -5,116 +5,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use rap_airlock::config::Config;
 use sha2::{Digest, Sha256};
-use tokio::time::{Instant, timeout};
+use support::browser::{WAIT, click, fill, open, start_driver, wait_for_text};
+use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(30);
 const A_CSV: &[u8] = b"group,count\nA,35\nB,120\n";
-
-/// chromedriver on a free port, killed on drop.
-struct Driver {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_driver() -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver is installed at /usr/bin/chromedriver");
-    let stdout = child.stdout.take().unwrap();
-    // Ready when it says so; keep draining afterwards so it never blocks on a full pipe.
-    let ready = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.contains("started successfully"));
-        std::thread::spawn(move || for _ in lines {});
-        ready
-    });
-    assert!(
-        timeout(WAIT, ready).await.unwrap().unwrap(),
-        "chromedriver did not start"
-    );
-    Driver { child, port }
-}
-
-async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
-    let args = [
-        "--headless".to_string(),
-        "--no-sandbox".to_string(),
-        "--disable-gpu".to_string(),
-        "--disable-dev-shm-usage".to_string(),
-        "--disable-background-networking".to_string(),
-        "--disable-component-update".to_string(),
-        "--disable-sync".to_string(),
-        "--no-first-run".to_string(),
-        format!("--user-data-dir={}", profile.display()),
-    ];
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("connecting to chromedriver")
-}
-
-/// Polls the element's text until it contains `expected` (pages load asynchronously after a
-/// click), within a bounded wait.
-async fn wait_for_text(client: &Client, css: &str, expected: &str) {
-    let deadline = Instant::now() + WAIT;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        if let Ok(element) = client.find(Locator::Css(css)).await {
-            last = element.text().await.unwrap_or_default();
-            if last.contains(expected) {
-                return;
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("{css} never showed {expected:?}; last text {last:?}");
-}
-
-/// Clicks the element, retrying while the page is still being replaced (a stale or missing
-/// element), within a bounded wait.
-async fn click(client: &Client, css: &str) {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if let Ok(element) = client.find(Locator::Css(css)).await
-            && element.click().await.is_ok()
-        {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("could not click {css}");
-}
 
 async fn sign_in(
     client: &Client,
@@ -137,20 +34,8 @@ async fn sign_in(
         .await
         .unwrap();
     wait_for_text(client, "h1", "Sign in to Airlock").await;
-    client
-        .find(Locator::Id("user"))
-        .await
-        .unwrap()
-        .send_keys(name)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(&format!("token-{name}"))
-        .await
-        .unwrap();
+    fill(client, "#user", name).await;
+    fill(client, "#token", &format!("token-{name}")).await;
     click(client, "#sign-in").await;
 }
 
@@ -184,7 +69,7 @@ async fn a_request_goes_from_researcher_to_release_in_a_real_browser() {
     }));
 
     let driver = start_driver().await;
-    let client = browser(&driver, &dir.path().join("chromium-profile")).await;
+    let client = open(&driver, &dir.path().join("chromium-profile")).await;
     let fake = server.fake.clone();
 
     // The researcher adds a.csv to a new group and submits.

@@ -421,11 +421,9 @@ async fn overview(
             && !request.submitted_reviews.contains_key(&user.username),
         can_return: can_review_request && request.status.is_under_review(),
         can_reject: can_review_request && request.status == RequestStatus::Reviewed,
-        can_release: can_review_request
-            && matches!(
-                request.status,
-                RequestStatus::Reviewed | RequestStatus::Approved
-            ),
+        // Offered only when releasing would succeed: every output file approved by two
+        // submitted reviews (or an APPROVED request whose release is being retried).
+        can_release: can_review_request && workflow::check_release(&request, user).is_ok(),
         can_comment: can_comment(user, &request),
         private_allowed: writable_visibilities(user, &request).contains(&Visibility::Private),
         upload_progress,

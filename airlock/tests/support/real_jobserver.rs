@@ -1,0 +1,191 @@
+//! The real job server, `rap-jobserver`, as a child process: seeded with its admin commands,
+//! serving its web app over HTTP and its ReleaseService over loopback TLS with a certificate
+//! minted in the test. The binary is found as ripgrep's tests find `rg`: `RAP_BIN_DIR`, else
+//! next to the test executable in `target/<profile>` (build it first with
+//! `cargo build -p rap-jobserver --bins`), else `PATH`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use rap_proto::certs::Ca;
+use tokio::time::timeout;
+
+use super::browser::WAIT;
+
+/// A running `rap-jobserver serve`, killed on drop; its log is printed if the test failed.
+pub struct RealJobServer {
+    child: std::process::Child,
+    /// The web app, e.g. `http://127.0.0.1:41234`.
+    pub http_base: String,
+    /// The ReleaseService, `https://localhost:<port>`.
+    pub grpc_endpoint: String,
+    /// PEM file of the CA that signed the ReleaseService's certificate.
+    pub ca_path: PathBuf,
+    /// The backend token printed by `backend add`.
+    pub backend_token: String,
+    log_path: PathBuf,
+}
+
+impl Drop for RealJobServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            eprintln!("--- rap-jobserver log ---\n{log}");
+        }
+    }
+}
+
+impl RealJobServer {
+    /// What the job server has logged so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap()
+    }
+}
+
+/// The path of the binary `name` (see the module doc for where it looks).
+pub fn find_binary(name: &str) -> PathBuf {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = std::env::var_os("RAP_BIN_DIR") {
+        candidates.push(PathBuf::from(dir));
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        candidates.push(dir.to_path_buf());
+        if let Some(parent) = dir.parent() {
+            candidates.push(parent.to_path_buf());
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path));
+    }
+    for dir in &candidates {
+        let path = dir.join(name);
+        if is_executable(&path) {
+            return path;
+        }
+    }
+    panic!(
+        "cannot find the {name} binary (build it: cargo build -p rap-jobserver --bins); looked in {candidates:?}"
+    )
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Runs one admin command on the store in `data_dir` (the server must not be running) and
+/// returns its standard output, trimmed.
+pub fn admin(data_dir: &Path, args: &[&str], password: Option<&str>) -> String {
+    let mut command = Command::new(find_binary("rap-jobserver"));
+    command.args(args).env("RAP_JOBSERVER_DATA_DIR", data_dir);
+    if let Some(password) = password {
+        command.env("RAP_JOBSERVER_PASSWORD", password);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "rap-jobserver {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Starts `rap-jobserver serve` on the store in `dir/data` (seeded beforehand with
+/// [`admin`]), both listeners on port 0, `file:///` study repositories allowed. There is no
+/// controller: its address refuses connections and the job server keeps retrying, which
+/// touches nothing Airlock uses.
+pub async fn serve(dir: &Path, backend_token: String) -> RealJobServer {
+    let ca = Ca::new("jobserver test CA").unwrap();
+    let server = ca.issue_server(&["localhost"]).unwrap();
+    let ca_path = dir.join("jobserver-ca.pem");
+    let cert_path = dir.join("jobserver-grpc.pem");
+    let key_path = dir.join("jobserver-grpc.key");
+    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+    std::fs::write(&cert_path, &server.cert_pem).unwrap();
+    std::fs::write(&key_path, &server.key_pem).unwrap();
+    let config = dir.join("jobserver.toml");
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &config,
+        format!(
+            "http_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n\
+             controller_url = \"http://127.0.0.1:{closed_port}\"\ncontroller_token = \"unused\"\n\
+             allow_file_repos = true\ngrpc_tls_cert = {:?}\ngrpc_tls_key = {:?}\n",
+            dir.join("data"),
+            cert_path,
+            key_path,
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("jobserver.log");
+    let mut child = Command::new(find_binary("rap-jobserver"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RAP_JOBSERVER_DATA_DIR")
+        .env("RUST_LOG", "info")
+        // Plain `key=value` fields in the log, which tests read.
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // The HTTP address, then the gRPC one; keep draining afterwards.
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let addresses: Vec<String> = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .filter_map(|line| line.strip_prefix("listening on ").map(str::to_owned))
+            .take(2)
+            .collect();
+        std::thread::spawn(move || for _ in lines {});
+        addresses
+    });
+    let mut jobserver = RealJobServer {
+        child,
+        http_base: String::new(),
+        grpc_endpoint: String::new(),
+        ca_path,
+        backend_token,
+        log_path,
+    };
+    let addresses = timeout(WAIT, lines).await.unwrap().unwrap();
+    assert_eq!(addresses.len(), 2, "rap-jobserver did not start");
+    let grpc_port = addresses[1].rsplit(':').next().unwrap();
+    jobserver.http_base = format!("http://{}", addresses[0]);
+    jobserver.grpc_endpoint = format!("https://localhost:{grpc_port}");
+    jobserver
+}
+
+/// A git repository with one commit on `main`, as a `file:///` URL for a workspace.
+pub fn study_repo(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.org"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(
+        dir.join("project.yaml"),
+        "version: '4.0'\nactions:\n  analyse:\n    run: python:latest analysis/analyse.py\n    outputs:\n      moderately_sensitive:\n        tables: output/*.csv\n",
+    )
+    .unwrap();
+    git(&["add", "project.yaml"]);
+    git(&["commit", "-q", "-m", "study"]);
+    format!("file://{}", dir.display())
+}
