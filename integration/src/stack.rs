@@ -95,6 +95,11 @@ pub struct Controller {
     pub rap_endpoint: String,
     /// The agent service, `https://localhost:<port>`.
     pub agent_endpoint: String,
+    /// The address the RAP API is bound to (`127.0.0.1:<port>`): a restart on it keeps the
+    /// endpoints the clients and the agent were given.
+    pub rap_listen: String,
+    /// The address the agent service is bound to.
+    pub agent_listen: String,
 }
 
 /// Starts `rap-controller serve` on `listen` (RAP API) and `agent_listen` (agents), logging to
@@ -124,6 +129,8 @@ pub async fn start_controller(
     Ok(Controller {
         rap_endpoint: https_localhost(&rap)?,
         agent_endpoint: https_localhost(&agent)?,
+        rap_listen: rap,
+        agent_listen: agent,
         service,
     })
 }

@@ -6,15 +6,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
+#[path = "support/action_images.rs"]
+mod action_images;
+use action_images::action_images;
+
+use rap_integration::requests;
 use rap_integration::service::Service;
 use rap_integration::stack::{self, AgentOptions, Controller, Installation};
 use rap_integration::study::{self, StudyRepo};
-use rap_integration::{binaries, requests};
 use rap_proto::pb::rap::v1 as pb;
 
 /// How long a whole job request may take (images are local; the sample study takes seconds).
@@ -165,33 +168,6 @@ async fn start_agent(
     )
     .await
     .unwrap()
-}
-
-/// Builds the action images once per test process (the script is idempotent).
-async fn action_images() {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = tokio::task::spawn_blocking(|| {
-        BUILT
-            .get_or_init(|| {
-                let ehrql = binaries::find("ehrql").map_err(|e| e.to_string())?;
-                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/action-images");
-                let output = std::process::Command::new(script)
-                    .arg("--ehrql")
-                    .arg(ehrql)
-                    .output()
-                    .map_err(|e| e.to_string())?;
-                if !output.status.success() {
-                    return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-                }
-                Ok(())
-            })
-            .clone()
-    })
-    .await
-    .unwrap();
-    if let Err(error) = result {
-        panic!("scripts/action-images failed: {error}");
-    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -354,11 +330,7 @@ actions:
             ],
         )
         .await;
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        - 1;
+    let since = unix_now() - 1;
     let (rap_id, _) = stack.submit(&repo, "slow", &["slow"]).await;
     // Wait until the container runs.
     let jobs = stack
@@ -498,6 +470,94 @@ actions:
         .work_dir
         .join("medium_privacy/workspaces/waiting/output/done.csv");
     assert_eq!(std::fs::read_to_string(done).unwrap(), "done,1\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_the_controller_being_killed_and_restarted() {
+    let mut stack = Stack::start().await;
+    // As in the agent restart: the job waits for a file the test writes after the restart.
+    let project = "version: '4.0'
+actions:
+  waits:
+    run: python:v2 analysis/waits.sh
+    outputs:
+      moderately_sensitive:
+        table: output/done.csv
+";
+    let repo = stack
+        .study(
+            "controller-restart",
+            &[
+                ("project.yaml", project),
+                (
+                    "analysis/waits.sh",
+                    "while [ ! -e go ]; do sleep 0.2; done\nmkdir -p output\necho done,1 > output/done.csv\n",
+                ),
+            ],
+        )
+        .await;
+    let since = unix_now() - 1;
+    let (rap_id, n_jobs) = stack.submit(&repo, "controller-restart", &["waits"]).await;
+    assert_eq!(n_jobs, 1);
+    let jobs = stack
+        .watch(&rap_id, |jobs| {
+            jobs.get("waits")
+                .is_some_and(|job| job.status_code() == pb::StatusCode::Executing)
+        })
+        .await;
+    let job_id = jobs["waits"].identifier.clone();
+    let started_at = jobs["waits"].started_at;
+
+    // A real SIGKILL, then a new controller on the same data directory and the same ports, so
+    // the agent's configured endpoint is valid again; it reconnects by itself (backoff).
+    stack.controller.service.kill().await.unwrap();
+    stack.controller = stack::start_controller(
+        &stack.installation,
+        &stack.controller.rap_listen,
+        &stack.controller.agent_listen,
+        &stack.root.join("logs/controller-restarted.log"),
+    )
+    .await
+    .unwrap();
+    let job_dir = stack.work_dir.join("high_privacy/volumes").join(&job_id);
+    std::fs::write(job_dir.join("go"), "").unwrap();
+
+    let jobs = stack.run_to_completion(&rap_id, 1).await;
+    let waits = &jobs["waits"];
+    assert_eq!(
+        waits.status_code(),
+        pb::StatusCode::Succeeded,
+        "{}",
+        waits.status_message
+    );
+    assert_eq!(waits.identifier, job_id, "the same job, not a new one");
+    assert_eq!(waits.started_at, started_at, "not restarted");
+    // Exactly once: Docker started the job's container a single time.
+    let container = format!("os-job-{job_id}");
+    let starts = tokio::process::Command::new("docker")
+        .args(["events", "--since", &since.to_string()])
+        .args(["--until", &(unix_now() + 1).to_string()])
+        .args(["--filter", &format!("container={container}")])
+        .args(["--filter", "event=start", "--format", "{{.Action}}"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&starts.stdout).lines().count(),
+        1,
+        "{container} started once"
+    );
+    let done = stack
+        .work_dir
+        .join("medium_privacy/workspaces/controller-restart/output/done.csv");
+    assert_eq!(std::fs::read_to_string(done).unwrap(), "done,1\n");
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// The job server stores local studies as `file:///…` URLs (its `allow_file_repos`) and sends
