@@ -13,7 +13,6 @@
 mod support;
 
 use fantoccini::Client;
-use http_body_util::{BodyExt, Empty};
 use rap_airlock::config::Config;
 use sha2::{Digest, Sha256};
 use support::browser::{WAIT, click, fill, open, start_driver, wait_for_text};
@@ -88,27 +87,16 @@ async fn wait_for_status_after_reload(client: &Client, expected: &str) {
     }
 }
 
-/// GETs `url` on the job server with the browser's session cookie; returns the body bytes.
-async fn download(client: &Client, url: &str) -> Vec<u8> {
+/// GETs `path` on the job server with the browser's session cookie.
+async fn download(client: &Client, jobserver: &RealJobServer, path: &str) -> Vec<u8> {
     let session = client
         .get_named_cookie("rap_session")
         .await
         .expect("signed in to the job server");
-    let request = axum::http::Request::get(url)
-        .header("cookie", format!("rap_session={}", session.value()))
-        .body(Empty::<axum::body::Bytes>::new())
-        .unwrap();
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let response = http.request(request).await.unwrap();
-    assert_eq!(response.status(), 200, "GET {url}");
-    response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec()
+    let cookie = format!("rap_session={}", session.value());
+    let page = jobserver.http("GET", path, &cookie, "").await;
+    assert_eq!(page.status, 200, "GET {path}");
+    page.body.into_bytes()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -411,7 +399,7 @@ async fn a_returned_and_resubmitted_request_is_released_to_the_real_job_server()
             .await
             .unwrap()
             .unwrap();
-        let served = download(&researcher, &format!("{}{link}", jobserver.http_base)).await;
+        let served = download(&researcher, &jobserver, &link).await;
         assert_eq!(sha256_hex(&served), sha256_hex(bytes), "{name}");
         assert_eq!(served, bytes);
     }

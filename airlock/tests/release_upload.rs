@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use rap_airlock::jobserver::user_from_pb;
-use rap_airlock::request::workflow::{self, NewFile};
+use rap_airlock::request::workflow;
 use rap_airlock::request::{FileType, RequestId, RequestStatus, Vote};
 use rap_airlock::store::Store;
 use rap_airlock::upload::{self, ReleaseError, UploadConfig};
@@ -27,67 +27,18 @@ fn config() -> UploadConfig {
     }
 }
 
-/// A REVIEWED request with two approved output files and one supporting file, built through
-/// the store from real workspace files.
+/// A REVIEWED request with two approved output files and one supporting file.
 fn reviewed_request(store: &Store, workspaces: &Workspaces) -> RequestId {
-    let author = user_from_pb(support::level4("author", &["ws"], false));
-    let request = store
-        .get_or_create_current("ws", "author", || {
-            workflow::create_request(&author, "ws", RequestId::generate(1), 1)
-        })
-        .unwrap();
-    let manifest = workspaces.manifest("ws").unwrap();
-    for (path, filetype) in [
-        ("output/a.csv", FileType::Output),
-        ("output/b.png", FileType::Output),
-        ("output/notes.txt", FileType::Supporting),
-    ] {
-        let entry = &manifest.outputs[path];
-        let source = workspaces.resolve("ws", path).unwrap();
-        let (digest, _) = store
-            .copy_in("ws", &request.id, &source, &entry.content_hash)
-            .unwrap();
-        store
-            .update(&request.id, |r| {
-                workflow::add_file(
-                    r,
-                    &author,
-                    &NewFile {
-                        relpath: path,
-                        group: "tables",
-                        filetype,
-                        entry,
-                        file_id: &digest,
-                        already_released: false,
-                    },
-                    2,
-                )
-            })
-            .unwrap();
-    }
-    store
-        .update(&request.id, |r| {
-            workflow::edit_group(r, &author, "tables", "ctx", "ctl", 2)
-        })
-        .unwrap();
-    store
-        .update(&request.id, |r| workflow::submit(r, &author, 3))
-        .unwrap();
-    for name in ["c1", "c2"] {
-        let checker = user_from_pb(support::level4(name, &[], true));
-        store
-            .update(&request.id, |r| {
-                workflow::vote(r, &checker, "output/a.csv", Vote::Approved, 4)?;
-                workflow::vote(r, &checker, "output/b.png", Vote::Approved, 4)?;
-                workflow::submit_review(r, &checker, 4)
-            })
-            .unwrap();
-    }
-    assert_eq!(
-        store.get(&request.id).unwrap().unwrap().status,
-        RequestStatus::Reviewed
-    );
-    request.id
+    support::requests::reviewed_request(
+        store,
+        workspaces,
+        "ws",
+        &[
+            ("output/a.csv", FileType::Output),
+            ("output/b.png", FileType::Output),
+            ("output/notes.txt", FileType::Supporting),
+        ],
+    )
 }
 
 struct Fixture {

@@ -9,14 +9,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
 use rap_airlock::config::Config;
 use rap_airlock::request::{RequestId, RequestStatus};
 use rap_airlock::server::state_from_config;
 use rap_airlock::upload::{self, UploadConfig};
 use rap_airlock::web::{self, AppState, WebConfig};
 use sha2::{Digest, Sha256};
-use tower::ServiceExt;
+use support::pages::{Browser, Page, encode, hidden_value, send};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -80,117 +79,8 @@ async fn env_with(adjust: impl FnOnce(&mut WebConfig)) -> Env {
     }
 }
 
-struct Page {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: String,
-}
-
-async fn send(app: &Router, request: Request<Body>) -> Page {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Page {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
-fn hidden_value(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + marker.len();
-    html[start..].split('"').next().unwrap().to_string()
-}
-
-fn encode(fields: &[(&str, &str)]) -> String {
-    fields
-        .iter()
-        .map(|(key, value)| format!("{key}={}", web::encode_component(value)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// A signed-in browser: the session cookie and the session's CSRF token.
-struct Browser {
-    cookie: String,
-    csrf: String,
-}
-
-impl Browser {
-    async fn get(&self, env: &Env, path: &str) -> Page {
-        let request = Request::get(path)
-            .header(header::COOKIE, &self.cookie)
-            .body(Body::empty())
-            .unwrap();
-        send(&env.app, request).await
-    }
-
-    async fn post(&self, env: &Env, path: &str, fields: &[(&str, &str)]) -> Page {
-        let mut all = vec![("csrf", self.csrf.as_str())];
-        all.extend_from_slice(fields);
-        let request = Request::post(path)
-            .header(header::COOKIE, &self.cookie)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(encode(&all)))
-            .unwrap();
-        send(&env.app, request).await
-    }
-}
-
 async fn sign_in(env: &Env, user: rap_proto::pb::jobserver::v1::Level4User) -> Browser {
-    let username = user.username.clone();
-    {
-        let mut seen = env.server.fake.seen.lock().unwrap();
-        seen.logins
-            .insert((username.clone(), "one-time".to_string()), user.clone());
-        seen.users.insert(username.clone(), user);
-    }
-    let page = send(
-        &env.app,
-        Request::get("/login/").body(Body::empty()).unwrap(),
-    )
-    .await;
-    assert_eq!(page.status, StatusCode::OK);
-    let login_csrf = hidden_value(&page.body, "csrf");
-    let login_cookie = page.headers[header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let body = encode(&[
-        ("csrf", &login_csrf),
-        ("user", &username),
-        ("token", "one-time"),
-        ("next", "/workspaces/"),
-    ]);
-    let request = Request::post("/login/")
-        .header(header::COOKIE, &login_cookie)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(body))
-        .unwrap();
-    let page = send(&env.app, request).await;
-    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
-    let set_cookie = page.headers[header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"));
-    let cookie = set_cookie.split(';').next().unwrap().to_string();
-    let mut browser = Browser {
-        cookie,
-        csrf: String::new(),
-    };
-    let page = browser.get(env, "/workspaces/").await;
-    assert_eq!(page.status, StatusCode::OK);
-    browser.csrf = hidden_value(&page.body, "csrf");
-    browser
+    support::pages::sign_in(&env.app, &env.server.fake, user).await
 }
 
 fn current(env: &Env, author: &str) -> rap_airlock::request::ReleaseRequest {
@@ -208,7 +98,7 @@ fn get_request(env: &Env, id: &RequestId) -> rap_airlock::request::ReleaseReques
 async fn add(env: &Env, browser: &Browser, path: &str, filetype: &str) -> Page {
     browser
         .post(
-            env,
+            &env.app,
             "/workspaces/add-file-to-request/ws",
             &[
                 ("path", path),
@@ -233,14 +123,14 @@ async fn submitted_request(env: &Env) -> (Browser, RequestId) {
     let id = current(env, "researcher").id;
     let page = researcher
         .post(
-            env,
+            &env.app,
             &format!("/requests/edit/{id}/tables"),
             &[("context", "Counts by group"), ("controls", "Rounded to 5")],
         )
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     let page = researcher
-        .post(env, &format!("/requests/submit/{id}"), &[])
+        .post(&env.app, &format!("/requests/submit/{id}"), &[])
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     assert_eq!(get_request(env, &id).status, RequestStatus::Submitted);
@@ -250,12 +140,12 @@ async fn submitted_request(env: &Env) -> (Browser, RequestId) {
 async fn review_all(env: &Env, checker: &Browser, id: &RequestId) {
     for path in ["output/a.csv", "output/b.png"] {
         let page = checker
-            .post(env, &format!("/requests/approve/{id}/{path}"), &[])
+            .post(&env.app, &format!("/requests/approve/{id}/{path}"), &[])
             .await;
         assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     }
     let page = checker
-        .post(env, &format!("/requests/review/{id}"), &[])
+        .post(&env.app, &format!("/requests/review/{id}"), &[])
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
 }
@@ -266,20 +156,20 @@ async fn researcher_submits_two_checkers_review_and_the_release_uploads() {
 
     // Browsing: the tree, the file page and the sandboxed CSV viewer.
     let researcher = sign_in(&env, support::level4("researcher", &["ws"], false)).await;
-    let page = researcher.get(&env, "/workspaces/").await;
+    let page = researcher.get(&env.app, "/workspaces/").await;
     assert!(page.body.contains("/workspaces/view/ws/"), "{}", page.body);
-    let page = researcher.get(&env, "/workspaces/view/ws/output").await;
+    let page = researcher.get(&env.app, "/workspaces/view/ws/output").await;
     assert!(
         page.body.contains("a.csv") && !page.body.contains("link.csv"),
         "{}",
         page.body
     );
     let page = researcher
-        .get(&env, "/workspaces/view/ws/output/a.csv")
+        .get(&env.app, "/workspaces/view/ws/output/a.csv")
         .await;
     assert!(page.body.contains("id=\"add-file-form\""), "{}", page.body);
     let page = researcher
-        .get(&env, "/workspaces/content/ws/output/a.csv")
+        .get(&env.app, "/workspaces/content/ws/output/a.csv")
         .await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("<td>120</td>"), "{}", page.body);
@@ -288,7 +178,7 @@ async fn researcher_submits_two_checkers_review_and_the_release_uploads() {
         .unwrap();
     assert!(csp.starts_with("sandbox;"), "{csp}");
     let page = researcher
-        .get(&env, "/workspaces/content/ws/output/page.html")
+        .get(&env.app, "/workspaces/content/ws/output/page.html")
         .await;
     assert!(
         page.headers[header::CONTENT_SECURITY_POLICY]
@@ -301,7 +191,9 @@ async fn researcher_submits_two_checkers_review_and_the_release_uploads() {
     let checker1 = sign_in(&env, support::level4("checker1", &[], true)).await;
     let checker2 = sign_in(&env, support::level4("checker2", &[], true)).await;
     // The review page flags the small count in a.csv.
-    let page = checker1.get(&env, &format!("/requests/view/{id}/")).await;
+    let page = checker1
+        .get(&env.app, &format!("/requests/view/{id}/"))
+        .await;
     assert!(
         page.body
             .contains("column &#39;count&#39;: 1 cell(s) hold a count between 1 and 7")
@@ -321,7 +213,7 @@ async fn researcher_submits_two_checkers_review_and_the_release_uploads() {
 
     let checker3 = sign_in(&env, support::level4("checker3", &[], true)).await;
     let page = checker3
-        .post(&env, &format!("/requests/release/{id}"), &[])
+        .post(&env.app, &format!("/requests/release/{id}"), &[])
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     assert_eq!(get_request(&env, &id).status, RequestStatus::Approved);
@@ -360,7 +252,9 @@ async fn researcher_submits_two_checkers_review_and_the_release_uploads() {
             ]
         );
     }
-    let page = checker3.get(&env, &format!("/requests/view/{id}/")).await;
+    let page = checker3
+        .get(&env.app, &format!("/requests/view/{id}/"))
+        .await;
     assert!(page.body.contains("2 of 2 files uploaded"), "{}", page.body);
     assert!(page.body.contains("Released request"), "{}", page.body);
 }
@@ -379,7 +273,11 @@ async fn refusals_are_403_with_the_reason_and_change_nothing() {
     })
     .await;
     let page = author_checker
-        .post(&env, &format!("/requests/approve/{id}/output/a.csv"), &[])
+        .post(
+            &env.app,
+            &format!("/requests/approve/{id}/output/a.csv"),
+            &[],
+        )
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     assert!(
@@ -390,11 +288,11 @@ async fn refusals_are_403_with_the_reason_and_change_nothing() {
     // Downloads: never by the author, even an output-checking one; audited for checkers.
     let download = format!("/requests/content/{id}/tables/output/a.csv?download=1");
     assert_eq!(
-        author_checker.get(&env, &download).await.status,
+        author_checker.get(&env.app, &download).await.status,
         StatusCode::FORBIDDEN
     );
     let other_checker = sign_in(&env, support::level4("checker9", &[], true)).await;
-    let page = other_checker.get(&env, &download).await;
+    let page = other_checker.get(&env.app, &download).await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(page.body.as_bytes(), A_CSV);
     assert_eq!(
@@ -414,7 +312,7 @@ async fn refusals_are_403_with_the_reason_and_change_nothing() {
     // A third party with a role on the workspace cannot act on someone else's request.
     let colleague = sign_in(&env, support::level4("colleague", &["ws"], false)).await;
     let page = colleague
-        .post(&env, &format!("/requests/withdraw/{id}"), &[])
+        .post(&env.app, &format!("/requests/withdraw/{id}"), &[])
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     assert!(
@@ -425,7 +323,7 @@ async fn refusals_are_403_with_the_reason_and_change_nothing() {
     );
     let page = colleague
         .post(
-            &env,
+            &env.app,
             &format!("/requests/edit/{id}/tables"),
             &[("context", "x"), ("controls", "y")],
         )
@@ -437,7 +335,7 @@ async fn refusals_are_403_with_the_reason_and_change_nothing() {
     review_all(&env, &checker1, &id).await;
     let checker2 = sign_in(&env, support::level4("checker2", &[], true)).await;
     let page = checker2
-        .post(&env, &format!("/requests/release/{id}"), &[])
+        .post(&env.app, &format!("/requests/release/{id}"), &[])
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     assert!(
@@ -455,7 +353,7 @@ async fn refusals_are_403_with_the_reason_and_change_nothing() {
         csrf: "forged".to_string(),
     };
     let page = forged
-        .post(&env, &format!("/requests/review/{id}"), &[])
+        .post(&env.app, &format!("/requests/review/{id}"), &[])
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
 
@@ -495,7 +393,7 @@ async fn bad_files_and_escaping_paths_are_refused() {
             page.body
         );
         let page = researcher
-            .get(&env, &format!("/workspaces/content/ws/{escaping}"))
+            .get(&env.app, &format!("/workspaces/content/ws/{escaping}"))
             .await;
         assert_ne!(page.status, StatusCode::OK, "{escaping}");
     }
@@ -528,7 +426,11 @@ async fn bad_files_and_escaping_paths_are_refused() {
         ("filetype", "SUPPORTING"),
     ];
     let page = researcher
-        .post(&env, &format!("/requests/change-properties/{id}"), &fields)
+        .post(
+            &env.app,
+            &format!("/requests/change-properties/{id}"),
+            &fields,
+        )
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     let file = current(&env, "researcher").files["output/a.csv"].clone();
@@ -537,14 +439,18 @@ async fn bad_files_and_escaping_paths_are_refused() {
         ("extra", rap_airlock::request::FileType::Supporting)
     );
     let page = researcher
-        .post(&env, &format!("/requests/change-properties/{id}"), &fields)
+        .post(
+            &env.app,
+            &format!("/requests/change-properties/{id}"),
+            &fields,
+        )
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     assert!(page.body.contains("No changes to make"), "{}", page.body);
     // A colleague with a role on the workspace cannot submit the researcher's request.
     let colleague = sign_in(&env, support::level4("colleague", &["ws"], false)).await;
     let page = colleague
-        .post(&env, &format!("/requests/submit/{id}"), &[])
+        .post(&env.app, &format!("/requests/submit/{id}"), &[])
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     assert!(
@@ -558,13 +464,13 @@ async fn bad_files_and_escaping_paths_are_refused() {
     // Another user's workspace is not visible.
     let outsider = sign_in(&env, support::level4("outsider", &["other"], false)).await;
     assert_eq!(
-        outsider.get(&env, "/workspaces/view/ws/").await.status,
+        outsider.get(&env.app, "/workspaces/view/ws/").await.status,
         StatusCode::FORBIDDEN
     );
     let id = current(&env, "researcher").id;
     assert_eq!(
         outsider
-            .get(&env, &format!("/requests/view/{id}/"))
+            .get(&env.app, &format!("/requests/view/{id}/"))
             .await
             .status,
         StatusCode::FORBIDDEN
@@ -590,7 +496,10 @@ async fn sign_in_failures_and_re_authorisation() {
 
     let researcher = sign_in(&env, support::level4("researcher", &["ws"], false)).await;
     assert_eq!(
-        researcher.get(&env, "/workspaces/view/ws/").await.status,
+        researcher
+            .get(&env.app, "/workspaces/view/ws/")
+            .await
+            .status,
         StatusCode::OK
     );
     // The job server withdraws access; the next page re-authorises and sees it.
@@ -599,7 +508,10 @@ async fn sign_in_failures_and_re_authorisation() {
         support::level4("researcher", &[], false),
     );
     assert_eq!(
-        researcher.get(&env, "/workspaces/view/ws/").await.status,
+        researcher
+            .get(&env.app, "/workspaces/view/ws/")
+            .await
+            .status,
         StatusCode::FORBIDDEN
     );
 

@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod pages;
 pub mod real_jobserver;
+pub mod requests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;

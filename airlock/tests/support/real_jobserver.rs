@@ -43,6 +43,91 @@ impl RealJobServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap()
     }
+
+    /// Creates `workspace` in `project` for the repository at `repo_url` through the web app's
+    /// forms over HTTP, as `username` (who needs `workspace_create` there), for callers that
+    /// are not testing the pages themselves.
+    pub async fn create_workspace(
+        &self,
+        username: &str,
+        password: &str,
+        project: &str,
+        workspace: &str,
+        repo_url: &str,
+    ) {
+        let login = self.http("GET", "/login/", "", "").await;
+        let login_cookie = cookie_pair(&login, "rap_login_csrf");
+        let csrf = super::pages::hidden_value(&login.body, "csrf_token");
+        let form = super::pages::encode(&[
+            ("username", username),
+            ("password", password),
+            ("csrf_token", &csrf),
+        ]);
+        let signed_in = self.http("POST", "/login/", &login_cookie, &form).await;
+        assert_eq!(signed_in.status, 303, "signing in: {}", signed_in.body);
+        let session = cookie_pair(&signed_in, "rap_session");
+        let path = format!("/{project}/new-workspace/");
+        let page = self.http("GET", &path, &session, "").await;
+        let csrf = super::pages::hidden_value(&page.body, "csrf_token");
+        let form = super::pages::encode(&[
+            ("name", workspace),
+            ("repo_url", repo_url),
+            ("branch", "main"),
+            ("purpose", "A benchmark"),
+            ("csrf_token", &csrf),
+        ]);
+        let created = self.http("POST", &path, &session, &form).await;
+        assert_eq!(
+            created.status, 303,
+            "creating the workspace: {}",
+            created.body
+        );
+    }
+
+    /// One HTTP request to the web app with the given `Cookie` header and form body; the
+    /// answer's body as text.
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: &str,
+        form: &str,
+    ) -> super::pages::Page {
+        use http_body_util::BodyExt;
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.http_base))
+            .header("cookie", cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(axum::body::Bytes::from(
+                form.to_owned(),
+            )))
+            .unwrap();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let response = client.request(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        super::pages::Page {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+}
+
+/// `name=value` of the cookie `name` set by the response.
+fn cookie_pair(page: &super::pages::Page, name: &str) -> String {
+    page.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| value.split(';').next())
+        .find(|pair| pair.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie set"))
+        .to_owned()
 }
 
 /// The path of the binary `name` (see the module doc for where it looks).
