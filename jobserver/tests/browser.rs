@@ -5,100 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
+use common::browser::{
+    WAIT, browser, click, create_workspace, sign_in, start_driver, wait_for_text,
+};
 use common::{Harness, job};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use rap_proto::pb::rap::v1 as pb;
 use tokio::time::{Instant, timeout};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-/// chromedriver on a free port, killed on drop.
-struct Driver {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_driver() -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver is installed at /usr/bin/chromedriver");
-    let stdout = child.stdout.take().unwrap();
-    // Ready when it says so: read its stdout until the line appears.
-    let ready = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.contains("started successfully"));
-        // Keep draining so chromedriver never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ready
-    });
-    assert!(
-        timeout(WAIT, ready).await.unwrap().unwrap(),
-        "chromedriver did not start"
-    );
-    Driver { child, port }
-}
-
-async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
-    let args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        &format!("--user-data-dir={}", profile.display()),
-    ];
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("connecting to chromedriver")
-}
-
-/// Polls the element's text until it contains `expected`, within a bounded wait.
-async fn wait_for_text(client: &Client, css: &str, expected: &str) {
-    let deadline = Instant::now() + WAIT;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        if let Ok(element) = client.find(Locator::Css(css)).await {
-            last = element.text().await.unwrap_or_default();
-            if last.contains(expected) {
-                return;
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("{css} never showed {expected:?}; last text {last:?}");
-}
 
 #[tokio::test]
 async fn researcher_runs_an_action_and_sees_it_finish_live() {
@@ -125,81 +38,13 @@ async fn researcher_runs_an_action_and_sees_it_finish_live() {
     let profile = tempfile::tempdir().unwrap();
     let c = browser(&driver, profile.path()).await;
 
-    // Sign in.
-    c.goto(&format!("{base}/login/")).await.unwrap();
-    c.find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("dev")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("pw")
-        .await
-        .unwrap();
-    c.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_for_text(&c, "nav", "dev").await;
-
-    // Create a workspace for the local study repository.
-    c.goto(&format!("{base}/proj/")).await.unwrap();
-    c.find(Locator::Id("new-workspace"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Id("name"))
-        .await
-        .unwrap()
-        .send_keys("browser-ws")
-        .await
-        .unwrap();
-    c.find(Locator::Id("repo_url"))
-        .await
-        .unwrap()
-        .send_keys(&study_url)
-        .await
-        .unwrap();
-    c.find(Locator::Id("purpose"))
-        .await
-        .unwrap()
-        .send_keys("A browser test")
-        .await
-        .unwrap();
-    c.find(Locator::Id("create"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_for_text(&c, "#flash", "Created workspace browser-ws").await;
+    sign_in(&c, &base, "dev", "pw").await;
+    create_workspace(&c, &base, "browser-ws", &study_url).await;
 
     // Run one action.
-    c.find(Locator::Id("run-jobs"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Id("action-generate"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Id("submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("run-jobs")).await;
+    click(&c, Locator::Id("action-generate")).await;
+    click(&c, Locator::Id("submit")).await;
     wait_for_text(
         &c,
         "#flash",
@@ -210,12 +55,7 @@ async fn researcher_runs_an_action_and_sees_it_finish_live() {
     assert_eq!(h.fake.submits.lock().unwrap()[0].workspace, "browser-ws");
 
     // Open the job request; it is pending, with no jobs yet.
-    c.find(Locator::LinkText(&rap_id))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::LinkText(&rap_id)).await;
     wait_for_text(&c, "#request-status", "Pending").await;
 
     // Wait until the page's event stream is subscribed, then push changes from the controller.

@@ -449,6 +449,13 @@ async fn watch_updates_jobs_status_and_live_page() {
         .unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
+    // The stream opens with the current state, so a change between the page's render and the
+    // stream's opening is not lost.
+    let frame = next_event(&mut body).await;
+    assert!(
+        frame.starts_with("event: update") && frame.contains("Pending") && !frame.contains("job1"),
+        "{frame}"
+    );
 
     let push = |cursor, job| {
         h.fake

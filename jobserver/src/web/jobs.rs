@@ -456,24 +456,29 @@ async fn job_request_events(
     let request = find_request(&state, &slug, &name, &rap_id)?;
     let receiver = state.events.subscribe();
     let shutdown = state.shutdown.clone();
+    // The stream opens with the current state, rendered after subscribing: a change that
+    // lands between the page's render and the browser opening this stream is never lost.
     let stream = futures_util::stream::unfold(
-        (receiver, shutdown, state, request.rap_id),
-        |(mut receiver, mut shutdown, state, rap_id)| async move {
+        (receiver, shutdown, state, request.rap_id, true),
+        |(mut receiver, mut shutdown, state, rap_id, mut first)| async move {
             loop {
                 if *shutdown.borrow() {
                     return None;
                 }
-                let received = tokio::select! {
-                    received = receiver.recv() => received,
-                    _ = shutdown.changed() => return None,
-                };
-                match received {
-                    Ok(changed) if changed.rap_id == rap_id => {}
-                    Ok(_) => continue,
-                    // Missed some events: re-render anyway, the page shows current state.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                if !first {
+                    let received = tokio::select! {
+                        received = receiver.recv() => received,
+                        _ = shutdown.changed() => return None,
+                    };
+                    match received {
+                        Ok(changed) if changed.rap_id == rap_id => {}
+                        Ok(_) => continue,
+                        // Missed some events: re-render anyway, the page shows current state.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
                 }
+                first = false;
                 let html = state
                     .store
                     .job_request(rap_id.as_str())
@@ -485,7 +490,7 @@ async fn job_request_events(
                     });
                 if let Some(html) = html {
                     let event = Event::default().event("update").data(html);
-                    return Some((Ok(event), (receiver, shutdown, state, rap_id)));
+                    return Some((Ok(event), (receiver, shutdown, state, rap_id, false)));
                 }
             }
         },

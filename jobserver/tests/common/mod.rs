@@ -3,6 +3,9 @@
 //! controller; and helpers to drive the router with `oneshot`.
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod controller;
+
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -189,61 +192,109 @@ pub fn study_repo(root: &std::path::Path, name: &str, project_yaml: &str) -> (St
     (format!("file://{}", dir.display()), head)
 }
 
-impl Harness {
-    /// Seeds: users `dev` (ProjectDeveloper of `proj`, member of backend `test`), `collab`
-    /// (ProjectCollaborator, backend member), `outsider` (no membership), `nobackend`
-    /// (ProjectDeveloper without backends), `checker` (global OutputChecker, backend member);
-    /// org `org`, project `proj`, backend `test`, workspace `ws` on a real repository.
-    pub async fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
-        admin::add_org(&store, "org", "The Org").unwrap();
-        admin::add_project(
+/// A seeded store and what a test needs to know about it.
+pub struct Seeded {
+    pub store: Store,
+    pub backend_token: String,
+    pub repo_url: String,
+    pub repo_head: String,
+}
+
+/// Seeds a store under `dir`: users `dev` (ProjectDeveloper of `proj`, member of backend
+/// `test`), `collab` (ProjectCollaborator, backend member), `outsider` (no membership),
+/// `nobackend` (ProjectDeveloper without backends), `checker` (global OutputChecker, backend
+/// member), each with password `pw`; org `org`, project `proj`, backend `test`, workspace `ws`
+/// on a real repository.
+pub fn seed(dir: &std::path::Path) -> Seeded {
+    let store = Store::open(&dir.join("store")).unwrap();
+    admin::add_org(&store, "org", "The Org").unwrap();
+    admin::add_project(
+        &store,
+        "proj",
+        "Project One",
+        &["org".into()],
+        "ongoing",
+        None,
+    )
+    .unwrap();
+    let backend_token = admin::add_backend(&store, "test", "Test backend").unwrap();
+    for (user, global) in [
+        ("dev", vec![]),
+        ("collab", vec![]),
+        ("outsider", vec![]),
+        ("nobackend", vec![]),
+        ("checker", vec![Role::OutputChecker]),
+    ] {
+        admin::add_user(
             &store,
-            "proj",
-            "Project One",
-            &["org".into()],
-            "ongoing",
-            None,
+            user,
+            &format!("{user} name"),
+            &format!("{user}@example.org"),
+            "pw",
+            &global,
         )
         .unwrap();
-        let backend_token = admin::add_backend(&store, "test", "Test backend").unwrap();
-        for (user, global) in [
-            ("dev", vec![]),
-            ("collab", vec![]),
-            ("outsider", vec![]),
-            ("nobackend", vec![]),
-            ("checker", vec![Role::OutputChecker]),
-        ] {
-            admin::add_user(
-                &store,
-                user,
-                &format!("{user} name"),
-                &format!("{user}@example.org"),
-                "pw",
-                &global,
-            )
-            .unwrap();
-        }
-        admin::set_membership(&store, "proj", "dev", &[Role::ProjectDeveloper]).unwrap();
-        admin::set_membership(&store, "proj", "nobackend", &[Role::ProjectDeveloper]).unwrap();
-        admin::set_membership(&store, "proj", "collab", &[Role::ProjectCollaborator]).unwrap();
-        for user in ["dev", "collab", "checker"] {
-            admin::add_backend_member(&store, "test", user).unwrap();
-        }
-        let (repo_url, repo_head) = study_repo(dir.path(), "study", PROJECT_YAML);
-        store
-            .insert_workspace(&rap_jobserver::model::Workspace {
-                name: "ws".into(),
-                project: "proj".into(),
-                repo_url: repo_url.clone(),
-                branch: "main".into(),
-                purpose: "testing".into(),
-                is_archived: false,
-                created_by: "dev".into(),
-                created_at: now(),
-            })
-            .unwrap();
+    }
+    admin::set_membership(&store, "proj", "dev", &[Role::ProjectDeveloper]).unwrap();
+    admin::set_membership(&store, "proj", "nobackend", &[Role::ProjectDeveloper]).unwrap();
+    admin::set_membership(&store, "proj", "collab", &[Role::ProjectCollaborator]).unwrap();
+    for user in ["dev", "collab", "checker"] {
+        admin::add_backend_member(&store, "test", user).unwrap();
+    }
+    let (repo_url, repo_head) = study_repo(dir, "study", PROJECT_YAML);
+    store
+        .insert_workspace(&rap_jobserver::model::Workspace {
+            name: "ws".into(),
+            project: "proj".into(),
+            repo_url: repo_url.clone(),
+            branch: "main".into(),
+            purpose: "testing".into(),
+            is_archived: false,
+            created_by: "dev".into(),
+            created_at: now(),
+        })
+        .unwrap();
+    Seeded {
+        store,
+        backend_token,
+        repo_url,
+        repo_head,
+    }
+}
+
+/// The web app's state over `store`, talking to the controller through `link`.
+pub fn app_state(
+    store: Store,
+    link: ControllerLink,
+    release_storage: std::path::PathBuf,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> AppState {
+    let (events, _) = broadcast::channel(64);
+    AppState {
+        store,
+        link,
+        config: Arc::new(WebConfig {
+            base_url: "http://jobs.example".into(),
+            jaeger_url: "http://jaeger.example".into(),
+            secure_cookies: false,
+            allow_file_repos: true,
+            release_storage,
+        }),
+        events,
+        shutdown,
+    }
+}
+
+impl Harness {
+    /// The store of [`seed`] with an in-test controller.
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let Seeded {
+            store,
+            backend_token,
+            repo_url,
+            repo_head,
+        } = seed(dir.path());
 
         let (changes, _) = broadcast::channel(64);
         let (watch_tx, watch_opened) = mpsc::unbounded_channel();
@@ -272,20 +323,7 @@ impl Harness {
         let link =
             ControllerLink::new(&format!("http://{address}"), CONTROLLER_TOKEN, None).unwrap();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let (events, _) = broadcast::channel(64);
-        let state = AppState {
-            store: store.clone(),
-            link,
-            config: Arc::new(WebConfig {
-                base_url: "http://jobs.example".into(),
-                jaeger_url: "http://jaeger.example".into(),
-                secure_cookies: false,
-                allow_file_repos: true,
-                release_storage: dir.path().join("releases"),
-            }),
-            events,
-            shutdown: stop_rx,
-        };
+        let state = app_state(store.clone(), link, dir.path().join("releases"), stop_rx);
         Harness {
             dir,
             store,
