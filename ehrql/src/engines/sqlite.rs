@@ -5,12 +5,15 @@
 
 use std::path::Path;
 
-use rusqlite::functions::FunctionFlags;
+use std::cmp::Ordering;
+
+use rusqlite::functions::{Aggregate, Context, FunctionFlags};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use super::{Database, Engine, EngineError, RowSink, table_specs};
 use crate::query_model::{Dataset, Date, ScalarType, Value};
+use crate::sql::dialect::{PICK_FIRST, PICK_LAST};
 use crate::sql::{self, Dialect, SqliteDialect, StatementKind};
 
 /// Runs datasets against a SQLite database whose tables are named and shaped like the
@@ -139,7 +142,80 @@ fn register_functions(conn: &Connection) -> Result<(), EngineError> {
             _ => SqlValue::Null,
         })
     })?;
+    conn.create_aggregate_function(PICK_FIRST, -1, flags, Pick { last: false })?;
+    conn.create_aggregate_function(PICK_LAST, -1, flags, Pick { last: true })?;
     Ok(())
+}
+
+/// The pick aggregates `f(value, key, ...)`: `value` from the row with the smallest (or,
+/// `last`, largest) keys, NULL smallest, as a `ROW_NUMBER()` window ordered by the keys
+/// would pick it. Rows tied on every key give the same value (the compiler appends the picked
+/// columns to the keys, the `rewrite_sorts` rule), so the first one met is kept.
+struct Pick {
+    last: bool,
+}
+
+/// The best row so far: its keys, then its value.
+type PickState = Vec<SqlValue>;
+
+impl Aggregate<PickState, SqlValue> for Pick {
+    fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<PickState> {
+        Ok(Vec::new())
+    }
+
+    fn step(&self, ctx: &mut Context<'_>, best: &mut PickState) -> rusqlite::Result<()> {
+        let n_keys = ctx.len() - 1;
+        let wanted = if self.last {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        };
+        let better = best.is_empty()
+            || best[..n_keys]
+                .iter()
+                .enumerate()
+                .map(|(k, key)| compare(ctx.get_raw(k + 1), ValueRef::from(key)))
+                .find(|order| *order != Ordering::Equal)
+                == Some(wanted);
+        if better {
+            best.clear();
+            for k in 1..=n_keys {
+                best.push(ctx.get::<SqlValue>(k)?);
+            }
+            best.push(ctx.get::<SqlValue>(0)?);
+        }
+        Ok(())
+    }
+
+    fn finalize(&self, _: &mut Context<'_>, best: Option<PickState>) -> rusqlite::Result<SqlValue> {
+        Ok(best.and_then(|mut b| b.pop()).unwrap_or(SqlValue::Null))
+    }
+}
+
+/// SQLite's order of values (BINARY collation): NULL, then numbers compared by value, then
+/// text and blobs bytewise.
+fn compare(a: ValueRef<'_>, b: ValueRef<'_>) -> Ordering {
+    fn class(v: &ValueRef<'_>) -> u8 {
+        match v {
+            ValueRef::Null => 0,
+            ValueRef::Integer(_) | ValueRef::Real(_) => 1,
+            ValueRef::Text(_) => 2,
+            ValueRef::Blob(_) => 3,
+        }
+    }
+    match (a, b) {
+        (ValueRef::Integer(x), ValueRef::Integer(y)) => x.cmp(&y),
+        // SQLite stores NaN as NULL, so reals always compare.
+        (ValueRef::Real(x), ValueRef::Real(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+        (ValueRef::Integer(x), ValueRef::Real(y)) => {
+            (x as f64).partial_cmp(&y).unwrap_or(Ordering::Equal)
+        }
+        (ValueRef::Real(x), ValueRef::Integer(y)) => {
+            x.partial_cmp(&(y as f64)).unwrap_or(Ordering::Equal)
+        }
+        (ValueRef::Text(x), ValueRef::Text(y)) | (ValueRef::Blob(x), ValueRef::Blob(y)) => x.cmp(y),
+        (a, b) => class(&a).cmp(&class(&b)),
+    }
 }
 
 /// The statements `dump-dataset-sql` prints.

@@ -59,6 +59,13 @@ pub trait Dialect {
             key.to_string()
         }
     }
+    /// The name of an aggregate `f(value, key, ...)` giving `value` from the row whose sort
+    /// keys are smallest (or, `last`, largest) in ehrQL order (NULL smallest), if the
+    /// database has one. With it every sort-and-pick joins its table's single grouped scan;
+    /// without it each pick needs a `ROW_NUMBER()` window of its own.
+    fn pick_aggregate(&self, _last: bool) -> Option<&'static str> {
+        None
+    }
     /// Longest `IN (...)` literal list before a values table is used instead.
     fn max_in_list_len(&self) -> usize {
         32
@@ -113,9 +120,18 @@ impl SqliteDialect {
     }
 }
 
+/// The SQLite engine's pick aggregates (see [`Dialect::pick_aggregate`]).
+pub const PICK_FIRST: &str = "ehrql_pick_first";
+/// The last-row counterpart of [`PICK_FIRST`].
+pub const PICK_LAST: &str = "ehrql_pick_last";
+
 impl Dialect for SqliteDialect {
     fn name(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn pick_aggregate(&self, last: bool) -> Option<&'static str> {
+        Some(if last { PICK_LAST } else { PICK_FIRST })
     }
 
     fn literal(&self, value: &Value) -> String {

@@ -4,10 +4,12 @@
 //! 1. Every node that needs its own query (aggregations over many rows, sort-and-pick, episode
 //!    counts, sets) is *materialized* into a temporary table keyed by `patient_id`.
 //! 2. Materialized nodes are grouped by (phase, level, root table): all aggregations and picks
-//!    over one table at one dependency level share a single scan, using conditional
-//!    aggregation (`SUM(CASE WHEN <filters> THEN x END)`) and one `ROW_NUMBER()` window per
-//!    pick, partitioned by patient and filter outcome. The level of a node is one more than the
-//!    deepest materialized node its inputs read.
+//!    over one table at one dependency level share a single `GROUP BY patient_id` scan, each
+//!    aggregation filtered by its own conditions (`COUNT(*) FILTER (WHERE <filters>)`) and
+//!    each pick computed by the dialect's pick aggregate (SQLite: functions registered by the
+//!    engine). A dialect without one (PostgreSQL) gives each pick a `ROW_NUMBER()` window,
+//!    over a staging table when a table has several picks. The level of a node is one more
+//!    than the deepest materialized node its inputs read.
 //! 3. Phase A holds what the population needs; then the universe (union of the patient ids of
 //!    the tables the population reads, valid because of the "not True on NULL inputs" rule)
 //!    and the population table; phase B scans are restricted to population patients.
@@ -96,6 +98,13 @@ struct CodeMap {
     alias: String,
     column: String,
     sets: Vec<(NodeId, Vec<Value>)>,
+}
+
+/// How a sort-and-pick orders its rows (see [`Compiler::pick_sort`]).
+struct PickSort {
+    keys: Vec<String>,
+    columns: Vec<String>,
+    descending: bool,
 }
 
 /// Sets per code map (bits of a non-negative 64-bit mask).
@@ -376,19 +385,21 @@ impl<'a> Compiler<'a> {
         }
         let mut parts = Vec::new();
         for c in conditions.iter().rev() {
-            let sql = self.expr(*c, scope)?;
-            parts.push(self.dialect.bool_test(&sql));
+            parts.push(self.condition(*c, scope)?);
         }
         Ok(Some(parts.join(" AND ")))
     }
 
     /// Every aggregation and pick in `nodes` over table `root`, at one dependency level.
     fn compile_scan(&mut self, root: NodeId, nodes: &[NodeId]) -> Result<(), CompileError> {
+        if self.dialect.pick_aggregate(false).is_some() {
+            return self.compile_grouped(root, nodes);
+        }
         let (picks, aggregates): (Vec<NodeId>, Vec<NodeId>) = nodes
             .iter()
             .partition(|id| matches!(self.graph.node(**id), Node::PickOneRowPerPatient { .. }));
         if !aggregates.is_empty() {
-            self.compile_aggregates(root, &aggregates)?;
+            self.compile_grouped(root, &aggregates)?;
         }
         if !picks.is_empty() {
             self.compile_picks(root, &picks)?;
@@ -396,86 +407,162 @@ impl<'a> Compiler<'a> {
         Ok(())
     }
 
-    /// One scan of `root` computing every aggregation in `nodes` by conditional aggregation
-    /// (`SUM(CASE WHEN <filters> THEN x END)`). When every aggregation has filters, rows
-    /// matching none of them are dropped before grouping.
-    fn compile_aggregates(&mut self, root: NodeId, nodes: &[NodeId]) -> Result<(), CompileError> {
+    /// One `GROUP BY` scan of `root` computing every node in `nodes`: aggregations as
+    /// `AGG(x) FILTER (WHERE <filters>)`, sort-and-picks through the dialect's pick aggregate.
+    /// Rows no node can use are dropped before grouping: by one bit test on the code maps
+    /// when every node's filters require a codelist match, else by the OR of the filters
+    /// (when every node has some).
+    fn compile_grouped(&mut self, root: NodeId, nodes: &[NodeId]) -> Result<(), CompileError> {
         let d = self.dialect;
         let mut scope = Scope::new("base.patient_id".into(), Some(root));
-        let mut inner: Vec<String> = vec!["base.patient_id AS patient_id".into()];
-        let mut outer: Vec<String> = Vec::new();
+        let mut select: Vec<String> = vec!["base.patient_id AS patient_id".into()];
         let mut columns: Vec<String> = Vec::new();
-        let mut prefilter: Option<Vec<String>> = Some(Vec::new());
+        let mut every_condition: Option<Vec<String>> = Some(Vec::new());
+        let mut required_bits: Option<Vec<(String, usize)>> = Some(Vec::new());
         let table = self.temp_name();
         for (i, id) in nodes.iter().enumerate() {
-            let Node::Aggregate { kind, source } = self.graph.node(*id).clone() else {
-                return Err(CompileError::Unsupported(
-                    "a non-aggregation in an aggregation scan".into(),
-                ));
-            };
-            let condition = self.conditions_sql(self.source_domain(*id), &mut scope)?;
-            match (&condition, &mut prefilter) {
+            let domain = self.source_domain(*id);
+            let condition = self.conditions_sql(domain, &mut scope)?;
+            match (&condition, &mut every_condition) {
                 (Some(c), Some(all)) => all.push(format!("({c})")),
-                (None, _) => prefilter = None,
+                (None, _) => every_condition = None,
                 _ => {}
             }
-            let when = |value: &str| match &condition {
-                Some(c) => format!("CASE WHEN {c} THEN {value} END"),
-                None => value.to_string(),
+            match (self.required_code_bit(domain, &scope), &mut required_bits) {
+                (Some(bit), Some(all)) => all.push(bit),
+                (None, _) => required_bits = None,
+                _ => {}
+            }
+            let filtered = |aggregate: String| match &condition {
+                Some(c) => format!("{aggregate} FILTER (WHERE {c})"),
+                None => aggregate,
             };
-            let (arg, aggregate) = match kind {
-                AggregateKind::Exists => (
-                    match &condition {
-                        Some(c) => format!("CASE WHEN {c} THEN 1 ELSE 0 END"),
-                        None => "1".into(),
-                    },
-                    "MAX(",
-                ),
-                AggregateKind::Count => (when("1"), "COUNT("),
-                other => {
-                    let value = self.expr(source, &mut scope)?;
-                    let aggregate = match other {
-                        AggregateKind::CountDistinct => "COUNT(DISTINCT ",
-                        AggregateKind::Min => "MIN(",
-                        AggregateKind::Max => "MAX(",
-                        AggregateKind::Sum => "SUM(",
-                        AggregateKind::Mean => "AVG(",
-                        _ => return Err(CompileError::Unsupported(format!("{other:?} in a scan"))),
+            match self.graph.node(*id).clone() {
+                Node::Aggregate { kind, source } => {
+                    let aggregate = match kind {
+                        AggregateKind::Exists => "MAX(1)".to_string(),
+                        AggregateKind::Count => "COUNT(*)".to_string(),
+                        other => {
+                            let value = self.expr(source, &mut scope)?;
+                            let function = match other {
+                                AggregateKind::CountDistinct => "COUNT(DISTINCT ",
+                                AggregateKind::Min => "MIN(",
+                                AggregateKind::Max => "MAX(",
+                                AggregateKind::Sum => "SUM(",
+                                AggregateKind::Mean => "AVG(",
+                                _ => {
+                                    return Err(CompileError::Unsupported(format!(
+                                        "{other:?} in a scan"
+                                    )));
+                                }
+                            };
+                            format!("{function}{value})")
+                        }
                     };
-                    (when(&value), aggregate)
+                    let column = format!("v{i}");
+                    select.push(format!("{} AS {column}", filtered(aggregate)));
+                    columns.push(column.clone());
+                    self.locations.insert(
+                        *id,
+                        Location {
+                            table: table.clone(),
+                            column,
+                        },
+                    );
                 }
-            };
-            let column = format!("v{i}");
-            inner.push(format!("{arg} AS a{i}"));
-            outer.push(format!("{aggregate}a{i}) AS {column}"));
-            columns.push(column.clone());
-            self.locations.insert(
-                *id,
-                Location {
-                    table: table.clone(),
-                    column,
-                },
-            );
+                Node::PickOneRowPerPatient { .. } => {
+                    let sort = self.pick_sort(*id, &mut scope)?;
+                    let function = d.pick_aggregate(sort.descending).ok_or_else(|| {
+                        CompileError::Unsupported("sort-and-pick in a grouped scan".into())
+                    })?;
+                    // Columns are named `<prefix>exists` and `<prefix><index>`, as `column`
+                    // expects of a pick's location.
+                    let exists = format!("v{i}_exists");
+                    select.push(format!("{} AS {exists}", filtered("MAX(1)".into())));
+                    columns.push(exists.clone());
+                    for (j, value) in sort.columns.iter().enumerate() {
+                        let call = format!("{function}({value}, {})", sort.keys.join(", "));
+                        select.push(format!("{} AS v{i}_{j}", filtered(call)));
+                        columns.push(format!("v{i}_{j}"));
+                    }
+                    self.locations.insert(
+                        *id,
+                        Location {
+                            table: table.clone(),
+                            column: exists,
+                        },
+                    );
+                }
+                other => {
+                    return Err(CompileError::Unsupported(format!(
+                        "{} in a grouped scan",
+                        other.class_name()
+                    )));
+                }
+            }
         }
         let mut filters: Vec<String> = Vec::new();
-        if let Some(all) = prefilter.filter(|a| !a.is_empty()) {
+        if let Some(bits) = required_bits.filter(|b| !b.is_empty()) {
+            let mut masks: BTreeMap<String, i64> = BTreeMap::new();
+            for (alias, bit) in bits {
+                *masks.entry(alias).or_insert(0) |= 1 << bit;
+            }
+            let tests: Vec<String> = masks
+                .into_iter()
+                .map(|(alias, mask)| format!("(({alias}.mask & {mask}) <> 0)"))
+                .collect();
+            filters.push(format!("({})", tests.join(" OR ")));
+        } else if let Some(all) = every_condition.filter(|a| !a.is_empty()) {
             filters.push(format!("({})", all.join(" OR ")));
         }
         filters.extend(self.semi_join());
-        let mut select = format!(
-            "SELECT patient_id, {} FROM (SELECT {} FROM {} AS base{}",
-            outer.join(", "),
-            inner.join(", "),
+        let mut sql = format!(
+            "SELECT {} FROM {} AS base{}",
+            select.join(", "),
             self.table_sql(root)?,
             self.scan_joins(&scope)
         );
         if !filters.is_empty() {
-            select.push_str(&format!(" WHERE {}", filters.join(" AND ")));
+            sql.push_str(&format!(" WHERE {}", filters.join(" AND ")));
         }
-        select.push_str(") AS scan GROUP BY patient_id");
-        self.setup(d.create_patient_temp_table(&table, &columns, &select));
+        sql.push_str(" GROUP BY base.patient_id");
+        self.setup(d.create_patient_temp_table(&table, &columns, &sql));
         self.cleanup.push(table);
         Ok(())
+    }
+
+    /// A pick's sort keys (outermost `Sort` first, then the `rewrite_sorts` columns), the
+    /// columns it reads, and its direction, as SQL over the scan's base table.
+    fn pick_sort(&mut self, id: NodeId, scope: &mut Scope) -> Result<PickSort, CompileError> {
+        let Node::PickOneRowPerPatient { source, position } = self.graph.node(id).clone() else {
+            return Err(CompileError::Unsupported(
+                "a non-pick in a pick scan".into(),
+            ));
+        };
+        let mut keys = Vec::new();
+        let mut current = source;
+        loop {
+            match self.graph.node(current).clone() {
+                Node::Sort { source, sort_by } => {
+                    keys.push(self.expr(sort_by, scope)?);
+                    current = source;
+                }
+                Node::Filter { source, .. } => current = source,
+                _ => break,
+            }
+        }
+        let columns: Vec<String> = self
+            .dataset
+            .pick_columns(id)
+            .iter()
+            .map(|c| format!("base.{}", self.dialect.ident(c)))
+            .collect();
+        keys.extend(columns.iter().cloned());
+        Ok(PickSort {
+            keys,
+            columns,
+            descending: position == Position::Last,
+        })
     }
 
     /// Sort-and-pick: one `ROW_NUMBER()` window per pick over only the rows passing its
@@ -494,39 +581,14 @@ impl<'a> Compiler<'a> {
         }
         let mut picks = Vec::new();
         for id in nodes {
-            let Node::PickOneRowPerPatient { source, position } = self.graph.node(*id).clone()
-            else {
-                return Err(CompileError::Unsupported(
-                    "a non-pick in a pick scan".into(),
-                ));
-            };
             let condition = self.conditions_sql(self.source_domain(*id), &mut scope)?;
-            // Sort keys: outermost Sort first, then the rewrite_sorts columns.
-            let mut keys = Vec::new();
-            let mut current = source;
-            loop {
-                match self.graph.node(current).clone() {
-                    Node::Sort { source, sort_by } => {
-                        keys.push(self.expr(sort_by, &mut scope)?);
-                        current = source;
-                    }
-                    Node::Filter { source, .. } => current = source,
-                    _ => break,
-                }
-            }
-            let columns: Vec<String> = self
-                .dataset
-                .pick_columns(*id)
-                .iter()
-                .map(|c| format!("base.{}", d.ident(c)))
-                .collect();
-            keys.extend(columns.iter().cloned());
+            let sort = self.pick_sort(*id, &mut scope)?;
             picks.push(Pick {
                 id: *id,
                 condition,
-                keys,
-                columns,
-                descending: position == Position::Last,
+                keys: sort.keys,
+                columns: sort.columns,
+                descending: sort.descending,
             });
         }
         let semi = self.semi_join();
@@ -788,14 +850,39 @@ impl<'a> Compiler<'a> {
         values: &[Value],
         scope: &mut Scope,
     ) -> Option<String> {
+        let (alias, bit) = self.code_map_bit(lhs, set, values, scope)?;
+        let column = self.base_column(lhs, scope)?;
+        // NULL stays NULL; a value in no set has no map row, hence the COALESCE.
+        Some(self.dialect.bool_value(&format!(
+            "(CASE WHEN {column} IS NULL THEN NULL ELSE ((COALESCE({alias}.mask, 0) >> {bit}) & 1) = 1 END)"
+        )))
+    }
+
+    /// `base.<column>` if `id` selects a column of the scan's base table.
+    fn base_column(&self, id: NodeId, scope: &Scope) -> Option<String> {
         let root = scope.base_root?;
-        let Node::SelectColumn { source, name } = self.graph.node(lhs) else {
+        let Node::SelectColumn { source, name } = self.graph.node(id) else {
             return None;
         };
         if self.domain_root(self.graph.info(*source).domain) != Some(root) {
             return None;
         }
-        let column = format!("base.{}", self.dialect.ident(name));
+        Some(format!("base.{}", self.dialect.ident(name)))
+    }
+
+    /// The quoted code map alias and bit answering `lhs IN set`, registering the set in a
+    /// code map of `scope` if it is not there yet; `None` if `lhs` is not a base column.
+    fn code_map_bit(
+        &mut self,
+        lhs: NodeId,
+        set: NodeId,
+        values: &[Value],
+        scope: &mut Scope,
+    ) -> Option<(String, usize)> {
+        let column = self.base_column(lhs, scope)?;
+        if let Some(found) = self.find_code_map_bit(&column, set, scope) {
+            return Some(found);
+        }
         let index = match scope
             .code_maps
             .iter()
@@ -814,18 +901,76 @@ impl<'a> Compiler<'a> {
             }
         };
         let map = &mut scope.code_maps[index];
-        let bit = match map.sets.iter().position(|(id, _)| *id == set) {
-            Some(b) => b,
-            None => {
-                map.sets.push((set, values.to_vec()));
-                map.sets.len() - 1
+        map.sets.push((set, values.to_vec()));
+        Some((self.dialect.ident(&map.alias), map.sets.len() - 1))
+    }
+
+    /// The code map alias and bit already answering `column IN set` in `scope`.
+    fn find_code_map_bit(
+        &self,
+        column: &str,
+        set: NodeId,
+        scope: &Scope,
+    ) -> Option<(String, usize)> {
+        scope.code_maps.iter().find_map(|map| {
+            let bit = map.sets.iter().position(|(id, _)| *id == set)?;
+            (map.column == column).then(|| (self.dialect.ident(&map.alias), bit))
+        })
+    }
+
+    /// A code-map bit that must be set for every row of `domain` (one of its filters is a
+    /// conjunction containing `base column IN set`, already compiled in `scope`).
+    fn required_code_bit(&self, domain: Domain, scope: &Scope) -> Option<(String, usize)> {
+        let mut conjuncts = self.domain_conditions(domain);
+        while let Some(id) = conjuncts.pop() {
+            let Node::Function { op, args } = self.graph.node(id) else {
+                continue;
+            };
+            match op {
+                FunctionOp::And => conjuncts.extend(args.iter().copied()),
+                FunctionOp::In => {
+                    let found = self
+                        .base_column(args[0], scope)
+                        .and_then(|column| self.find_code_map_bit(&column, args[1], scope));
+                    if found.is_some() {
+                        return found;
+                    }
+                }
+                _ => {}
             }
-        };
-        let alias = self.dialect.ident(&map.alias);
-        // NULL stays NULL; a value in no set has no map row, hence the COALESCE.
-        Some(self.dialect.bool_value(&format!(
-            "(CASE WHEN {column} IS NULL THEN NULL ELSE ((COALESCE({alias}.mask, 0) >> {bit}) & 1) = 1 END)"
-        )))
+        }
+        None
+    }
+
+    /// SQL that is true exactly when the boolean series `id` is True, but may be NULL where
+    /// the series is False. That freedom makes `is_in` on a code map a single bit test; it is
+    /// sound only where NULL and False act alike (filters, `FILTER (WHERE …)`), and AND/OR
+    /// keep it for their operands.
+    fn condition(&mut self, id: NodeId, scope: &mut Scope) -> Result<String, CompileError> {
+        if self.constant(id).is_none()
+            && let Node::Function { op, args } = self.graph.node(id).clone()
+        {
+            match op {
+                FunctionOp::And | FunctionOp::Or => {
+                    let lhs = self.condition(args[0], scope)?;
+                    let rhs = self.condition(args[1], scope)?;
+                    let word = if op == FunctionOp::And { "AND" } else { "OR" };
+                    return Ok(format!("({lhs} {word} {rhs})"));
+                }
+                FunctionOp::In => {
+                    if let Node::Value(Literal::Set { values, .. }) = self.graph.node(args[1])
+                        && !values.is_empty()
+                        && let Some((alias, bit)) =
+                            self.code_map_bit(args[0], args[1], &values.clone(), scope)
+                    {
+                        return Ok(format!("(({alias}.mask & {}) <> 0)", 1_i64 << bit));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let sql = self.expr(id, scope)?;
+        Ok(self.dialect.bool_test(&sql))
     }
 
     fn location(&self, id: NodeId) -> Result<Location, CompileError> {
