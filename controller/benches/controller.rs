@@ -4,7 +4,8 @@
 //! - SubmitJob throughput for a 5-action pipeline (`run_all`), several requests in flight;
 //! - restart time with 100,000 stored jobs (open the store, start the actors, serve).
 //!
-//! Run with `cargo bench -p rap-controller --bench controller`.
+//! Run with `cargo bench -p rap-controller --bench controller`; add `-- NAME` to run only the
+//! benches whose name contains NAME (`dispatch`, `submit`, `restart`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -195,9 +196,21 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // `cargo bench` passes `--bench`; other arguments select benches by name.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
     runtime.block_on(async {
-        dispatch_latency(1000).await;
-        submit_throughput(2000, 16).await;
-        restart_time(100_000, 1000).await;
+        if selected("dispatch") {
+            dispatch_latency(1000).await;
+        }
+        if selected("submit") {
+            submit_throughput(2000, 16).await;
+        }
+        if selected("restart") {
+            restart_time(100_000, 1000).await;
+        }
     });
 }

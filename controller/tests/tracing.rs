@@ -1,146 +1,150 @@
-//! Tracing: tasks carry the job's trace context, every state change is recorded, and nothing
-//! recorded names an output. Its own test binary, so the global subscriber sees every event.
+//! Tracing: a job request is one trace continuing the caller's `traceparent`, with the
+//! controller's `JOB_REQUEST` root span and, as its children, one span per status code each job
+//! left (lasting from entering the code until leaving it, carrying the code) plus a marker for
+//! the final code. The task carries the trace context, status returns it, and no span anywhere
+//! names an output. Its own test binary: telemetry is installed process-wide, as in the binary,
+//! and exported to a real OTLP collector running in the test.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
 
-use rap_controller::backend::Core;
-use rap_controller::config::{BackendConfig, Config, TlsConfig};
-use rap_controller::jobs::create::{SubmitFields, validate_request};
-use rap_controller::jobs::project::{Project, ProjectAction};
-use rap_controller::jobs::state::{ExecutorStage, StatusCode};
-use rap_controller::jobs::{JobId, OutputPattern, Privacy, RapId};
-use rap_controller::store::Store;
-use rap_controller::tasks::{RunJobResults, TaskResults, TaskUpdate};
-use rap_controller::watch::WatchHub;
+use std::collections::BTreeSet;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+use common::*;
+use rap_proto::pb::rap::v1 as pb;
+use rap_proto::testing::{CollectedSpan, OtlpCollector};
 
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CALLER_SPAN: &str = "b7ad6b7169203331";
 
-#[test]
-fn tasks_carry_the_trace_and_nothing_recorded_names_an_output() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+/// Every name and pattern of the study's outputs (PROJECT_YAML).
+const OUTPUT_NAMES: [&str; 4] = ["dataset", "table", "output/", ".csv"];
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path()).unwrap());
-    let backend = BackendConfig::with_defaults("test");
-    let config = Config {
-        data_dir: dir.path().into(),
-        listen: "127.0.0.1:0".into(),
-        agent_listen: "127.0.0.1:0".into(),
-        tls: TlsConfig {
-            ca: "ca".into(),
-            cert: "cert".into(),
-            key: "key".into(),
-        },
-        allowed_github_orgs: vec!["opensafely".into()],
-        allow_local_repos: false,
-        git_proxy: None,
-        actions_url: String::new(),
-        docker_registry: "ghcr.io/opensafely-core".into(),
-        scheduler_interval_ms: 1000,
-        max_task_attempts: 3,
-        admin_token_sha256: String::new(),
-        projects_with_event_level_access: vec![],
-        clients: vec![],
-        backends: vec![backend.clone()],
-    };
-    let mut core = Core::new(&config, &backend, store.clone(), WatchHub::default()).unwrap();
-    let project = Project {
-        actions: vec![ProjectAction {
-            name: "solo".into(),
-            needs: vec![],
-            run_command: "python:v2 analysis/x.py".into(),
-            requires_db: false,
-            outputs: vec![OutputPattern {
-                name: "secret_output_name".into(),
-                pattern: "output/secret_pattern_*.csv".into(),
-                privacy: Privacy::ModeratelySensitive,
-            }],
-            action_repo: None,
-        }],
-    };
-    let rap_id = "aaaaaaaaaaaaaaaa";
-    let request = validate_request(
-        SubmitFields {
-            rap_id: rap_id.into(),
-            backend: "test".into(),
-            workspace: "ws".into(),
-            repo_url: "https://github.com/opensafely/s".into(),
-            branch: "main".into(),
-            commit: "0123456789abcdef0123456789abcdef01234567".into(),
-            database_name: "default".into(),
-            requested_actions: vec!["solo".into()],
-            codelists_ok: true,
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-            ..Default::default()
-        },
-        &config.request_rules(),
-    )
-    .unwrap();
-    core.submit(&request, &project).unwrap();
-    core.pass().unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_request_is_one_trace_with_a_span_per_state_and_no_output_names() {
+    let collector = OtlpCollector::start().await.unwrap();
+    let telemetry =
+        rap_proto::telemetry::init("rap-controller", Some(collector.endpoint())).unwrap();
+    let setup = Setup::new(|_| {}).await;
+    let controller = Controller::start(&setup).await;
+    let mut client = rap_client(&setup.ca_pem, controller.rap_addr).await;
+    let mut agent = TestAgent::connect(setup.agent_pem("test"), controller.agent_addr, "a1").await;
 
-    let job_id = JobId::derive(&RapId::parse(rap_id).unwrap(), "solo");
-    let task_id = format!("{job_id}-001");
-    let task = store.task(&task_id).unwrap().unwrap();
-    let job = store.job(&job_id).unwrap().unwrap();
+    let rap_id = "trace00000000001";
+    let mut request = authed(CLIENT_TOKEN, submit_request(&setup, rap_id, &["solo"]));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+            .parse()
+            .unwrap(),
+    );
+    client.submit_job(request).await.unwrap();
+
+    let task = agent.next_task().await;
+    agent.run_to_exit(&task.id, 0).await;
+    wait_for_code(&mut client, rap_id, "solo", pb::StatusCode::Succeeded).await;
+
+    // Status returns the trace context, and the task carried the same one to the agent.
+    let job = jobs(&mut client, rap_id).await.remove(0);
+    let traceparent = job.trace_context["traceparent"].clone();
     assert!(
-        job.trace_context["traceparent"].starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
-        "the job continues the caller's trace"
+        traceparent.starts_with(&format!("00-{CALLER_TRACE}-")),
+        "the job continues the caller's trace: {traceparent}"
     );
-    assert_eq!(
-        task.attributes["traceparent"],
-        job.trace_context["traceparent"]
-    );
+    assert_eq!(task.attributes["traceparent"], traceparent);
 
-    let update = |update_id, stage, complete, results| TaskUpdate {
-        update_id,
-        task_id: task_id.clone(),
-        stage,
-        complete,
-        timestamp_ns: 0,
-        results,
-    };
-    core.update("a1", &update(1, ExecutorStage::Executing, false, None))
+    telemetry.flush().await.unwrap();
+    let spans = collector
+        .wait_until("the job's SUCCEEDED marker", WAIT, |spans| {
+            spans.iter().any(|span| span.name == "SUCCEEDED")
+        })
+        .await
         .unwrap();
-    core.pass().unwrap();
-    let results = TaskResults::Job(Box::new(RunJobResults {
-        exit_code: Some(0),
-        ..Default::default()
-    }));
-    core.update(
-        "a1",
-        &update(2, ExecutorStage::Finalized, true, Some(results)),
-    )
-    .unwrap();
-    core.pass().unwrap();
-    let job = store.job(&job_id).unwrap().unwrap();
-    assert_eq!(job.status_code(), StatusCode::Succeeded);
+    let ours: Vec<&CollectedSpan> = spans
+        .iter()
+        .filter(|span| span.trace_id == CALLER_TRACE)
+        .collect();
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    for state in ["CREATED", "INITIATED", "EXECUTING"] {
-        assert!(text.contains(state), "a span for leaving {state}: {text}");
-    }
-    assert!(text.contains("succeeded"), "{text}");
-    assert!(
-        !text.contains("secret_"),
-        "an output name was recorded: {text}"
+    // The request root: the caller's child, and the parent named in the job's traceparent.
+    let roots: Vec<&&CollectedSpan> = ours
+        .iter()
+        .filter(|span| span.name == "JOB_REQUEST")
+        .collect();
+    assert_eq!(roots.len(), 1, "one request root: {ours:#?}");
+    let root = roots[0];
+    assert_eq!(root.parent_span_id.as_deref(), Some(CALLER_SPAN));
+    assert_eq!(root.service, "rap-controller");
+    assert_eq!(root.attribute("job.request"), Some(rap_id));
+    assert_eq!(
+        traceparent,
+        format!("00-{CALLER_TRACE}-{}-01", root.span_id),
+        "jobs are parented to the request root"
     );
+
+    // One span per code the job left, as the root's children, in order, each lasting until
+    // the next began; then the final marker.
+    let job_spans: Vec<&&CollectedSpan> = ours
+        .iter()
+        .filter(|span| span.attribute("job.id") == Some(job.identifier.as_str()))
+        .collect();
+    for span in &job_spans {
+        assert_eq!(
+            span.parent_span_id.as_deref(),
+            Some(root.span_id.as_str()),
+            "{span:#?}"
+        );
+        assert_eq!(span.attribute("job.request"), Some(rap_id));
+        assert_eq!(span.attribute("rap.backend"), Some("test"));
+        assert_eq!(
+            span.attribute("job.status_code").map(str::to_uppercase),
+            Some(span.name.clone()),
+            "each state span carries its status code"
+        );
+    }
+    let mut states: Vec<&&&CollectedSpan> = job_spans
+        .iter()
+        .filter(|span| span.name != "SUCCEEDED")
+        .collect();
+    states.sort_by_key(|span| span.start_time_unix_nano);
+    let names: Vec<&str> = states.iter().map(|span| span.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["CREATED", "INITIATED", "PREPARING", "EXECUTING"],
+        "{states:#?}"
+    );
+    for pair in states.windows(2) {
+        assert!(pair[0].start_time_unix_nano <= pair[0].end_time_unix_nano);
+        assert_eq!(
+            pair[0].attribute("job.next_status_code"),
+            pair[1].attribute("job.status_code"),
+            "the next state span starts where this one ended"
+        );
+        assert_eq!(pair[0].end_time_unix_nano, pair[1].start_time_unix_nano);
+    }
+    let last = states.last().unwrap();
+    assert_eq!(last.attribute("job.next_status_code"), Some("succeeded"));
+    let marker = job_spans
+        .iter()
+        .find(|span| span.name == "SUCCEEDED")
+        .unwrap();
+    assert_eq!(marker.attribute("job.succeeded"), Some("true"));
+    assert_eq!(marker.start_time_unix_nano, last.end_time_unix_nano);
+
+    // Nothing the collector received names an output.
+    let services: BTreeSet<&str> = spans.iter().map(|span| span.service.as_str()).collect();
+    assert_eq!(services, BTreeSet::from(["rap-controller"]));
+    for span in &spans {
+        for text in span.texts() {
+            for output in OUTPUT_NAMES {
+                assert!(
+                    !text.contains(output),
+                    "span {:?} names an output ({output:?} in {text:?})",
+                    span.name
+                );
+            }
+        }
+    }
+
+    controller.stop().await;
+    telemetry.shutdown().await.unwrap();
+    collector.stop().await.unwrap();
 }

@@ -81,7 +81,8 @@ pub enum TelemetryError {
     Task(#[source] tokio::task::JoinError),
 }
 
-/// Builds the subscriber (see [`build`]) and installs it as the process's global default.
+/// Builds the subscriber (see [`build`]) and installs it as the process's global default; with
+/// an endpoint, its tracer provider also becomes OpenTelemetry's global one.
 ///
 /// # Errors
 /// [`TelemetryError`] for an invalid `RUST_LOG`, an unusable endpoint, no current tokio runtime
@@ -92,6 +93,12 @@ pub fn init(
 ) -> Result<TelemetryGuard, TelemetryError> {
     let (dispatch, guard) = build(service_name, otlp_endpoint)?;
     tracing::dispatcher::set_global_default(dispatch).map_err(TelemetryError::AlreadyInstalled)?;
+    if let Some(provider) = &guard.provider {
+        // Spans with explicit start and end times (a job's time in a state, recorded when it
+        // leaves the state) are made with `opentelemetry::global::tracer`, which `tracing`
+        // cannot express; they go through the same exporter.
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
     Ok(guard)
 }
 

@@ -24,6 +24,8 @@ use crate::tasks::{
 };
 use crate::watch::WatchHub;
 
+use super::spans;
+
 /// Flag ids (§3.9).
 pub mod flags {
     pub const PAUSED: &str = "paused";
@@ -101,6 +103,28 @@ pub struct TaskSummary {
     pub leased_to: String,
 }
 
+/// What applied transitions owe the outside world once they are durable: watch changes up to
+/// a cursor, and pushes to agent connections. Effects of several batches merge in order.
+#[derive(Default)]
+pub struct Effects {
+    /// The highest change-log cursor written.
+    cursor: Option<u64>,
+    /// (connection id, command), in the order queued.
+    outbox: Vec<(u64, AgentCommand)>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.cursor.is_none() && self.outbox.is_empty()
+    }
+
+    /// Append `later`'s effects after these.
+    pub fn merge(&mut self, later: Effects) {
+        self.cursor = later.cursor.or(self.cursor);
+        self.outbox.extend(later.outbox);
+    }
+}
+
 struct AgentConnection {
     id: u64,
     agent_id: String,
@@ -118,10 +142,8 @@ pub struct Core {
     flags: BTreeMap<String, Flag>,
     agents: Vec<AgentConnection>,
     next_connection: u64,
-    /// Pushes to perform after the next flush: (agent id, command).
-    outbox: Vec<(String, AgentCommand)>,
-    /// The highest cursor written since the last flush.
-    written_cursor: Option<u64>,
+    /// What the transitions applied since the last [`Core::take_effects`] owe the outside world.
+    effects: Effects,
     /// When the last DBSTATUS task finished (UNIX seconds).
     last_db_status: Option<i64>,
     /// Jobs to visit on the next incremental pass.
@@ -175,8 +197,7 @@ impl Core {
             flags,
             agents: Vec::new(),
             next_connection: 1,
-            outbox: Vec::new(),
-            written_cursor: None,
+            effects: Effects::default(),
             last_db_status,
             dirty: std::collections::HashSet::new(),
             full_pass_needed: true,
@@ -197,34 +218,41 @@ impl Core {
             .store
             .write_then(batch, &mut |changes| hub.stage(changes))?;
         if let Some(last) = changes.last() {
-            self.written_cursor = Some(last.cursor);
+            self.effects.cursor = Some(last.cursor);
         }
         Ok(changes)
     }
 
-    /// Make this batch durable and release its watch changes.
-    ///
-    /// # Errors
-    /// The flush failed: nothing may be acknowledged.
-    pub async fn commit(&mut self) -> Result<(), BackendError> {
-        self.store.flush().await?;
-        if let Some(cursor) = self.written_cursor.take() {
-            self.hub.release(cursor);
-        }
-        Ok(())
+    /// Hand over the effects of everything applied so far; perform them with
+    /// [`Core::perform`] once a flush that began after this call has succeeded.
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.effects)
     }
 
-    /// Push queued tasks and revocations to their agents. An agent whose channel is full or
-    /// closed is disconnected; it gets everything again when it reconnects.
-    pub fn deliver(&mut self) {
-        for (agent_id, command) in std::mem::take(&mut self.outbox) {
-            let Some(index) = self.agents.iter().position(|a| a.agent_id == agent_id) else {
+    /// Release the watch changes and push the tasks and revocations of durable transitions.
+    /// A command for a connection that has since closed or been replaced is dropped: the
+    /// agent's next connection is sent every active task leased to it. An agent whose channel
+    /// is full or closed is disconnected; it gets everything again when it reconnects.
+    pub fn perform(&mut self, effects: Effects) {
+        if let Some(cursor) = effects.cursor {
+            self.hub.release(cursor);
+        }
+        for (connection, command) in effects.outbox {
+            let Some(index) = self.agents.iter().position(|a| a.id == connection) else {
                 continue;
             };
             if self.agents[index].tx.try_send(command).is_err() {
+                let agent_id = self.agents.remove(index).agent_id;
                 tracing::warn!(backend = %self.backend.name, %agent_id, "agent stream full or closed; disconnecting it");
-                self.agents.remove(index);
             }
+        }
+    }
+
+    /// Queue `command` for the agent's current connection, if it has one (otherwise its next
+    /// connection is sent every active task leased to it, and no revoked one).
+    fn send_later(&mut self, agent_id: &str, command: AgentCommand) {
+        if let Some(connection) = self.agents.iter().find(|a| a.agent_id == agent_id) {
+            self.effects.outbox.push((connection.id, command));
         }
     }
 
@@ -530,8 +558,7 @@ impl Core {
             task.active = false;
             task.finished_at = Some(now_s());
             if let Some(agent) = &task.leased_to {
-                self.outbox
-                    .push((agent.clone(), AgentCommand::Revoke(task.id.clone())));
+                self.send_later(agent, AgentCommand::Revoke(task.id.clone()));
             }
             batch.tasks.push(task.clone());
         }
@@ -803,8 +830,7 @@ impl Core {
             old.active = false;
             old.finished_at = Some(now_s());
             if let Some(agent) = &old.leased_to {
-                self.outbox
-                    .push((agent.clone(), AgentCommand::Revoke(old.id.clone())));
+                self.send_later(agent, AgentCommand::Revoke(old.id.clone()));
             }
             batch.tasks.push(old);
         }
@@ -934,13 +960,12 @@ impl Core {
             if let Some(agent) = &cancel.leased_to {
                 *self.leases.entry(agent.clone()).or_default() += 1;
             }
-            self.outbox
+            self.effects
+                .outbox
                 .retain(|(_, c)| !matches!(c, AgentCommand::Task(t) if t.id == cancel.id));
             if let Some(agent) = &runjob.leased_to {
-                self.outbox
-                    .push((agent.clone(), AgentCommand::Revoke(runjob.id.clone())));
-                self.outbox
-                    .push((agent.clone(), AgentCommand::Task(Box::new(cancel.clone()))));
+                self.send_later(agent, AgentCommand::Revoke(runjob.id.clone()));
+                self.send_later(agent, AgentCommand::Task(Box::new(cancel.clone())));
             }
         }
         batch.tasks.push(runjob);
@@ -998,8 +1023,7 @@ impl Core {
         };
         *self.leases.entry(agent.clone()).or_default() += 1;
         task.leased_to = Some(agent.clone());
-        self.outbox
-            .push((agent, AgentCommand::Task(Box::new(task.clone()))));
+        self.send_later(&agent, AgentCommand::Task(Box::new(task.clone())));
     }
 
     /// A leased task became inactive.
@@ -1118,12 +1142,9 @@ impl Core {
                 left_since_ns,
                 at_ns,
             } => {
-                // One span per state left, named after its code, in the job's trace (§5);
-                // it carries identifiers and codes, never an output name.
-                let span = tracing::info_span!(
+                // Identifiers and codes only: never an output name (§5).
+                tracing::info!(
                     target: "rap_controller::job_state",
-                    "job_state",
-                    otel.name = %left.span_name(),
                     job_id = %job.id,
                     job_request = %job.rap_id,
                     backend = %job.backend,
@@ -1133,15 +1154,9 @@ impl Core {
                     left_for_ms = (at_ns - left_since_ns) / 1_000_000,
                     status_code = code.as_str(),
                     state = status.state.as_str(),
+                    "job status changed"
                 );
-                let trace: std::collections::HashMap<String, String> = job
-                    .trace_context
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                // Without an OpenTelemetry layer there is no context to attach: fine.
-                let _ = rap_proto::trace_context::set_parent_from_map(&span, &trace);
-                span.in_scope(|| tracing::info!(target: "rap_controller::job_state", "{}", status.status_message));
+                spans::record_code_left(&job, left, left_since_ns, at_ns, &status);
                 self.count_transition(&job, job.status.state, status.state);
                 job.status = status;
                 batch.jobs.push(job.clone());

@@ -2,16 +2,21 @@
 //!
 //! Callers hold a [`BackendHandle`] (a cloneable wrapper around the actor's bounded mailbox).
 //! The actor wakes on a message (a new request, a cancel, an agent update or connection, an
-//! operator command) or on its periodic safety pass. It drains what is queued, applies each
-//! message as its own atomic store write, runs one scheduling pass (spec §3.4), makes everything
-//! durable with a single flush, and only then replies, acknowledges agents, publishes watch
-//! changes and pushes tasks to agents: persist, then reply (group commit).
+//! operator command), on its periodic safety pass, or when a flush ends. It drains what is
+//! queued, applies each message as its own atomic store write and runs one scheduling pass
+//! (spec §3.4). Replies, agent acknowledgements, watch changes and task pushes wait for a flush
+//! that began after the writes: persist, then reply. One flush runs at a time and covers every
+//! batch applied while the previous one ran (group commit), so the actor keeps applying
+//! messages while the disk works.
 //!
 //! The shell is a tokio task with an mpsc mailbox rather than actix: see controller/README.md.
 //! The decisions live in [`core`], which the tests drive with a temporary store.
 
 pub mod core;
+mod spans;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +30,9 @@ use crate::store::{Store, StoreError};
 use crate::tasks::{Task, TaskUpdate};
 use crate::watch::WatchHub;
 
-pub use self::core::{AgentCommand, BackendError, CancelOutcome, Core, SubmitOutcome, TaskSummary};
+pub use self::core::{
+    AgentCommand, BackendError, CancelOutcome, Core, Effects, SubmitOutcome, TaskSummary,
+};
 
 /// Messages queued before the actor applies back-pressure to callers.
 const MAILBOX: usize = 1024;
@@ -100,10 +107,10 @@ impl BackendHandle {
         hub: WatchHub,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(BackendHandle, tokio::task::JoinHandle<()>), StoreError> {
-        let core = Core::new(config, backend, store, hub)?;
+        let core = Core::new(config, backend, store.clone(), hub)?;
         let (tx, rx) = mpsc::channel(MAILBOX);
         let interval = Duration::from_millis(config.scheduler_interval_ms.max(10));
-        let join = tokio::spawn(run(core, rx, interval, shutdown));
+        let join = tokio::spawn(run(core, store, rx, interval, shutdown));
         Ok((
             BackendHandle {
                 name: backend.name.as_str().into(),
@@ -263,17 +270,56 @@ fn defer<T: Send + 'static>(reply: Reply<T>, result: Result<T, BackendError>) ->
     })
 }
 
+/// What applied messages are owed once a flush covers them: replies and effects.
+#[derive(Default)]
+struct Owed {
+    replies: Vec<Deferred>,
+    effects: Effects,
+}
+
+impl Owed {
+    fn is_empty(&self) -> bool {
+        self.replies.is_empty() && self.effects.is_empty()
+    }
+}
+
+type Flush = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// Starts a flush covering every write made before this call: the future is lazy, so sled's
+/// flush begins at its first poll, after all of them.
+fn start_flush(store: &Arc<Store>) -> Flush {
+    let store = store.clone();
+    Box::pin(async move { store.flush().await })
+}
+
+/// The actor loop, with group commit: while one flush is in progress, messages keep being
+/// applied and their replies and effects wait; when the flush ends, what it covered is
+/// answered and performed, and one flush starts for everything that waited. So concurrent
+/// requests share a flush, and the actor never idles on the disk while messages are queued.
 async fn run(
     mut core: Core,
+    store: Arc<Store>,
     mut rx: mpsc::Receiver<Message>,
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flushing: Option<(Flush, Owed)> = None;
+    let mut waiting = Owed::default();
     loop {
+        if flushing.is_none() && !waiting.is_empty() {
+            flushing = Some((start_flush(&store), std::mem::take(&mut waiting)));
+        }
         let mut messages = Vec::new();
         tokio::select! {
+            result = async { flushing.as_mut().map(|(flush, _)| flush.as_mut()).expect("guarded").await },
+                if flushing.is_some() =>
+            {
+                let (_, owed) = flushing.take().expect("guarded");
+                settle(&mut core, owed, result, &mut waiting);
+                continue;
+            }
             message = rx.recv() => match message {
                 Some(message) => messages.push(message),
                 None => break,
@@ -287,21 +333,43 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let mut deferred: Vec<Deferred> = Vec::with_capacity(messages.len());
         for message in messages {
-            deferred.push(apply(&mut core, message));
+            waiting.replies.push(apply(&mut core, message));
         }
         if let Err(error) = core.pass() {
             tracing::error!(backend = core.name(), %error, "scheduling pass failed");
         }
-        let flush_error = core.commit().await.err();
-        if let Some(error) = &flush_error {
-            tracing::error!(backend = core.name(), %error, "flush failed");
-        }
-        for reply in deferred {
-            reply(flush_error.as_ref());
-        }
-        core.deliver();
+        waiting.effects.merge(core.take_effects());
+    }
+    // Stopping: answer what was applied, once it is durable.
+    if let Some((flush, owed)) = flushing.take() {
+        let result = flush.await;
+        settle(&mut core, owed, result, &mut waiting);
+    }
+    if !waiting.is_empty() {
+        let owed = std::mem::take(&mut waiting);
+        let result = store.flush().await;
+        settle(&mut core, owed, result, &mut Owed::default());
+    }
+}
+
+/// A flush ended: answer the replies it covered and perform their effects. After a failed
+/// flush the replies carry the error and the effects go back to wait for the next flush (the
+/// writes are still applied, and the next successful flush makes them durable).
+fn settle(core: &mut Core, owed: Owed, result: Result<(), StoreError>, waiting: &mut Owed) {
+    let flush_error = result.err().map(BackendError::from);
+    if let Some(error) = &flush_error {
+        tracing::error!(backend = core.name(), %error, "flush failed");
+    }
+    for reply in owed.replies {
+        reply(flush_error.as_ref());
+    }
+    if flush_error.is_some() {
+        let mut effects = owed.effects;
+        effects.merge(std::mem::take(&mut waiting.effects));
+        waiting.effects = effects;
+    } else {
+        core.perform(owed.effects);
     }
 }
 

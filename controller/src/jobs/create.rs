@@ -30,7 +30,7 @@ pub struct SubmitFields {
     pub project: String,
     pub orgs: Vec<String>,
     pub analysis_scope: Option<AnalysisScope>,
-    /// The caller's W3C `traceparent`, continued by the job traces.
+    /// The job request's W3C `traceparent` (its root span), the parent of its jobs' spans.
     pub traceparent: Option<String>,
 }
 
@@ -486,7 +486,7 @@ impl Builder<'_> {
         let mut trace_context = BTreeMap::new();
         trace_context.insert(
             "traceparent".to_string(),
-            new_traceparent(request.traceparent.as_deref(), &id, self.now_ns),
+            job_traceparent(request.traceparent.as_deref(), &id, self.now_ns),
         );
         Job {
             id,
@@ -526,17 +526,20 @@ impl Builder<'_> {
     }
 }
 
-/// A W3C `traceparent` for a new job's root span: the caller's trace id when it sent a valid
-/// one (so the job joins the caller's trace), else a fresh one; the span id is new. Ids are
-/// derived by hashing the job id and the time, which makes them unique without a random source.
-pub fn new_traceparent(caller: Option<&str>, job_id: &JobId, now_ns: i64) -> String {
-    let digest = Sha256::digest(format!("{job_id}\n{now_ns}\n{}", caller.unwrap_or("")).as_bytes());
-    let fresh_trace_id = hex::encode(&digest[..16]);
-    let span_id = hex::encode(&digest[16..24]);
-    let trace_id = caller
-        .and_then(parse_traceparent_trace_id)
-        .unwrap_or(fresh_trace_id);
-    format!("00-{trace_id}-{span_id}-01")
+/// The W3C `traceparent` a new job's spans are parented to: the job request's root span (the
+/// request's `traceparent`) when it is valid, so a request's jobs form one trace with it; else a
+/// fresh trace. Fresh ids are derived by hashing the job id and the time, which makes them unique
+/// without a random source.
+pub fn job_traceparent(request: Option<&str>, job_id: &JobId, now_ns: i64) -> String {
+    if let Some(request) = request.filter(|value| parse_traceparent_trace_id(value).is_some()) {
+        return request.to_string();
+    }
+    let digest = Sha256::digest(format!("{job_id}\n{now_ns}").as_bytes());
+    format!(
+        "00-{}-{}-01",
+        hex::encode(&digest[..16]),
+        hex::encode(&digest[16..24])
+    )
 }
 
 /// The trace id of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero).
@@ -887,14 +890,12 @@ mod tests {
     }
 
     #[test]
-    fn traceparent_continues_the_callers_trace() {
+    fn jobs_join_the_request_trace_or_start_their_own() {
         let id = JobId::derive(&RapId::parse("abcdefgh12345678").unwrap(), "a");
-        let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let tp = new_traceparent(Some(caller), &id, 1);
-        assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
-        assert!(!tp.contains("b7ad6b7169203331"));
-        let fresh = new_traceparent(Some("garbage"), &id, 1);
-        assert!(parse_traceparent_trace_id(&fresh).is_some());
-        assert!(!fresh.contains("0af7651916cd43dd"));
+        let request = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(job_traceparent(Some(request), &id, 1), request);
+        let fresh = job_traceparent(Some("garbage"), &id, 1);
+        assert!(parse_traceparent_trace_id(&fresh).is_some(), "{fresh}");
+        assert_ne!(fresh, job_traceparent(None, &id, 2), "unique per time");
     }
 }

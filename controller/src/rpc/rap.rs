@@ -28,8 +28,14 @@ impl pb::rap_service_server::RapService for RapService {
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let backends = self.tokens.backends(request.metadata())?;
-        // One span per request, continuing the caller's trace; the jobs join that trace.
-        let span = tracing::info_span!("SubmitJob", rap_id = %request.get_ref().rap_id);
+        // The job request's root span, continuing the caller's trace: its context is stored on
+        // the request's jobs, whose state spans are its children (see `backend::spans`).
+        let span = tracing::info_span!(
+            "JOB_REQUEST",
+            job.request = %request.get_ref().rap_id,
+            rap.backend = %request.get_ref().backend,
+            rap.workspace = %request.get_ref().workspace,
+        );
         let _ = rap_proto::trace_context::set_parent_from_metadata(&span, request.metadata());
         let traceparent = span
             .in_scope(rap_proto::trace_context::current_map)

@@ -727,7 +727,8 @@ fn tasks_are_spread_over_connected_agents_and_pushed_to_their_lessee() {
     let (_, mut rx_b) = w.core.connect("b").unwrap();
     w.submit(R1, &["solo", "solo2", "db2", "gen"]);
     w.core.pass().unwrap();
-    w.core.deliver();
+    let effects = w.core.take_effects();
+    w.core.perform(effects);
     let mut leased: Vec<String> = w
         .store
         .active_tasks("test")
