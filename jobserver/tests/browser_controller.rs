@@ -36,8 +36,14 @@ async fn run_jobs(client: &Client, base: &str, workspace: &str, actions: &[&str]
 /// The one job request of `workspace` not in `seen` (which it joins).
 fn new_request(store: &Store, workspace: &str, seen: &mut HashSet<String>) -> String {
     let fresh: Vec<String> = store
-        .job_requests_of_workspace(workspace)
+        .job_requests_page(
+            rap_jobserver::store::RequestScope::Workspace(workspace),
+            &|_| true,
+            0,
+            usize::MAX,
+        )
         .unwrap()
+        .requests
         .into_iter()
         .map(|r| r.rap_id.as_str().to_owned())
         .filter(|id| !seen.contains(id))

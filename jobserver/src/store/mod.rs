@@ -54,6 +54,10 @@ pub struct Store {
     backend_memberships: sled::Tree,
     workspaces: sled::Tree,
     job_requests: sled::Tree,
+    /// Newest-first index of every job request: [`request_time_key`] → empty.
+    job_requests_by_time: sled::Tree,
+    /// The same per workspace: `workspace\0` + [`request_time_key`] → empty.
+    job_requests_by_workspace: sled::Tree,
     jobs: sled::Tree,
     jobs_by_request: sled::Tree,
     meta: sled::Tree,
@@ -64,6 +68,45 @@ pub struct Store {
 }
 
 const WATCH_CURSOR: &[u8] = b"watch_cursor";
+/// Set once the job-request time indexes cover every stored request.
+const JOB_REQUEST_INDEX: &[u8] = b"job_request_index_v1";
+
+/// Which job requests a list shows.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestScope<'a> {
+    Everywhere,
+    Workspace(&'a str),
+}
+
+/// One page of job requests, newest first.
+#[derive(Debug)]
+pub struct RequestPage {
+    pub requests: Vec<JobRequest>,
+    /// Whether more matching requests follow this page.
+    pub has_more: bool,
+}
+
+/// The index key of a request: newest first, then rap id descending (the order lists show).
+/// Times before 1970 sort as 1970; rap ids all have the same length, so inverting their bytes
+/// inverts their order.
+fn request_time_key(request: &JobRequest) -> Vec<u8> {
+    let age = u64::MAX - u64::try_from(request.created_at).unwrap_or(0);
+    let mut key = age.to_be_bytes().to_vec();
+    key.extend(request.rap_id.as_str().bytes().map(|b| !b));
+    key
+}
+
+/// The rap id at the end of an index key.
+fn rap_id_of_time_key(key: &[u8]) -> String {
+    key[key.len().saturating_sub(RAP_ID_LEN)..]
+        .iter()
+        .map(|b| char::from(!b))
+        .collect()
+}
+
+const RAP_ID_LEN: usize = 16;
+/// Room reserved for a page up front (callers may ask for "all" with `usize::MAX`).
+const PAGE_CAPACITY_HINT: usize = 64;
 
 /// The sha256 of a secret, hex: how tokens and session ids are stored.
 pub fn hash_secret(secret: &str) -> String {
@@ -156,7 +199,7 @@ impl Store {
     }
 
     fn from_db(db: sled::Db) -> Result<Self, StoreError> {
-        Ok(Store {
+        let store = Store {
             users: db.open_tree("users")?,
             orgs: db.open_tree("orgs")?,
             projects: db.open_tree("projects")?,
@@ -166,6 +209,8 @@ impl Store {
             backend_memberships: db.open_tree("backend_memberships")?,
             workspaces: db.open_tree("workspaces")?,
             job_requests: db.open_tree("job_requests")?,
+            job_requests_by_time: db.open_tree("job_requests_by_time")?,
+            job_requests_by_workspace: db.open_tree("job_requests_by_workspace")?,
             jobs: db.open_tree("jobs")?,
             jobs_by_request: db.open_tree("jobs_by_request")?,
             meta: db.open_tree("meta")?,
@@ -174,7 +219,28 @@ impl Store {
             release_files: db.open_tree("release_files")?,
             release_file_names: db.open_tree("release_file_names")?,
             db,
-        })
+        };
+        store.index_job_requests()?;
+        Ok(store)
+    }
+
+    /// Builds the time indexes of job requests once, for a store written before they existed.
+    fn index_job_requests(&self) -> Result<(), StoreError> {
+        if self.meta.get(JOB_REQUEST_INDEX)?.is_some() {
+            return Ok(());
+        }
+        for item in self.job_requests.iter() {
+            let (key, value) = item?;
+            let request = job_request_from_record(decode("job_requests", &key, &value)?)?;
+            self.job_requests_by_time
+                .insert(request_time_key(&request), &[])?;
+            self.job_requests_by_workspace.insert(
+                [prefix(&request.workspace), request_time_key(&request)].concat(),
+                &[],
+            )?;
+        }
+        self.meta.insert(JOB_REQUEST_INDEX, &[1])?;
+        Ok(())
     }
 
     /// Waits until every write so far is on disk.
@@ -507,11 +573,77 @@ impl Store {
             status_message: request.status_message.clone(),
             project_definition: request.project_definition.clone(),
         };
-        put(
+        let bytes = serde_json::to_vec(&record)?;
+        // A request's time and workspace never change, so its index keys are the same on
+        // every put; writing them in the same transaction keeps lists and records in step.
+        let time_key = request_time_key(request);
+        let workspace_key = [prefix(&request.workspace), time_key.clone()].concat();
+        (
             &self.job_requests,
-            request.rap_id.as_str().as_bytes(),
-            &record,
+            &self.job_requests_by_time,
+            &self.job_requests_by_workspace,
         )
+            .transaction(|(requests, by_time, by_workspace)| {
+                requests.insert(request.rap_id.as_str().as_bytes(), bytes.as_slice())?;
+                by_time.insert(time_key.as_slice(), &[])?;
+                by_workspace.insert(workspace_key.as_slice(), &[])?;
+                Ok(())
+            })
+            .map_err(
+                |error: sled::transaction::TransactionError<()>| match error {
+                    sled::transaction::TransactionError::Storage(error) => StoreError::Sled(error),
+                    sled::transaction::TransactionError::Abort(()) => {
+                        StoreError::Sled(sled::Error::Unsupported("transaction aborted".into()))
+                    }
+                },
+            )
+    }
+
+    /// A page of job requests in `scope`, newest first: those `keep` accepts, skipping the
+    /// first `skip` of them and returning at most `take`. Reads the time index and only the
+    /// records up to the end of the page, never the whole store.
+    ///
+    /// # Errors
+    /// On storage failure or a corrupt record.
+    pub fn job_requests_page(
+        &self,
+        scope: RequestScope<'_>,
+        keep: &dyn Fn(&JobRequest) -> bool,
+        skip: usize,
+        take: usize,
+    ) -> Result<RequestPage, StoreError> {
+        let keys = match scope {
+            RequestScope::Everywhere => self.job_requests_by_time.iter(),
+            RequestScope::Workspace(workspace) => self
+                .job_requests_by_workspace
+                .scan_prefix(prefix(workspace)),
+        };
+        let mut requests = Vec::with_capacity(take.min(PAGE_CAPACITY_HINT));
+        let mut matched = 0;
+        for key in keys.keys() {
+            let rap_id = rap_id_of_time_key(&key?);
+            let Some(request) = self.job_request(&rap_id)? else {
+                continue;
+            };
+            if !keep(&request) {
+                continue;
+            }
+            matched += 1;
+            if matched <= skip {
+                continue;
+            }
+            if requests.len() == take {
+                return Ok(RequestPage {
+                    requests,
+                    has_more: true,
+                });
+            }
+            requests.push(request);
+        }
+        Ok(RequestPage {
+            requests,
+            has_more: false,
+        })
     }
 
     /// A job request by rap id.
@@ -524,8 +656,8 @@ impl Store {
             .transpose()
     }
 
-    /// Every job request, newest first (a full scan; fine for a small installation, an index
-    /// by time is the next step at scale).
+    /// Every job request, newest first (a full scan: for the few callers that need them all;
+    /// lists use [`Store::job_requests_page`]).
     ///
     /// # Errors
     /// On storage failure or a corrupt record.
@@ -540,21 +672,6 @@ impl Store {
                 .then(b.rap_id.cmp(&a.rap_id))
         });
         Ok(list)
-    }
-
-    /// The job requests of one workspace, newest first.
-    ///
-    /// # Errors
-    /// On storage failure or a corrupt record.
-    pub fn job_requests_of_workspace(
-        &self,
-        workspace: &str,
-    ) -> Result<Vec<JobRequest>, StoreError> {
-        Ok(self
-            .job_requests()?
-            .into_iter()
-            .filter(|r| r.workspace == workspace)
-            .collect())
     }
 
     /// A job by identifier.
@@ -1111,5 +1228,120 @@ mod tests {
         store.put_backend(&backend).unwrap();
         assert!(store.backend_by_token("old").unwrap().is_none());
         assert_eq!(store.backend_by_token("new").unwrap().unwrap().slug, "test");
+    }
+
+    fn request(rap_id: &str, workspace: &str, created_at: i64, action: &str) -> JobRequest {
+        JobRequest {
+            rap_id: RapId::parse(rap_id).unwrap(),
+            backend: "test".into(),
+            workspace: workspace.into(),
+            project: "proj".into(),
+            requested_actions: vec![action.into()],
+            cancelled_actions: vec![],
+            sha: "0".repeat(40),
+            force_run_dependencies: false,
+            created_by: "dev".into(),
+            created_at,
+            status: crate::status::RequestStatus::Pending,
+            status_message: None,
+            project_definition: String::new(),
+        }
+    }
+
+    fn ids(page: &RequestPage) -> Vec<&str> {
+        page.requests.iter().map(|r| r.rap_id.as_str()).collect()
+    }
+
+    #[test]
+    fn request_pages_come_newest_first_from_the_time_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Same second for b and c: the larger rap id first, as the full scan sorts.
+        for (id, workspace, at, action) in [
+            ("aaaaaaaaaaaaaaaa", "one", 10, "x"),
+            ("bbbbbbbbbbbbbbbb", "two", 20, "y"),
+            ("cccccccccccccccc", "one", 20, "x"),
+            ("dddddddddddddddd", "one", 30, "y"),
+        ] {
+            store
+                .put_job_request(&request(id, workspace, at, action))
+                .unwrap();
+        }
+        // A second put of the same request (a status change) adds no second index entry.
+        store
+            .put_job_request(&request("dddddddddddddddd", "one", 30, "y"))
+            .unwrap();
+        let all = store
+            .job_requests_page(RequestScope::Everywhere, &|_| true, 0, 10)
+            .unwrap();
+        assert_eq!(
+            ids(&all),
+            [
+                "dddddddddddddddd",
+                "cccccccccccccccc",
+                "bbbbbbbbbbbbbbbb",
+                "aaaaaaaaaaaaaaaa"
+            ]
+        );
+        assert!(!all.has_more);
+        let full_scan: Vec<String> = store
+            .job_requests()
+            .unwrap()
+            .iter()
+            .map(|r| r.rap_id.as_str().to_owned())
+            .collect();
+        assert_eq!(ids(&all), full_scan);
+
+        let second = store
+            .job_requests_page(RequestScope::Everywhere, &|_| true, 1, 2)
+            .unwrap();
+        assert_eq!(ids(&second), ["cccccccccccccccc", "bbbbbbbbbbbbbbbb"]);
+        assert!(second.has_more);
+
+        let workspace = store
+            .job_requests_page(RequestScope::Workspace("one"), &|_| true, 0, 10)
+            .unwrap();
+        assert_eq!(
+            ids(&workspace),
+            ["dddddddddddddddd", "cccccccccccccccc", "aaaaaaaaaaaaaaaa"]
+        );
+        let filtered = store
+            .job_requests_page(
+                RequestScope::Workspace("one"),
+                &|r| r.requested_actions == ["x"],
+                1,
+                10,
+            )
+            .unwrap();
+        assert_eq!(ids(&filtered), ["aaaaaaaaaaaaaaaa"]);
+        // A workspace whose name is a prefix of another's sees only its own.
+        assert!(
+            store
+                .job_requests_page(RequestScope::Workspace("on"), &|_| true, 0, 10)
+                .unwrap()
+                .requests
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_store_from_before_the_index_is_indexed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .put_job_request(&request("aaaaaaaaaaaaaaaa", "one", 10, "x"))
+                .unwrap();
+            // As an older version left it: records, no index.
+            store.job_requests_by_time.clear().unwrap();
+            store.job_requests_by_workspace.clear().unwrap();
+            store.meta.remove(JOB_REQUEST_INDEX).unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let page = store
+            .job_requests_page(RequestScope::Workspace("one"), &|_| true, 0, 10)
+            .unwrap();
+        assert_eq!(ids(&page), ["aaaaaaaaaaaaaaaa"]);
     }
 }

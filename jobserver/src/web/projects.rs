@@ -11,6 +11,7 @@ use crate::access::{allowed, runnable_backends};
 use crate::git;
 use crate::model::{JobRequest, Project, Workspace, now};
 use crate::roles::Permission;
+use crate::store::{RequestScope, Store, StoreError};
 
 /// Routes of this area. Static segments (`new-workspace`) win over captures in axum's router.
 pub fn router() -> Router<AppState> {
@@ -79,10 +80,14 @@ async fn home(State(state): State<AppState>, ctx: Ctx) -> Result<Response, AppEr
         .collect();
     let requests = state
         .store
-        .job_requests()?
+        .job_requests_page(
+            RequestScope::Everywhere,
+            &|r| active.contains(&r.backend),
+            0,
+            10,
+        )?
+        .requests
         .iter()
-        .filter(|r| active.contains(&r.backend))
-        .take(10)
         .map(RequestRow::new)
         .collect();
     let mut projects = Vec::new();
@@ -346,46 +351,48 @@ pub struct Paged {
     pub next: String,
 }
 
-/// Page `page` (1-based, from `?page=`) of `requests`; `base` is the URL with any other query
-/// parameters, ending in `?` or `&`.
-pub fn paginate(requests: &[JobRequest], query: &FormPairs, base: &str) -> Paged {
+/// Page `page` (1-based, from `?page=`) of the job requests in `scope` that `keep` accepts,
+/// read from the store's time index; `base` is the URL with any other query parameters, ending
+/// in `?` or `&`.
+///
+/// # Errors
+/// On storage failure.
+pub fn paginate(
+    store: &Store,
+    scope: RequestScope<'_>,
+    keep: &dyn Fn(&JobRequest) -> bool,
+    query: &FormPairs,
+    base: &str,
+) -> Result<Paged, StoreError> {
     let page = field(query, "page").parse::<usize>().unwrap_or(1).max(1);
-    let start = (page - 1) * PAGE_SIZE;
-    let rows = requests
-        .iter()
-        .skip(start)
-        .take(PAGE_SIZE)
-        .map(RequestRow::new)
-        .collect();
-    Paged {
-        rows,
+    let skip = (page - 1).saturating_mul(PAGE_SIZE);
+    let found = store.job_requests_page(scope, keep, skip, PAGE_SIZE)?;
+    Ok(Paged {
+        rows: found.requests.iter().map(RequestRow::new).collect(),
         previous: if page > 1 {
             format!("{base}page={}", page - 1)
         } else {
             String::new()
         },
-        next: if requests.len() > start + PAGE_SIZE {
+        next: if found.has_more {
             format!("{base}page={}", page + 1)
         } else {
             String::new()
         },
-    }
+    })
 }
 
 /// A8's workspace-log filters: `q` matches an action or the request id by substring;
 /// `backend` (repeatable) keeps those backends.
-pub fn filter_requests(requests: Vec<JobRequest>, query: &FormPairs) -> Vec<JobRequest> {
+pub fn request_filter(query: &FormPairs) -> impl Fn(&JobRequest) -> bool + use<> {
     let q = field(query, "q");
     let backends = fields(query, "backend");
-    requests
-        .into_iter()
-        .filter(|r| {
-            q.is_empty()
-                || r.rap_id.as_str().contains(&q)
-                || r.requested_actions.iter().any(|a| a.contains(&q))
-        })
-        .filter(|r| backends.is_empty() || backends.contains(&r.backend))
-        .collect()
+    move |r: &JobRequest| {
+        (q.is_empty()
+            || r.rap_id.as_str().contains(&q)
+            || r.requested_actions.iter().any(|a| a.contains(&q)))
+            && (backends.is_empty() || backends.contains(&r.backend))
+    }
 }
 
 async fn workspace_page(
@@ -417,12 +424,17 @@ async fn workspace_page(
         Some(&slug),
         Permission::WorkspaceArchive,
     )?;
-    let filtered = filter_requests(state.store.job_requests_of_workspace(&name)?, &query);
     let mut base = format!("/{slug}/{name}/logs/?");
     for (key, value) in query.iter().filter(|(k, _)| k == "q" || k == "backend") {
         base.push_str(&format!("{}={}&", url_encode(key), url_encode(value)));
     }
-    let paged = paginate(&filtered, &query, &base);
+    let paged = paginate(
+        &state.store,
+        RequestScope::Workspace(&name),
+        &request_filter(&query),
+        &query,
+        &base,
+    )?;
     render(
         &ctx,
         &WorkspacePage {
@@ -502,8 +514,13 @@ async fn event_log(
     ctx: Ctx,
     Query(query): Query<FormPairs>,
 ) -> Result<Response, AppError> {
-    let requests = state.store.job_requests()?;
-    let paged = paginate(&requests, &query, "/event-log/?");
+    let paged = paginate(
+        &state.store,
+        RequestScope::Everywhere,
+        &|_| true,
+        &query,
+        "/event-log/?",
+    )?;
     render(
         &ctx,
         &EventLogPage {
