@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::jobserver::OutputCheckingRepo;
+
 /// Airlock's configuration (keys documented in airlock/README.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +57,13 @@ pub struct Config {
     /// Send the `Secure` cookie attribute (turn off only for plain-HTTP local use).
     #[serde(default = "default_true")]
     pub secure_cookies: bool,
+    /// GitHub organisation of the output-checking repository, named in every event sent to
+    /// the job server; set together with `output_checking_repo`.
+    #[serde(default)]
+    pub output_checking_org: Option<String>,
+    /// GitHub repository (in `output_checking_org`) where output checking is tracked.
+    #[serde(default)]
+    pub output_checking_repo: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -72,7 +81,7 @@ pub enum ConfigError {
 }
 
 /// Every key, for the environment overrides.
-const KEYS: [&str; 17] = [
+const KEYS: [&str; 19] = [
     "listen",
     "medium_privacy_dir",
     "data_dir",
@@ -90,6 +99,8 @@ const KEYS: [&str; 17] = [
     "csv_page_size",
     "secure_cookies",
     "max_csv_check_rows",
+    "output_checking_org",
+    "output_checking_repo",
 ];
 
 fn default_authz_timeout() -> u64 {
@@ -173,9 +184,26 @@ impl Config {
             };
             table.insert(key.to_string(), parsed);
         }
-        toml::Value::Table(table)
+        let config: Config = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| parse_error(e.to_string()))
+            .map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
+        if config.output_checking_org.is_some() != config.output_checking_repo.is_some() {
+            return Err(parse_error(
+                "set both output_checking_org and output_checking_repo, or neither".to_string(),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The output-checking repository named in events, when configured.
+    pub fn output_checking_repo(&self) -> Option<OutputCheckingRepo> {
+        match (&self.output_checking_org, &self.output_checking_repo) {
+            (Some(org), Some(repo)) => Some(OutputCheckingRepo {
+                org: org.clone(),
+                repo: repo.clone(),
+            }),
+            _ => None,
+        }
     }
 
     pub fn authz_timeout(&self) -> Duration {
@@ -232,5 +260,32 @@ jobserver_token = "t"
         )
         .unwrap_err();
         assert!(error.to_string().contains("bogus"), "{error}");
+        let error = Config::parse(MINIMAL, Path::new("a.toml"), |name| {
+            (name == "AIRLOCK_OUTPUT_CHECKING_ORG").then(|| "opensafely".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "a.toml: set both output_checking_org and output_checking_repo, or neither"
+        );
+    }
+
+    #[test]
+    fn output_checking_repo_from_both_keys() {
+        let config = Config::parse(MINIMAL, Path::new("a.toml"), |_| None).unwrap();
+        assert_eq!(config.output_checking_repo(), None);
+        let config = Config::parse(
+            &format!("{MINIMAL}\noutput_checking_org = \"o\"\noutput_checking_repo = \"r\""),
+            Path::new("a.toml"),
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            config.output_checking_repo(),
+            Some(OutputCheckingRepo {
+                org: "o".to_string(),
+                repo: "r".to_string()
+            })
+        );
     }
 }

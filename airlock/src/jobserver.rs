@@ -24,6 +24,25 @@ const CHUNK_SIZE: usize = 64 * 1024;
 pub struct JobServer {
     client: ReleaseServiceClient<Channel>,
     authorization: MetadataValue<Ascii>,
+    /// Sent with every event when configured (B10's `org` and `repo`).
+    output_checking: Option<OutputCheckingRepo>,
+}
+
+/// The GitHub repository where the job server tracks output checking (the reference's
+/// `AIRLOCK_OUTPUT_CHECKING_ORG` and `…_REPO`, which are set together or not at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputCheckingRepo {
+    pub org: String,
+    pub repo: String,
+}
+
+/// One entry of an event's updates (B10: `update`, and optionally the group and user it
+/// concerns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventUpdate {
+    pub update: String,
+    pub group: Option<String>,
+    pub user: Option<String>,
 }
 
 /// A failed call to the job server.
@@ -99,7 +118,16 @@ impl JobServer {
         Ok(JobServer {
             client: ReleaseServiceClient::new(channel),
             authorization,
+            output_checking: None,
         })
+    }
+
+    /// This handle, naming `repo` in every event it sends.
+    pub fn with_output_checking_repo(self, repo: OutputCheckingRepo) -> JobServer {
+        JobServer {
+            output_checking: Some(repo),
+            ..self
+        }
     }
 
     fn request<T>(
@@ -266,8 +294,12 @@ impl JobServer {
         request_id: &str,
         request_author: &str,
         user: &str,
-        updates: &str,
+        updates: &[EventUpdate],
     ) -> Result<(), LinkError> {
+        let (org, repo) = match &self.output_checking {
+            Some(output_checking) => (output_checking.org.clone(), output_checking.repo.clone()),
+            None => (String::new(), String::new()),
+        };
         let request = self.request(
             pb::AirlockEvent {
                 event_type: event_type.to_string(),
@@ -275,7 +307,17 @@ impl JobServer {
                 request_id: request_id.to_string(),
                 request_author: request_author.to_string(),
                 user: user.to_string(),
-                updates: updates.to_string(),
+                updates: String::new(),
+                org,
+                repo,
+                update_items: updates
+                    .iter()
+                    .map(|update| pb::AirlockEventUpdate {
+                        update: update.update.clone(),
+                        group: update.group.clone().unwrap_or_default(),
+                        user: update.user.clone().unwrap_or_default(),
+                    })
+                    .collect(),
             },
             Some(user),
         )?;

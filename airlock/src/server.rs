@@ -58,7 +58,11 @@ pub fn state_from_config(config: &Config) -> Result<AppState, ServeError> {
         Some(ca) => Some(rap_proto::tls::tls_client_from_pem(&read(ca)?)?),
         None => None,
     };
-    let link = JobServer::connect_lazy(&config.jobserver_endpoint, tls, &config.jobserver_token)?;
+    let mut link =
+        JobServer::connect_lazy(&config.jobserver_endpoint, tls, &config.jobserver_token)?;
+    if let Some(repo) = config.output_checking_repo() {
+        link = link.with_output_checking_repo(repo);
+    }
     Ok(AppState {
         store,
         workspaces: Workspaces::new(&config.medium_privacy_dir.join("workspaces")),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::jobserver::{JobServer, LinkError, ReleaseFile};
+use crate::jobserver::{EventUpdate, JobServer, LinkError, ReleaseFile};
 use crate::request::workflow::{self, RequestError};
 use crate::request::{FileType, ReleaseRequest, RequestId, RequestStatus};
 use crate::store::{Store, StoreError, UpdateError};
@@ -139,10 +139,14 @@ pub async fn notify(
     let Some(event_type) = workflow::notification_for(from, request.status) else {
         return;
     };
-    let updates = if update.is_empty() {
-        String::new()
+    let updates: Vec<EventUpdate> = if update.is_empty() {
+        Vec::new()
     } else {
-        serde_json::json!([{ "update": update }]).to_string()
+        vec![EventUpdate {
+            update: update.to_string(),
+            group: None,
+            user: None,
+        }]
     };
     let sent = link
         .notify(

@@ -141,7 +141,7 @@ async fn a_request_goes_from_researcher_to_release_in_a_real_browser() {
         fake.wait_until(|seen| {
             seen.events
                 .iter()
-                .any(|(kind, _, _)| kind == "request_released")
+                .any(|event| event.event_type == "request_released")
         }),
     )
     .await

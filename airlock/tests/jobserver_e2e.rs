@@ -428,4 +428,9 @@ async fn a_returned_and_resubmitted_request_is_released_to_the_real_job_server()
     ] {
         assert!(log.contains(&format!("event={event}")), "{event}: {log}");
     }
+    // The approval's update arrives as a structured entry.
+    assert!(
+        log.contains(r#"updates=["2 file(s) will be uploaded"]"#),
+        "{log}"
+    );
 }

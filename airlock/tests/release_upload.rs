@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use rap_airlock::jobserver::user_from_pb;
+use rap_airlock::jobserver::{OutputCheckingRepo, user_from_pb};
 use rap_airlock::request::workflow;
 use rap_airlock::request::{FileType, RequestId, RequestStatus, Vote};
 use rap_airlock::store::Store;
@@ -158,9 +158,15 @@ async fn release_uploads_every_output_once_across_an_interruption() {
     let events: Vec<&str> = seen
         .events
         .iter()
-        .map(|(kind, _, _)| kind.as_str())
+        .map(|event| event.event_type.as_str())
         .collect();
     assert_eq!(events, ["request_approved", "request_released"]);
+    // No output-checking repository configured: none named.
+    assert!(
+        seen.events
+            .iter()
+            .all(|e| e.org.is_empty() && e.repo.is_empty())
+    );
 
     let kinds: Vec<&str> = fixture
         .store
@@ -229,4 +235,50 @@ async fn release_with_the_job_server_down_leaves_the_request_reviewed() {
         fixture.store.get(&id).unwrap().unwrap().status,
         RequestStatus::Reviewed
     );
+}
+
+#[tokio::test]
+async fn events_name_the_output_checking_repo_and_carry_structured_updates() {
+    let fixture = fixture();
+    let server = support::start().await;
+    let id = reviewed_request(&fixture.store, &fixture.workspaces);
+    let releaser = user_from_pb(support::level4("c3", &[], true));
+    let link = server
+        .link
+        .clone()
+        .with_output_checking_repo(OutputCheckingRepo {
+            org: "opensafely-core".to_string(),
+            repo: "output-checking".to_string(),
+        });
+    timeout(
+        WAIT,
+        upload::release_files(&fixture.store, &link, &id, &releaser, &Notify::new()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let seen = server.fake.seen.lock().unwrap();
+    let approved = &seen.events[0];
+    assert_eq!(approved.event_type, "request_approved");
+    assert_eq!(
+        (approved.org.as_str(), approved.repo.as_str()),
+        ("opensafely-core", "output-checking")
+    );
+    assert_eq!(
+        (approved.workspace.as_str(), approved.request_id.as_str()),
+        ("ws", id.as_str())
+    );
+    assert_eq!(
+        (approved.request_author.as_str(), approved.user.as_str()),
+        ("author", "c3")
+    );
+    let updates: Vec<(&str, &str, &str)> = approved
+        .update_items
+        .iter()
+        .map(|u| (u.update.as_str(), u.group.as_str(), u.user.as_str()))
+        .collect();
+    assert_eq!(updates, [("2 file(s) will be uploaded", "", "")]);
+    // The superseded JSON text is no longer sent.
+    assert!(approved.updates.is_empty());
 }

@@ -239,7 +239,7 @@ async fn researcher_submits_two_checkers_review_and_the_release_uploads() {
         let events: Vec<&str> = seen
             .events
             .iter()
-            .map(|(kind, _, _)| kind.as_str())
+            .map(|event| event.event_type.as_str())
             .collect();
         assert_eq!(
             events,

@@ -537,7 +537,7 @@ async fn events_answer_ok_and_name_unknown_types() {
         request_id: RELEASE_ID.into(),
         request_author: "dev".into(),
         user: "checker".into(),
-        updates: String::new(),
+        ..Default::default()
     };
     let ok = a
         .client

@@ -36,7 +36,8 @@ pub struct Seen {
     /// How many times each (release, name) was stored (must stay 1).
     pub store_count: BTreeMap<(String, String), usize>,
     pub upload_calls: usize,
-    pub events: Vec<(String, String, String)>,
+    /// Every event received, in order.
+    pub events: Vec<pb::AirlockEvent>,
     /// Names whose next upload fails before storing (an outage).
     pub fail_before_store: HashSet<String>,
     /// Names whose next upload is stored but answered with an error (a lost reply).
@@ -207,12 +208,7 @@ impl ReleaseService for FakeJobServer {
         request: Request<pb::AirlockEvent>,
     ) -> Result<Response<pb::NotifyEventResponse>, Status> {
         check_token(&request)?;
-        let message = request.into_inner();
-        self.seen.lock().unwrap().events.push((
-            message.event_type,
-            message.request_id,
-            message.user,
-        ));
+        self.seen.lock().unwrap().events.push(request.into_inner());
         self.bump();
         Ok(Response::new(pb::NotifyEventResponse {
             status: "ok".to_string(),

@@ -510,11 +510,19 @@ impl pb::release_service_server::ReleaseService for ReleaseApi {
             }));
         }
         // Notifications (GitHub issues, email, Slack) are not built: the event is logged.
+        let updates: Vec<&str> = event
+            .update_items
+            .iter()
+            .map(|update| update.update.as_str())
+            .collect();
         tracing::info!(
             event = %kind,
             workspace = %event.workspace,
             request = %event.request_id,
             user = %event.user,
+            org = %event.org,
+            repo = %event.repo,
+            updates = ?updates,
             "Airlock event"
         );
         Ok(Response::new(pb::NotifyEventResponse {
