@@ -511,6 +511,8 @@ docker_registry = "ghcr.io/opensafely-core"
 scheduler_interval_ms = 5000
 # RUNJOB tasks a job may use before a retryable agent error fails it.
 max_task_attempts = 5
+# Seconds an agent may stay disconnected before its unfinished tasks go to another agent.
+agent_lease_grace_s = 300
 # SHA-256 of the operators' token (the token itself is in admin-token).
 admin_token_sha256 = "{admin_hash}"
 

@@ -39,6 +39,10 @@ pub struct Config {
     /// RUNJOB tasks a job may use before a retryable agent error becomes fatal.
     #[serde(default = "default_attempts")]
     pub max_task_attempts: u32,
+    /// Seconds an agent may stay disconnected before its unfinished tasks are offered to
+    /// another agent of its backend.
+    #[serde(default = "default_lease_grace")]
+    pub agent_lease_grace_s: u64,
     /// SHA-256 (hex) of the operators' admin token; empty disables the admin service.
     #[serde(default)]
     pub admin_token_sha256: String,
@@ -139,6 +143,9 @@ fn default_interval() -> u64 {
 fn default_attempts() -> u32 {
     5
 }
+fn default_lease_grace() -> u64 {
+    300
+}
 fn default_workers() -> f64 {
     10.0
 }
@@ -172,7 +179,7 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override top-level keys, in documentation order.
-pub const ENV_OVERRIDES: [(&str, &str); 13] = [
+pub const ENV_OVERRIDES: [(&str, &str); 14] = [
     ("RAP_CONTROLLER_LISTEN", "listen"),
     ("RAP_CONTROLLER_AGENT_LISTEN", "agent_listen"),
     ("RAP_CONTROLLER_DATA_DIR", "data_dir"),
@@ -188,6 +195,7 @@ pub const ENV_OVERRIDES: [(&str, &str); 13] = [
         "scheduler_interval_ms",
     ),
     ("RAP_CONTROLLER_MAX_TASK_ATTEMPTS", "max_task_attempts"),
+    ("RAP_CONTROLLER_AGENT_LEASE_GRACE_S", "agent_lease_grace_s"),
     ("RAP_CONTROLLER_ADMIN_TOKEN_SHA256", "admin_token_sha256"),
 ];
 
@@ -248,6 +256,11 @@ impl Config {
                 }
                 "RAP_CONTROLLER_MAX_TASK_ATTEMPTS" => {
                     self.max_task_attempts = value.parse().map_err(|_| bad("not a whole number"))?
+                }
+                "RAP_CONTROLLER_AGENT_LEASE_GRACE_S" => {
+                    self.agent_lease_grace_s = value
+                        .parse()
+                        .map_err(|_| bad("not a whole number of seconds"))?
                 }
                 "RAP_CONTROLLER_ADMIN_TOKEN_SHA256" => self.admin_token_sha256 = value,
                 _ => {}
@@ -324,6 +337,7 @@ weights = { "*/big" = 2.5, "ws/big" = 1.5 }
     fn defaults_overrides_and_rules() {
         let mut config: Config = toml::from_str(MINIMAL).unwrap();
         assert_eq!(config.max_task_attempts, 5);
+        assert_eq!(config.agent_lease_grace_s, 300);
         assert_eq!(config.backends[0].max_db_workers(), 6.0);
         assert_eq!(config.backends[0].weight("ws", "big"), 1.5);
         assert_eq!(config.backends[0].weight("other", "big"), 2.5);
@@ -332,11 +346,13 @@ weights = { "*/big" = 2.5, "ws/big" = 1.5 }
             .apply_env(|name| match name {
                 "RAP_CONTROLLER_LISTEN" => Some("127.0.0.1:1".into()),
                 "RAP_CONTROLLER_ALLOW_LOCAL_REPOS" => Some("true".into()),
+                "RAP_CONTROLLER_AGENT_LEASE_GRACE_S" => Some("30".into()),
                 _ => None,
             })
             .unwrap();
         assert_eq!(config.listen, "127.0.0.1:1");
         assert!(config.allow_local_repos);
+        assert_eq!(config.agent_lease_grace_s, 30);
         let err = config
             .apply_env(|name| (name == "RAP_CONTROLLER_MAX_TASK_ATTEMPTS").then(|| "x".into()))
             .unwrap_err();

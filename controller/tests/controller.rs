@@ -665,3 +665,47 @@ async fn acknowledged_requests_survive_a_restart() {
     assert_eq!(job_definition(&agent.next_task().await).action, "gen");
     controller.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_does_not_return_within_the_grace_period_loses_its_tasks() {
+    let setup = Setup::new(|config| config.agent_lease_grace_s = 1).await;
+    let controller = Controller::start(&setup).await;
+    let mut client = rap_client(&setup.ca_pem, controller.rap_addr).await;
+    let mut admin = admin_client(&setup.ca_pem, controller.rap_addr).await;
+    let mut first =
+        TestAgent::connect(setup.agent_pem("test"), controller.agent_addr, "first").await;
+    client
+        .submit_job(authed(CLIENT_TOKEN, submit_request(&setup, R1, &["solo"])))
+        .await
+        .unwrap();
+    let task = first.next_task().await;
+    first
+        .report(&task.id, pb::ExecutorState::Preparing, false, None)
+        .await;
+    let mut second =
+        TestAgent::connect(setup.agent_pem("test"), controller.agent_addr, "second").await;
+
+    // The lessee goes away for good: after the grace period the task is offered to the other
+    // agent of the backend, which runs it to the end.
+    drop(first);
+    let moved = second.next_task().await;
+    assert_eq!(moved.id, task.id);
+    second.run_to_exit(&task.id, 0).await;
+    wait_for_code(&mut client, R1, "solo", pb::StatusCode::Succeeded).await;
+    let tasks = admin
+        .list_tasks(authed(
+            ADMIN_TOKEN,
+            pb::ListTasksRequest {
+                backend: "test".into(),
+                include_inactive: true,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].leased_to, "second");
+    assert!(tasks[0].agent_complete);
+    controller.stop().await;
+}

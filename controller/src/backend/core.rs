@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
@@ -156,6 +156,10 @@ pub struct Core {
     running_per_workspace: HashMap<String, u32>,
     /// Active tasks leased to each agent.
     leases: HashMap<String, usize>,
+    /// How long an agent may be away before its tasks are offered to other agents.
+    lease_grace: Duration,
+    /// Agents that may hold leases but have no connection, and since when.
+    absent_since: HashMap<String, Instant>,
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -187,6 +191,14 @@ impl Core {
             .filter(|t| t.task_type == TaskType::DbStatus)
             .filter_map(|t| t.finished_at)
             .max();
+        // After a restart no agent is connected yet: each lessee's grace starts now.
+        let started = Instant::now();
+        let absent_since = store
+            .active_tasks(&backend.name)?
+            .into_iter()
+            .filter_map(|t| t.leased_to)
+            .map(|agent| (agent, started))
+            .collect();
         Ok(Core {
             backend: backend.clone(),
             registry: config.docker_registry.clone(),
@@ -205,6 +217,8 @@ impl Core {
             usage: Usage::default(),
             running_per_workspace: HashMap::new(),
             leases: HashMap::new(),
+            lease_grace: Duration::from_secs(config.agent_lease_grace_s),
+            absent_since,
         })
     }
 
@@ -244,6 +258,7 @@ impl Core {
             if self.agents[index].tx.try_send(command).is_err() {
                 let agent_id = self.agents.remove(index).agent_id;
                 tracing::warn!(backend = %self.backend.name, %agent_id, "agent stream full or closed; disconnecting it");
+                self.absent_since.insert(agent_id, Instant::now());
             }
         }
     }
@@ -382,6 +397,7 @@ impl Core {
         agent_id: &str,
     ) -> Result<(u64, mpsc::Receiver<AgentCommand>), BackendError> {
         self.agents.retain(|a| a.agent_id != agent_id);
+        self.absent_since.remove(agent_id);
         let mut tasks = self.store.active_tasks(&self.backend.name)?;
         let mut batch = WriteBatch::default();
         for task in &mut tasks {
@@ -416,8 +432,61 @@ impl Core {
         Ok((id, rx))
     }
 
+    /// Forget a closed connection; the agent's leases expire unless it returns within the
+    /// grace period.
     pub fn disconnect(&mut self, connection: u64) {
-        self.agents.retain(|a| a.id != connection);
+        if let Some(index) = self.agents.iter().position(|a| a.id == connection) {
+            let agent = self.agents.remove(index);
+            self.absent_since.insert(agent.agent_id, Instant::now());
+        }
+    }
+
+    /// Offer the active tasks of agents absent for the whole grace period to the least busy
+    /// connected agent (or to whichever agent connects next, when none is). An agent that
+    /// returns later gets only what is still leased to it, and its updates for tasks now leased
+    /// to another agent are ignored.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn expire_leases(&mut self, now: Instant) -> Result<(), BackendError> {
+        let grace = self.lease_grace;
+        let expired: Vec<String> = self
+            .absent_since
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= grace)
+            .map(|(agent, _)| agent.clone())
+            .collect();
+        if expired.is_empty() {
+            return Ok(());
+        }
+        for agent in &expired {
+            self.absent_since.remove(agent);
+        }
+        let mut batch = WriteBatch::default();
+        for mut task in self.store.active_tasks(&self.backend.name)? {
+            let Some(holder) = task.leased_to.clone() else {
+                continue;
+            };
+            if !expired.contains(&holder) {
+                continue;
+            }
+            self.unlease(&task);
+            task.leased_to = None;
+            // Update ids are the lessee's own sequence; the new lessee starts its own.
+            task.last_update_id = 0;
+            self.lease(&mut task);
+            tracing::warn!(
+                backend = %self.backend.name,
+                task_id = %task.id,
+                from = %holder,
+                to = task.leased_to.as_deref().unwrap_or("the next agent to connect"),
+                grace_s = grace.as_secs(),
+                "agent did not return within the lease grace period; task offered to another agent"
+            );
+            batch.tasks.push(task);
+        }
+        self.write(&batch)?;
+        Ok(())
     }
 
     /// Apply a task update (§1.3); repeated update ids are acknowledged without effect.
@@ -433,6 +502,22 @@ impl Core {
         }
         let mut batch = WriteBatch::default();
         self.flag_change(flags::LAST_SEEN, Some(agent_id), &mut batch);
+        if let Some(holder) = task
+            .leased_to
+            .as_deref()
+            .filter(|holder| *holder != agent_id)
+        {
+            // The lease expired and moved on: the task's outcome is the new lessee's to report.
+            tracing::warn!(
+                backend = %self.backend.name,
+                task_id = %task.id,
+                %agent_id,
+                lessee = %holder,
+                "update from an agent that no longer holds the task's lease; ignored"
+            );
+            self.write(&batch)?;
+            return Ok(());
+        }
         if update.update_id != 0 && update.update_id <= task.last_update_id {
             self.write(&batch)?;
             return Ok(());
@@ -620,6 +705,7 @@ impl Core {
             let full = std::mem::take(&mut self.full_pass_needed);
             self.finished_in_pass = false;
             let jobs = if full {
+                self.expire_leases(Instant::now())?;
                 self.dirty.clear();
                 let jobs = self.store.active_jobs(&self.backend.name)?;
                 self.recount(&jobs);

@@ -142,6 +142,7 @@ impl Setup {
             docker_registry: "ghcr.io/opensafely-core".into(),
             scheduler_interval_ms: 200,
             max_task_attempts: 3,
+            agent_lease_grace_s: 300,
             admin_token_sha256: token_hash(ADMIN_TOKEN),
             projects_with_event_level_access: vec![],
             clients: vec![

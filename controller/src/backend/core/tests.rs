@@ -29,6 +29,7 @@ fn config(backend: BackendConfig) -> Config {
         docker_registry: "ghcr.io/opensafely-core".into(),
         scheduler_interval_ms: 1000,
         max_task_attempts: 3,
+        agent_lease_grace_s: 300,
         admin_token_sha256: String::new(),
         projects_with_event_level_access: vec![],
         clients: vec![],
@@ -746,4 +747,74 @@ fn tasks_are_spread_over_connected_agents_and_pushed_to_their_lessee() {
         n
     };
     assert_eq!((count(&mut rx_a), count(&mut rx_b)), (2, 2));
+}
+
+#[test]
+fn an_absent_agents_leases_move_only_after_the_grace_period() {
+    let mut w = world();
+    let grace = Duration::from_secs(300);
+    let (a, _rx_a) = w.core.connect("a").unwrap();
+    w.submit(R1, &["solo"]);
+    w.core.pass().unwrap();
+    let task_id = w.task_ids()[0].clone();
+    let lessee = |w: &World| w.store.task(&task_id).unwrap().unwrap().leased_to;
+    assert_eq!(lessee(&w).as_deref(), Some("a"));
+    let (_, mut rx_b) = w.core.connect("b").unwrap();
+
+    w.core.disconnect(a);
+    w.core
+        .expire_leases(Instant::now() + grace - Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(lessee(&w).as_deref(), Some("a"), "within the grace period");
+    let (a, _rx_a) = w.core.connect("a").unwrap();
+    w.core.expire_leases(Instant::now() + 2 * grace).unwrap();
+    assert_eq!(lessee(&w).as_deref(), Some("a"), "returned in time");
+
+    w.core.disconnect(a);
+    w.core.expire_leases(Instant::now() + grace).unwrap();
+    assert_eq!(
+        lessee(&w).as_deref(),
+        Some("b"),
+        "offered to the other agent"
+    );
+    let effects = w.core.take_effects();
+    w.core.perform(effects);
+    assert!(
+        matches!(rx_b.try_recv(), Ok(AgentCommand::Task(task)) if task.id == task_id),
+        "pushed to its new lessee"
+    );
+
+    let executing = |update_id| TaskUpdate {
+        update_id,
+        task_id: task_id.clone(),
+        stage: ExecutorStage::Executing,
+        complete: false,
+        timestamp_ns: now_ns(),
+        results: None,
+    };
+    w.core.update("a", &executing(1)).unwrap();
+    let stage = |w: &World| w.store.task(&task_id).unwrap().unwrap().agent_stage;
+    assert_eq!(
+        stage(&w),
+        ExecutorStage::Unspecified,
+        "the former lessee is ignored"
+    );
+    w.core.update("b", &executing(1)).unwrap();
+    assert_eq!(stage(&w), ExecutorStage::Executing);
+}
+
+#[test]
+fn leases_expiring_with_no_agent_connected_go_to_the_next_agent() {
+    let mut w = world();
+    let (a, _rx_a) = w.core.connect("a").unwrap();
+    w.submit(R1, &["solo"]);
+    w.core.pass().unwrap();
+    let task_id = w.task_ids()[0].clone();
+    w.core.disconnect(a);
+    w.core
+        .expire_leases(Instant::now() + Duration::from_secs(300))
+        .unwrap();
+    assert_eq!(w.store.task(&task_id).unwrap().unwrap().leased_to, None);
+    let (_, mut rx_c) = w.core.connect("c").unwrap();
+    assert!(matches!(rx_c.try_recv(), Ok(AgentCommand::Task(task)) if task.id == task_id));
 }
