@@ -167,7 +167,12 @@ struct Compiler<'a> {
     dialect: &'a dyn Dialect,
     statements: Vec<Statement>,
     cleanup: Vec<String>,
+    /// Where an aggregation's value, or whether a pick found a row, is stored.
     locations: HashMap<NodeId, Location>,
+    /// Where each column a pick reads is stored, in `Dataset::pick_columns` order.
+    pick_values: HashMap<NodeId, Vec<Location>>,
+    /// Picks whose presence is read (`exists_for_patient` of a picked row).
+    presence_read: BTreeSet<NodeId>,
     values_tables: HashMap<NodeId, String>,
     counter: usize,
     population_table: Option<String>,
@@ -175,9 +180,21 @@ struct Compiler<'a> {
 
 impl<'a> Compiler<'a> {
     fn new(dataset: &'a Dataset, dialect: &'a dyn Dialect) -> Result<Compiler<'a>, CompileError> {
+        let mut presence_read = BTreeSet::new();
         for id in dataset.reachable() {
-            if let Node::Parameter { name, .. } = dataset.graph().node(id) {
-                return Err(CompileError::Unsupported(format!("Parameter '{name}'")));
+            match dataset.graph().node(id) {
+                Node::Parameter { name, .. } => {
+                    return Err(CompileError::Unsupported(format!("Parameter '{name}'")));
+                }
+                Node::Aggregate { source, .. }
+                    if matches!(
+                        dataset.graph().node(*source),
+                        Node::PickOneRowPerPatient { .. }
+                    ) =>
+                {
+                    presence_read.insert(*source);
+                }
+                _ => {}
             }
         }
         Ok(Compiler {
@@ -187,6 +204,8 @@ impl<'a> Compiler<'a> {
             statements: Vec::new(),
             cleanup: Vec::new(),
             locations: HashMap::new(),
+            pick_values: HashMap::new(),
+            presence_read,
             values_tables: HashMap::new(),
             counter: 0,
             population_table: None,
@@ -411,16 +430,28 @@ impl<'a> Compiler<'a> {
     /// `AGG(x) FILTER (WHERE <filters>)`, sort-and-picks through the dialect's pick aggregate.
     /// Rows no node can use are dropped before grouping: by one bit test on the code maps
     /// when every node's filters require a codelist match, else by the OR of the filters
-    /// (when every node has some).
+    /// (when every node has some). Identical aggregates are computed once, and a `FILTER`
+    /// that only repeats the `WHERE` is left out.
     fn compile_grouped(&mut self, root: NodeId, nodes: &[NodeId]) -> Result<(), CompileError> {
         let d = self.dialect;
         let mut scope = Scope::new("base.patient_id".into(), Some(root));
-        let mut select: Vec<String> = vec!["base.patient_id AS patient_id".into()];
-        let mut columns: Vec<String> = Vec::new();
+        // (aggregate call, its filters), each computed once into column `v<index>`.
+        let mut aggregates: Vec<(String, Option<String>)> = Vec::new();
+        let mut column_of = |aggregate: String, condition: &Option<String>| {
+            let key = (aggregate, condition.clone());
+            let index = match aggregates.iter().position(|a| *a == key) {
+                Some(index) => index,
+                None => {
+                    aggregates.push(key);
+                    aggregates.len() - 1
+                }
+            };
+            format!("v{index}")
+        };
         let mut every_condition: Option<Vec<String>> = Some(Vec::new());
         let mut required_bits: Option<Vec<(String, usize)>> = Some(Vec::new());
         let table = self.temp_name();
-        for (i, id) in nodes.iter().enumerate() {
+        for id in nodes {
             let domain = self.source_domain(*id);
             let condition = self.conditions_sql(domain, &mut scope)?;
             match (&condition, &mut every_condition) {
@@ -433,10 +464,6 @@ impl<'a> Compiler<'a> {
                 (None, _) => required_bits = None,
                 _ => {}
             }
-            let filtered = |aggregate: String| match &condition {
-                Some(c) => format!("{aggregate} FILTER (WHERE {c})"),
-                None => aggregate,
-            };
             match self.graph.node(*id).clone() {
                 Node::Aggregate { kind, source } => {
                     let aggregate = match kind {
@@ -459,9 +486,7 @@ impl<'a> Compiler<'a> {
                             format!("{function}{value})")
                         }
                     };
-                    let column = format!("v{i}");
-                    select.push(format!("{} AS {column}", filtered(aggregate)));
-                    columns.push(column.clone());
+                    let column = column_of(aggregate, &condition);
                     self.locations.insert(
                         *id,
                         Location {
@@ -475,23 +500,29 @@ impl<'a> Compiler<'a> {
                     let function = d.pick_aggregate(sort.descending).ok_or_else(|| {
                         CompileError::Unsupported("sort-and-pick in a grouped scan".into())
                     })?;
-                    // Columns are named `<prefix>exists` and `<prefix><index>`, as `column`
-                    // expects of a pick's location.
-                    let exists = format!("v{i}_exists");
-                    select.push(format!("{} AS {exists}", filtered("MAX(1)".into())));
-                    columns.push(exists.clone());
-                    for (j, value) in sort.columns.iter().enumerate() {
-                        let call = format!("{function}({value}, {})", sort.keys.join(", "));
-                        select.push(format!("{} AS v{i}_{j}", filtered(call)));
-                        columns.push(format!("v{i}_{j}"));
+                    let values: Vec<Location> = sort
+                        .columns
+                        .iter()
+                        .map(|value| {
+                            let call = format!("{function}({value}, {})", sort.keys.join(", "));
+                            Location {
+                                table: table.clone(),
+                                column: column_of(call, &condition),
+                            }
+                        })
+                        .collect();
+                    self.pick_values.insert(*id, values);
+                    // Whether the pick found a row is computed only if something asks.
+                    if self.presence_read.contains(id) {
+                        let column = column_of("MAX(1)".into(), &condition);
+                        self.locations.insert(
+                            *id,
+                            Location {
+                                table: table.clone(),
+                                column,
+                            },
+                        );
                     }
-                    self.locations.insert(
-                        *id,
-                        Location {
-                            table: table.clone(),
-                            column: exists,
-                        },
-                    );
                 }
                 other => {
                     return Err(CompileError::Unsupported(format!(
@@ -501,7 +532,7 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        let mut filters: Vec<String> = Vec::new();
+        let mut prefilter: Option<String> = None;
         if let Some(bits) = required_bits.filter(|b| !b.is_empty()) {
             let mut masks: BTreeMap<String, i64> = BTreeMap::new();
             for (alias, bit) in bits {
@@ -511,10 +542,23 @@ impl<'a> Compiler<'a> {
                 .into_iter()
                 .map(|(alias, mask)| format!("(({alias}.mask & {mask}) <> 0)"))
                 .collect();
-            filters.push(format!("({})", tests.join(" OR ")));
+            prefilter = Some(tests.join(" OR "));
         } else if let Some(all) = every_condition.filter(|a| !a.is_empty()) {
-            filters.push(format!("({})", all.join(" OR ")));
+            prefilter = Some(all.join(" OR "));
         }
+        let mut select: Vec<String> = vec!["base.patient_id AS patient_id".into()];
+        let mut columns: Vec<String> = Vec::new();
+        for (index, (aggregate, condition)) in aggregates.iter().enumerate() {
+            let sql = match condition {
+                Some(c) if Some(c) != prefilter.as_ref() => {
+                    format!("{aggregate} FILTER (WHERE {c})")
+                }
+                _ => aggregate.clone(),
+            };
+            select.push(format!("{sql} AS v{index}"));
+            columns.push(format!("v{index}"));
+        }
+        let mut filters: Vec<String> = prefilter.map(|p| format!("({p})")).into_iter().collect();
         filters.extend(self.semi_join());
         let mut sql = format!(
             "SELECT {} FROM {} AS base{}",
@@ -544,7 +588,10 @@ impl<'a> Compiler<'a> {
         loop {
             match self.graph.node(current).clone() {
                 Node::Sort { source, sort_by } => {
-                    keys.push(self.expr(sort_by, scope)?);
+                    let key = self.expr(sort_by, scope)?;
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
                     current = source;
                 }
                 Node::Filter { source, .. } => current = source,
@@ -557,7 +604,13 @@ impl<'a> Compiler<'a> {
             .iter()
             .map(|c| format!("base.{}", self.dialect.ident(c)))
             .collect();
-        keys.extend(columns.iter().cloned());
+        // A key repeating an earlier one never breaks a tie (the sort column is often also a
+        // picked column), so it is left out.
+        for column in &columns {
+            if !keys.contains(column) {
+                keys.push(column.clone());
+            }
+        }
         Ok(PickSort {
             keys,
             columns,
@@ -680,6 +733,13 @@ impl<'a> Compiler<'a> {
             );
             self.setup(d.create_patient_temp_table(&table, &columns, &select));
             self.cleanup.push(table.clone());
+            let values = (0..pick.columns.len())
+                .map(|j| Location {
+                    table: table.clone(),
+                    column: format!("p_{j}"),
+                })
+                .collect();
+            self.pick_values.insert(pick.id, values);
             self.locations.insert(
                 pick.id,
                 Location {
@@ -1129,8 +1189,17 @@ impl<'a> Compiler<'a> {
                     .ok_or_else(|| {
                         CompileError::Unsupported(format!("column '{name}' of a pick"))
                     })?;
-                let mut loc = self.location(source)?;
-                loc.column = loc.column.replace("exists", &index.to_string());
+                let loc = self
+                    .pick_values
+                    .get(&source)
+                    .and_then(|values| values.get(index))
+                    .cloned()
+                    .ok_or_else(|| {
+                        CompileError::Unsupported(format!(
+                            "node {} used before it was computed",
+                            source.index()
+                        ))
+                    })?;
                 Ok(self.joined_column(&loc, scope))
             }
             _ => {
@@ -1163,6 +1232,18 @@ impl<'a> Compiler<'a> {
         }
         let first_type = self.graph.scalar_type(args[0]);
         let binary = |sym: &str| format!("({} {sym} {})", a[0], a[1]);
+        // A part of a literal date (`index_date` in an age) is folded, not parsed per row.
+        let part = |i: usize, part: DatePart| match self.constant(args[i]) {
+            Some(Value::Date(date)) => {
+                let (year, month, day) = date.ymd();
+                match part {
+                    DatePart::Year => year.to_string(),
+                    DatePart::Month => month.to_string(),
+                    DatePart::Day => day.to_string(),
+                }
+            }
+            _ => d.date_part(&a[i], part),
+        };
         Ok(match op {
             Eq => binary("="),
             Ne => binary("!="),
@@ -1197,33 +1278,31 @@ impl<'a> Compiler<'a> {
             DateAddYears => d.date_add_years(&a[0], &a[1]),
             DateDifferenceInDays => d.date_diff_days(&a[0], &a[1]),
             DateDifferenceInMonths => {
-                let part = |s: &str, p| d.date_part(s, p);
                 format!(
                     "(({} - {}) * 12 + ({} - {}) - (CASE WHEN {} < {} THEN 1 ELSE 0 END))",
-                    part(&a[0], DatePart::Year),
-                    part(&a[1], DatePart::Year),
-                    part(&a[0], DatePart::Month),
-                    part(&a[1], DatePart::Month),
-                    part(&a[0], DatePart::Day),
-                    part(&a[1], DatePart::Day)
+                    part(0, DatePart::Year),
+                    part(1, DatePart::Year),
+                    part(0, DatePart::Month),
+                    part(1, DatePart::Month),
+                    part(0, DatePart::Day),
+                    part(1, DatePart::Day)
                 )
             }
             DateDifferenceInYears => {
-                let part = |s: &str, p| d.date_part(s, p);
                 // "Birthday not reached yet": (month, day) of end before those of start.
                 format!(
                     "(({} - {}) - (CASE WHEN ({} - {}) * -31 > ({} - {}) THEN 1 ELSE 0 END))",
-                    part(&a[0], DatePart::Year),
-                    part(&a[1], DatePart::Year),
-                    part(&a[0], DatePart::Month),
-                    part(&a[1], DatePart::Month),
-                    part(&a[0], DatePart::Day),
-                    part(&a[1], DatePart::Day)
+                    part(0, DatePart::Year),
+                    part(1, DatePart::Year),
+                    part(0, DatePart::Month),
+                    part(1, DatePart::Month),
+                    part(0, DatePart::Day),
+                    part(1, DatePart::Day)
                 )
             }
-            YearFromDate => d.date_part(&a[0], DatePart::Year),
-            MonthFromDate => d.date_part(&a[0], DatePart::Month),
-            DayFromDate => d.date_part(&a[0], DatePart::Day),
+            YearFromDate => part(0, DatePart::Year),
+            MonthFromDate => part(0, DatePart::Month),
+            DayFromDate => part(0, DatePart::Day),
             ToFirstOfYear => d.first_of_year(&a[0]),
             ToFirstOfMonth => d.first_of_month(&a[0]),
             StringContains => d.bool_value(&d.string_contains(&a[0], &a[1])),
