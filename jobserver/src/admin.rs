@@ -4,7 +4,10 @@
 //! server is stopped.
 
 use crate::accounts;
-use crate::model::{Backend, Membership, Org, Project, User, now};
+use crate::model::{
+    AnalysisScope, Backend, COMPONENT_ACCESS, DATASET_PERMISSIONS, Membership, Org,
+    POPULATION_PERMISSIONS, Project, User, now,
+};
 use crate::roles::{Role, Scope};
 use crate::store::{Store, StoreError, hash_secret};
 
@@ -23,6 +26,12 @@ pub enum AdminError {
     ProjectRole { role: Role },
     #[error("{role} is a global role; give it with `user roles`")]
     GlobalRole { role: Role },
+    #[error("unknown {what} {value:?}; allowed are: {allowed}")]
+    NotInVocabulary {
+        what: &'static str,
+        value: String,
+        allowed: String,
+    },
     #[error("invalid {what} {value:?}: {reason}")]
     Invalid {
         what: &'static str,
@@ -182,7 +191,59 @@ pub fn add_project(
         status: status.to_owned(),
         orgs: orgs.to_vec(),
         copilot: copilot.map(str::to_owned),
+        analysis_scope: AnalysisScope::default(),
     })?;
+    Ok(())
+}
+
+/// Replaces a project's analysis scope, sent with each of its job requests. Every value must be
+/// one of the reference's (`DATASET_PERMISSIONS`, `POPULATION_PERMISSIONS`, `COMPONENT_ACCESS`);
+/// lists are stored sorted and without repeats.
+///
+/// # Errors
+/// An unknown project, a value outside the vocabulary (nothing is changed), or storage failure.
+pub fn set_analysis_scope(
+    store: &Store,
+    slug: &str,
+    scope: &AnalysisScope,
+) -> Result<(), AdminError> {
+    let Some(mut project) = store.project(slug)? else {
+        return Err(AdminError::Missing {
+            kind: "project",
+            name: slug.to_owned(),
+        });
+    };
+    let checked = |what: &'static str, values: &[String], allowed: &[&str]| {
+        let mut values = values.to_vec();
+        if let Some(bad) = values.iter().find(|v| !allowed.contains(&v.as_str())) {
+            return Err(AdminError::NotInVocabulary {
+                what,
+                value: bad.clone(),
+                allowed: allowed.join(", "),
+            });
+        }
+        values.sort();
+        values.dedup();
+        Ok(values)
+    };
+    project.analysis_scope = AnalysisScope {
+        dataset_permissions: checked(
+            "dataset permission",
+            &scope.dataset_permissions,
+            &DATASET_PERMISSIONS,
+        )?,
+        population_permissions: checked(
+            "population permission",
+            &scope.population_permissions,
+            &POPULATION_PERMISSIONS,
+        )?,
+        component_access: checked(
+            "component access",
+            &scope.component_access,
+            &COMPONENT_ACCESS,
+        )?,
+    };
+    store.put_project(&project)?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use rap_proto::pb::rap::v1 as pb;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tracing::Instrument;
 
-use crate::model::{Job, JobRequest, Metrics, RapId, Workspace};
+use crate::model::{Job, JobRequest, Metrics, Project, RapId, Workspace};
 use crate::status::{CreateOutcome, JobStatus};
 
 /// How long one unary call may take before we give up on it.
@@ -113,8 +113,9 @@ impl ControllerLink {
         &self,
         job_request: &JobRequest,
         workspace: &Workspace,
-        orgs: &[String],
+        project: &Project,
     ) -> CreateOutcome {
+        let scope = &project.analysis_scope;
         let message = pb::SubmitJobRequest {
             rap_id: job_request.rap_id.as_str().to_owned(),
             backend: job_request.backend.clone(),
@@ -128,8 +129,13 @@ impl ControllerLink {
             force_run_dependencies: job_request.force_run_dependencies,
             created_by: job_request.created_by.clone(),
             project: job_request.project.clone(),
-            orgs: orgs.to_vec(),
-            analysis_scope: None,
+            orgs: project.orgs.clone(),
+            // Always sent, as the reference does; the controller applies it to database jobs.
+            analysis_scope: Some(pb::AnalysisScope {
+                dataset_permissions: scope.dataset_permissions.clone(),
+                population_permissions: scope.population_permissions.clone(),
+                component_access: scope.component_access.clone(),
+            }),
         };
         // One trace per job request starts here (jobserver → controller → agent).
         let span = tracing::info_span!("submit_job", rap_id = %job_request.rap_id);

@@ -89,6 +89,19 @@ enum ProjectCommand {
         #[arg(long)]
         copilot: Option<String>,
     },
+    /// Replace a project's analysis scope (what its database jobs may use).
+    Scope {
+        slug: String,
+        /// A dataset permission, e.g. appointments (repeatable).
+        #[arg(long = "dataset")]
+        dataset_permissions: Vec<String>,
+        /// A population permission, e.g. include_t1oo (repeatable).
+        #[arg(long = "population")]
+        population_permissions: Vec<String>,
+        /// A component, e.g. event_level_data (repeatable).
+        #[arg(long = "component")]
+        component_access: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -195,6 +208,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Org(OrgCommand::Add { slug, name }) => {
             admin::add_org(&open_store(&cli.config)?, &slug, &name)?;
+            Ok(())
+        }
+        Command::Project(ProjectCommand::Scope {
+            slug,
+            dataset_permissions,
+            population_permissions,
+            component_access,
+        }) => {
+            admin::set_analysis_scope(
+                &open_store(&cli.config)?,
+                &slug,
+                &rap_jobserver::model::AnalysisScope {
+                    dataset_permissions,
+                    population_permissions,
+                    component_access,
+                },
+            )?;
+            println!("set the analysis scope of {slug}");
             Ok(())
         }
         Command::Project(ProjectCommand::Add {

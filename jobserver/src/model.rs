@@ -100,7 +100,37 @@ pub struct Project {
     /// Org slugs, the lead org first.
     pub orgs: Vec<String>,
     pub copilot: Option<String>,
+    /// What the project's database jobs may read, sent with every SubmitJob (A5).
+    pub analysis_scope: AnalysisScope,
 }
+
+/// A project's analysis scope (spec A5): the datasets, populations and components its
+/// database jobs may use. The reference derives it from allow lists in its code; here the
+/// operator sets it per project (`rap-jobserver project scope`). Empty grants nothing extra.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnalysisScope {
+    pub dataset_permissions: Vec<String>,
+    pub population_permissions: Vec<String>,
+    pub component_access: Vec<String>,
+}
+
+/// The reference's fixed vocabulary for `dataset_permissions`.
+pub const DATASET_PERMISSIONS: [&str; 9] = [
+    "appointments",
+    "icnarc",
+    "isaric",
+    "open_prompt",
+    "ukrr",
+    "waiting_list",
+    "sgss_covid_all_tests",
+    "occupation_on_covid_vaccine_record",
+    "covid_therapeutics",
+];
+/// The reference's fixed vocabulary for `population_permissions`.
+pub const POPULATION_PERMISSIONS: [&str; 3] =
+    ["include_t1oo", "include_ndoo", "include_gp_unactivated"];
+/// The reference's fixed vocabulary for `component_access`.
+pub const COMPONENT_ACCESS: [&str; 1] = ["event_level_data"];
 
 impl Project {
     /// "Ongoing" for Airlock: status ongoing or ongoing-and-linked.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::{Harness, flash, job};
+use rap_jobserver::model::AnalysisScope;
 use rap_jobserver::status::RequestStatus;
 use rap_proto::pb::rap::v1 as pb;
 use tokio::time::timeout;
@@ -221,6 +222,8 @@ async fn run_jobs_submits_and_maps_the_result_as_a5() {
     assert_eq!(submitted.repo_url, h.repo_url);
     assert_eq!(submitted.project, "proj");
     assert_eq!(submitted.orgs, vec!["org"]);
+    // A project without a scope sends an empty one, which grants nothing extra.
+    assert_eq!(submitted.analysis_scope, Some(pb::AnalysisScope::default()));
     assert_eq!(submitted.database_name, "default");
     assert!(submitted.force_run_dependencies);
     let request = h.store.job_request(&submitted.rap_id).unwrap().unwrap();
@@ -866,4 +869,49 @@ async fn logs_page_by_25_and_filter_by_action_and_backend() {
     assert!(page.contains(ids[3].as_str()));
     // Nonsense page numbers are page 1, not an error.
     assert_eq!(h.get("/event-log/?page=banana", "").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_projects_analysis_scope_travels_with_each_submission() {
+    let h = Harness::new().await;
+    // A value outside the reference's vocabulary is refused and changes nothing.
+    let error = rap_jobserver::admin::set_analysis_scope(
+        &h.store,
+        "proj",
+        &AnalysisScope {
+            dataset_permissions: vec!["appointments".into(), "nope".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "unknown dataset permission \"nope\"; allowed are: appointments, icnarc, isaric, \
+         open_prompt, ukrr, waiting_list, sgss_covid_all_tests, \
+         occupation_on_covid_vaccine_record, covid_therapeutics"
+    );
+    assert_eq!(
+        h.store.project("proj").unwrap().unwrap().analysis_scope,
+        AnalysisScope::default()
+    );
+
+    rap_jobserver::admin::set_analysis_scope(
+        &h.store,
+        "proj",
+        &AnalysisScope {
+            dataset_permissions: vec!["ukrr".into(), "appointments".into(), "ukrr".into()],
+            population_permissions: vec!["include_t1oo".into()],
+            component_access: vec!["event_level_data".into()],
+        },
+    )
+    .unwrap();
+    let (status, _) = run(&h, &["generate"]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let sent = h.fake.submits.lock().unwrap()[0]
+        .analysis_scope
+        .clone()
+        .unwrap();
+    assert_eq!(sent.dataset_permissions, ["appointments", "ukrr"]);
+    assert_eq!(sent.population_permissions, ["include_t1oo"]);
+    assert_eq!(sent.component_access, ["event_level_data"]);
 }

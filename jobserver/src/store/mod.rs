@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 
 use crate::model::{
-    Backend, Job, JobRequest, LoginToken, Membership, Metrics, Org, Project, RapId, Release,
-    ReleaseFile, Session, User, Workspace,
+    AnalysisScope, Backend, Job, JobRequest, LoginToken, Membership, Metrics, Org, Project, RapId,
+    Release, ReleaseFile, Session, User, Workspace,
 };
 use records::{
     BackendRecord, JobRecord, JobRequestRecord, MembershipRecord, MetricsV1, OrgRecord,
@@ -333,12 +333,15 @@ impl Store {
     /// # Errors
     /// On storage failure.
     pub fn put_project(&self, project: &Project) -> Result<(), StoreError> {
-        let record = ProjectRecord::V1 {
+        let record = ProjectRecord::V2 {
             slug: project.slug.clone(),
             name: project.name.clone(),
             status: project.status.clone(),
             orgs: project.orgs.clone(),
             copilot: project.copilot.clone(),
+            dataset_permissions: project.analysis_scope.dataset_permissions.clone(),
+            population_permissions: project.analysis_scope.population_permissions.clone(),
+            component_access: project.analysis_scope.component_access.clone(),
         };
         put(&self.projects, project.slug.as_bytes(), &record)
     }
@@ -945,19 +948,42 @@ fn user_from_record(record: UserRecord) -> Result<User, StoreError> {
 }
 
 fn project_from_record(record: ProjectRecord) -> Project {
-    let ProjectRecord::V1 {
-        slug,
-        name,
-        status,
-        orgs,
-        copilot,
-    } = record;
-    Project {
-        slug,
-        name,
-        status,
-        orgs,
-        copilot,
+    match record {
+        ProjectRecord::V1 {
+            slug,
+            name,
+            status,
+            orgs,
+            copilot,
+        } => Project {
+            slug,
+            name,
+            status,
+            orgs,
+            copilot,
+            analysis_scope: AnalysisScope::default(),
+        },
+        ProjectRecord::V2 {
+            slug,
+            name,
+            status,
+            orgs,
+            copilot,
+            dataset_permissions,
+            population_permissions,
+            component_access,
+        } => Project {
+            slug,
+            name,
+            status,
+            orgs,
+            copilot,
+            analysis_scope: AnalysisScope {
+                dataset_permissions,
+                population_permissions,
+                component_access,
+            },
+        },
     }
 }
 
@@ -1343,5 +1369,22 @@ mod tests {
             .job_requests_page(RequestScope::Workspace("one"), &|_| true, 0, 10)
             .unwrap();
         assert_eq!(ids(&page), ["aaaaaaaaaaaaaaaa"]);
+    }
+
+    #[test]
+    fn a_version_1_project_reads_with_an_empty_analysis_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .projects
+            .insert(
+                b"old",
+                br#"{"version":"V1","slug":"old","name":"Old","status":"ongoing","orgs":["o"],"copilot":null}"#
+                    .as_slice(),
+            )
+            .unwrap();
+        let project = store.project("old").unwrap().unwrap();
+        assert_eq!(project.orgs, ["o"]);
+        assert_eq!(project.analysis_scope, AnalysisScope::default());
     }
 }

@@ -35,6 +35,17 @@ pub enum ProjectRecord {
         orgs: Vec<String>,
         copilot: Option<String>,
     },
+    /// V1 plus the analysis scope (a V1 record reads as an empty scope).
+    V2 {
+        slug: String,
+        name: String,
+        status: String,
+        orgs: Vec<String>,
+        copilot: Option<String>,
+        dataset_permissions: Vec<String>,
+        population_permissions: Vec<String>,
+        component_access: Vec<String>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]

@@ -264,7 +264,7 @@ async fn run_jobs(
     state.store.put_job_request(&request)?;
     let outcome = state
         .link
-        .submit(&request, &run.workspace, &run.project.orgs)
+        .submit(&request, &run.workspace, &run.project)
         .await;
     let (new_status, message) = status::status_after_create(&outcome);
     request.status = new_status;
