@@ -68,6 +68,7 @@ pub fn state_from_config(config: &Config) -> Result<AppState, ServeError> {
         workspaces: Workspaces::new(&config.medium_privacy_dir.join("workspaces")),
         link,
         uploader: Arc::new(Notify::new()),
+        csv_indexes: Arc::default(),
         config: Arc::new(WebConfig {
             secure_cookies: config.secure_cookies,
             authz_timeout_secs: config.authz_timeout_secs as i64,

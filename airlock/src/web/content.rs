@@ -1,18 +1,19 @@
 //! File contents for the viewer iframes (spec B8 "View file"): CSV as a paged HTML table read
-//! only up to the requested page, images as themselves, HTML as-is under a sandboxing CSP,
+//! only up to the requested page (deep pages through a cached row index), images as themselves, HTML as-is under a sandboxing CSP,
 //! logs truncated to their last 10 000 bytes, everything else as plain text. Every content
 //! response carries `Content-Security-Policy: sandbox; default-src 'none' …`, so even
 //! hostile HTML in an output cannot run scripts, reach the network or touch Airlock.
 
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use askama::Template;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::AppError;
-use crate::csv;
+use crate::csv::IndexCache;
 
 /// The strict policy for rendered outputs.
 pub const CONTENT_CSP: &str =
@@ -52,6 +53,7 @@ fn with_csp(mut response: Response) -> Response {
 /// # Errors
 /// The file cannot be read.
 pub async fn render(
+    csv_indexes: &Arc<IndexCache>,
     path: PathBuf,
     relpath: &str,
     page: usize,
@@ -61,13 +63,11 @@ pub async fn render(
     let ext = extension(relpath);
     let internal = |error: std::io::Error| AppError::Internal(format!("reading a file: {error}"));
     if ext == "csv" && !plaintext {
-        let read = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&path)?;
-            csv::page(BufReader::new(file), page, page_size)
-        })
-        .await
-        .map_err(|error| AppError::Internal(error.to_string()))?
-        .map_err(internal)?;
+        let csv_indexes = Arc::clone(csv_indexes);
+        let read = tokio::task::spawn_blocking(move || csv_indexes.page(&path, page, page_size))
+            .await
+            .map_err(|error| AppError::Internal(error.to_string()))?
+            .map_err(internal)?;
         let html = CsvPage {
             header: read.header,
             rows: read.rows,

@@ -50,6 +50,8 @@ pub struct AppState {
     /// Wakes the uploader after a release.
     pub uploader: Arc<Notify>,
     pub config: Arc<WebConfig>,
+    /// Row indexes of large CSV files, for deep pages of the viewer.
+    pub csv_indexes: Arc<crate::csv::IndexCache>,
 }
 
 /// The whole router.

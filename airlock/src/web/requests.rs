@@ -538,6 +538,7 @@ async fn file_content(
         return Ok(response);
     }
     content::render(
+        &state.csv_indexes,
         stored,
         &path,
         query.page,

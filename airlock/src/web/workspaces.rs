@@ -414,6 +414,7 @@ async fn content_view(
         return Err(AppError::NotFound);
     }
     content::render(
+        &state.csv_indexes,
         resolved,
         &path,
         query.page,
