@@ -380,6 +380,8 @@ async fn finish_with_error<E: Executor>(
 }
 
 /// Walks the job from its observed state to the end (spec §4.1), one step per observed state.
+/// Each executor step runs in its own child span of the task's span (`prepare`, `execute`,
+/// `wait_for_exit`, `finalize`), so a job's trace shows where the agent spent its time.
 async fn drive_job<E: Executor>(
     context: &Context<E>,
     task_id: &str,
@@ -400,13 +402,19 @@ async fn drive_job<E: Executor>(
                     update(task_id, ExecutorState::Preparing, clock::now_ns()),
                 )
                 .await;
-                status = executor.prepare(job).await?;
+                status = executor
+                    .prepare(job)
+                    .instrument(tracing::info_span!("prepare"))
+                    .await?;
             }
             Step::Execute => {
                 if *stop.borrow() {
                     return Ok(Outcome::Stopped);
                 }
-                status = executor.execute(job).await?;
+                status = executor
+                    .execute(job)
+                    .instrument(tracing::info_span!("execute"))
+                    .await?;
                 if status.state == ExecutorState::Executed {
                     // It already finished: still say it ran (the reference posts `executing`
                     // after every start), with the time we saw it start by.
@@ -421,7 +429,9 @@ async fn drive_job<E: Executor>(
                     last_reported = Some(ExecutorState::Executing);
                 }
                 tokio::select! {
-                    waited = executor.wait_for_exit(job) => status = waited?,
+                    waited = executor
+                        .wait_for_exit(job)
+                        .instrument(tracing::info_span!("wait_for_exit")) => status = waited?,
                     () = stopped(stop) => return Ok(Outcome::Stopped),
                 }
                 continue;
@@ -433,7 +443,10 @@ async fn drive_job<E: Executor>(
                     update(task_id, ExecutorState::Finalizing, clock::now_ns()),
                 )
                 .await;
-                status = executor.finalize(job, false, None).await?;
+                status = executor
+                    .finalize(job, false, None)
+                    .instrument(tracing::info_span!("finalize"))
+                    .await?;
                 executor.cleanup(job).await?;
                 report_final(context, task_id, &status).await;
                 return Ok(Outcome::Done);
