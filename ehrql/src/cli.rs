@@ -15,15 +15,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::backends::tpp::{self, SqlFlavour, TppOptions};
+use crate::backends::{self, Backend, Permissions};
+use crate::dummy_data;
 use crate::engines::memory::MemoryEngine;
 use crate::engines::postgres::{self, PostgresEngine};
 use crate::engines::sqlite::{self, SqliteEngine};
 use crate::engines::{Engine, EngineError};
-use crate::frontend::json::{LoadError, load_dataset};
+use crate::engines::{RowSink, table_specs};
+use crate::frontend::Definition;
+use crate::frontend::json::{LoadError, load_definition};
 use crate::frontend::language::{self, LanguageError};
+use crate::local_files::{self, FileColumn};
 use crate::output::{FileSink, StdoutSink};
-use crate::query_model::Dataset;
-use crate::sql::StatementKind;
+use crate::sql::{Statement, StatementKind};
 
 /// Exit code: bad arguments or a malformed/invalid definition file.
 pub const EXIT_USAGE: u8 = 2;
@@ -63,7 +68,26 @@ enum Command {
         /// Backend (only the default, table-named-as-ehrQL backend exists here).
         #[arg(long, env = "OPENSAFELY_BACKEND")]
         backend: Option<String>,
+        /// Without a database: use this file (.csv, .csv.gz or .arrow) as the dataset, after
+        /// checking its columns, types and categories against the definition.
+        #[arg(long)]
+        dummy_data_file: Option<PathBuf>,
+        /// Without a database: run the definition in memory over the table files in this
+        /// directory (`<table>.csv`, `.csv.gz` or `.arrow`, as `create-dummy-tables` writes).
+        #[arg(long)]
+        dummy_tables: Option<PathBuf>,
         /// User arguments for the definition (after `--`); recorded, not used by JSON input.
+        #[arg(last = true)]
+        user_args: Vec<String>,
+    },
+    /// Generate dummy source tables for a definition and write one file per table.
+    CreateDummyTables {
+        /// The dataset definition (.py or serializer JSON).
+        definition: PathBuf,
+        /// Output directory, optionally suffixed with the format: `DIR`, `DIR:csv`,
+        /// `DIR:csv.gz` or `DIR:arrow` (CSV by default).
+        output_dir: String,
+        /// User arguments (after `--`).
         #[arg(last = true)]
         user_args: Vec<String>,
     },
@@ -154,21 +178,46 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
-fn check_backend(backend: Option<&str>) -> Result<(), Failure> {
-    match backend {
-        None | Some("" | "expectations" | "test") => Ok(()),
-        Some(other) => Err(fail(
-            EXIT_USAGE,
-            anyhow::anyhow!("backend '{other}' is not supported (only the default backend is)"),
-        )),
-    }
+fn backend_from_flag(backend: Option<&str>) -> Result<Option<Backend>, Failure> {
+    backends::parse_backend(backend).map_err(|e| fail(EXIT_USAGE, e))
 }
 
-fn load(definition: &Path) -> Result<Dataset, Failure> {
+/// The backend's settings from the environment (`EHRQL_PERMISSIONS`, `TEMP_DATABASE_NAME`), as
+/// the agent passes them to database jobs.
+fn tpp_options_from_env() -> Result<TppOptions, Failure> {
+    let permissions = std::env::var("EHRQL_PERMISSIONS").ok();
+    let permissions =
+        Permissions::from_env_value(permissions.as_deref()).map_err(|e| fail(EXIT_USAGE, e))?;
+    Ok(TppOptions::new(
+        &permissions,
+        std::env::var("TEMP_DATABASE_NAME").ok(),
+    ))
+}
+
+/// The statements mapping the dataset's tables onto the backend's raw tables (none without a
+/// backend).
+fn backend_views(
+    backend: Option<Backend>,
+    flavour: SqlFlavour,
+    dataset: &crate::query_model::Dataset,
+) -> Result<Vec<String>, Failure> {
+    let Some(Backend::Tpp) = backend else {
+        return Ok(Vec::new());
+    };
+    let options = tpp_options_from_env()?;
+    let tables: Vec<String> = dummy_data::tables_used(dataset)
+        .into_iter()
+        .map(|t| t.schema.name.clone())
+        .collect();
+    let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+    tpp::view_statements(flavour, &options, &names).map_err(|e| fail(EXIT_USAGE, e))
+}
+
+fn load(definition: &Path) -> Result<Definition, Failure> {
     if definition.extension().is_some_and(|e| e == "py") {
         // Codelist paths are relative to the current directory (the workspace), as in the
         // reference, which runs from the study's root.
-        return language::load_definition(definition).map_err(|e| {
+        return language::load_definition_file(definition).map_err(|e| {
             let code = match &e {
                 LanguageError::Definition { .. } => EXIT_DEFINITION,
                 _ => EXIT_USAGE,
@@ -183,7 +232,7 @@ fn load(definition: &Path) -> Result<Dataset, Failure> {
         )
     })?;
     let workspace = std::env::current_dir().map_err(|e| fail(EXIT_USAGE, e))?;
-    load_dataset(&text, &workspace).map_err(|e| {
+    load_definition(&text, &workspace).map_err(|e| {
         let code = match &e {
             LoadError::Definition { exit_code, .. } => {
                 u8::try_from(*exit_code).unwrap_or(EXIT_DEFINITION)
@@ -218,16 +267,32 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             dsn,
             query_engine,
             backend,
+            dummy_data_file,
+            dummy_tables,
             user_args: _,
         } => {
-            check_backend(backend.as_deref())?;
-            let dataset = load(&definition)?;
+            let backend = backend_from_flag(backend.as_deref())?;
+            let definition = load(&definition)?;
+            let dataset = &definition.dataset;
             let Some(dsn) = dsn.filter(|d| !d.is_empty()) else {
-                return Err(fail(
-                    EXIT_USAGE,
-                    anyhow::anyhow!("no --dsn given: dummy data generation is not supported yet"),
-                ));
+                return write_output(output.as_deref(), |sink| {
+                    if let Some(path) = &dummy_data_file {
+                        return copy_dummy_data_file(path, dataset, sink);
+                    }
+                    let database = match &dummy_tables {
+                        Some(dir) => read_dummy_tables(dir, dataset)?,
+                        None => generate_dummy_data(&definition)?.database,
+                    };
+                    MemoryEngine::new(database)
+                        .run(dataset, sink)
+                        .map_err(engine_failure)
+                });
             };
+            if dummy_data_file.is_some() || dummy_tables.is_some() {
+                tracing::warn!(
+                    "--dummy-data-file and --dummy-tables are ignored when a database is given"
+                );
+            }
             let mut engine: Box<dyn Engine> = if postgres::is_postgres_dsn(&dsn) {
                 if query_engine.is_some() {
                     return Err(fail(
@@ -235,23 +300,47 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                         anyhow::anyhow!("--query-engine applies to sqlite:// DSNs only"),
                     ));
                 }
-                Box::new(PostgresEngine::connect(&dsn).map_err(engine_failure)?)
+                let engine = PostgresEngine::connect(&dsn).map_err(engine_failure)?;
+                for view in backend_views(backend, SqlFlavour::Postgres, dataset)? {
+                    engine.execute(&view).map_err(engine_failure)?;
+                }
+                Box::new(engine)
             } else {
-                sqlite_engine(&dsn, query_engine)?
+                let views = backend_views(backend, SqlFlavour::Sqlite, dataset)?;
+                sqlite_engine(&dsn, query_engine, &views)?
             };
-            match output {
-                Some(output) => {
-                    let mut sink = FileSink::create(&output).map_err(|e| fail(EXIT_USAGE, e))?;
-                    engine.run(&dataset, &mut sink).map_err(engine_failure)?;
-                    sink.finish().map_err(|e| fail(1, e))?;
+            write_output(output.as_deref(), |sink| {
+                engine.run(dataset, sink).map_err(engine_failure)
+            })
+        }
+        Command::CreateDummyTables {
+            definition,
+            output_dir,
+            user_args: _,
+        } => {
+            let (dir, extension) = match output_dir.rsplit_once(':') {
+                Some((dir, "csv")) => (dir, ".csv"),
+                Some((dir, "csv.gz")) => (dir, ".csv.gz"),
+                Some((dir, "arrow")) => (dir, ".arrow"),
+                Some((_, other)) => {
+                    return Err(fail(
+                        EXIT_USAGE,
+                        anyhow::anyhow!(
+                            "unknown table format ':{other}' in '{output_dir}': use DIR, DIR:csv, DIR:csv.gz or DIR:arrow"
+                        ),
+                    ));
                 }
-                None => {
-                    let mut sink = StdoutSink::new();
-                    engine.run(&dataset, &mut sink).map_err(engine_failure)?;
-                    sink.finish().map_err(|e| fail(1, anyhow::anyhow!(e)))?;
-                }
-            }
-            Ok(())
+                None => (output_dir.as_str(), ".csv"),
+            };
+            let definition = load(&definition)?;
+            let generated = generate_dummy_data(&definition)?;
+            let tables: Vec<_> = generated
+                .tables
+                .iter()
+                .map(|t| (t.schema.clone(), t.columns.clone()))
+                .collect();
+            local_files::write_table_dir(Path::new(dir), extension, &generated.database, &tables)
+                .map_err(|e| fail(1, e))
         }
         Command::DumpDatasetSql {
             definition,
@@ -260,15 +349,23 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             backend,
             user_args: _,
         } => {
-            check_backend(backend.as_deref())?;
+            let backend = backend_from_flag(backend.as_deref())?;
             if query_engine == Some(QueryEngine::InMemory) {
                 return Err(fail(
                     EXIT_USAGE,
                     anyhow::anyhow!("the in_memory engine has no SQL to dump"),
                 ));
             }
-            let dataset = load(&definition)?;
-            let statements = sqlite::dataset_sql(&dataset).map_err(|e| fail(EXIT_USAGE, e))?;
+            let dataset = load(&definition)?.dataset;
+            let mut statements: Vec<Statement> =
+                backend_views(backend, SqlFlavour::Sqlite, &dataset)?
+                    .into_iter()
+                    .map(|sql| Statement {
+                        kind: StatementKind::Setup,
+                        sql,
+                    })
+                    .collect();
+            statements.extend(sqlite::dataset_sql(&dataset).map_err(|e| fail(EXIT_USAGE, e))?);
             let text = format_sql(&statements);
             match output {
                 Some(path) => std::fs::write(&path, text).map_err(|e| {
@@ -286,8 +383,90 @@ fn dispatch(command: Command) -> Result<(), Failure> {
     }
 }
 
-/// The SQLite (or in-memory over SQLite) engine for a `sqlite://` DSN.
-fn sqlite_engine(dsn: &str, query_engine: Option<QueryEngine>) -> Result<Box<dyn Engine>, Failure> {
+/// Exit code: a dummy data file or table file that does not fit the definition.
+pub const EXIT_FILE_VALIDATION: u8 = 11;
+
+/// Streams a result into `--output` (written atomically) or, without one, CSV on stdout.
+fn write_output(
+    output: Option<&Path>,
+    produce: impl FnOnce(&mut dyn RowSink) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    match output {
+        Some(output) => {
+            let mut sink = FileSink::create(output).map_err(|e| fail(EXIT_USAGE, e))?;
+            produce(&mut sink)?;
+            sink.finish().map_err(|e| fail(1, e))
+        }
+        None => {
+            let mut sink = StdoutSink::new();
+            produce(&mut sink)?;
+            sink.finish().map_err(|e| fail(1, anyhow::anyhow!(e)))
+        }
+    }
+}
+
+/// `--dummy-data-file`: the file's rows, checked against the dataset's columns, become the
+/// output (in the output's format).
+fn copy_dummy_data_file(
+    path: &Path,
+    dataset: &crate::query_model::Dataset,
+    sink: &mut dyn RowSink,
+) -> Result<(), Failure> {
+    let specs = table_specs(dataset);
+    let (name, columns) = &specs[0];
+    let file_columns: Vec<FileColumn> = columns
+        .iter()
+        .map(|spec| FileColumn {
+            spec: spec.clone(),
+            required: true,
+        })
+        .collect();
+    let rows = local_files::read_rows(path, &file_columns).map_err(file_failure)?;
+    let sink_failure = |e| fail(1, EngineError::Sink(e));
+    sink.begin_table(name, columns).map_err(sink_failure)?;
+    for row in rows {
+        sink.row(&row).map_err(sink_failure)?;
+    }
+    Ok(())
+}
+
+/// `--dummy-tables DIR`: the tables the dataset reads, from their files.
+fn read_dummy_tables(
+    dir: &Path,
+    dataset: &crate::query_model::Dataset,
+) -> Result<crate::engines::Database, Failure> {
+    let tables: Vec<_> = dummy_data::tables_used(dataset)
+        .into_iter()
+        .map(|t| (t.schema, t.columns))
+        .collect();
+    local_files::read_table_dir(dir, &tables).map_err(file_failure)
+}
+
+fn generate_dummy_data(definition: &Definition) -> Result<dummy_data::DummyData, Failure> {
+    dummy_data::generate(definition, dummy_data::today()).map_err(|e| {
+        let code = match e {
+            dummy_data::DummyDataError::Data(_) => 1,
+            _ => EXIT_DEFINITION,
+        };
+        fail(code, anyhow::Error::new(e).context("generating dummy data"))
+    })
+}
+
+fn file_failure(e: local_files::FileError) -> Failure {
+    let code = match &e {
+        local_files::FileError::Io { .. } => EXIT_USAGE,
+        _ => EXIT_FILE_VALIDATION,
+    };
+    fail(code, e)
+}
+
+/// The SQLite (or in-memory over SQLite) engine for a `sqlite://` DSN, with the backend's
+/// `views` installed.
+fn sqlite_engine(
+    dsn: &str,
+    query_engine: Option<QueryEngine>,
+    views: &[String],
+) -> Result<Box<dyn Engine>, Failure> {
     let Some(path) = sqlite_path(dsn) else {
         return Err(fail(
             EXIT_USAGE,
@@ -303,7 +482,19 @@ fn sqlite_engine(dsn: &str, query_engine: Option<QueryEngine>) -> Result<Box<dyn
         ));
     }
     let engine: Box<dyn Engine> = match query_engine.unwrap_or(QueryEngine::Sqlite) {
-        QueryEngine::Sqlite => Box::new(SqliteEngine::open(&path).map_err(engine_failure)?),
+        QueryEngine::Sqlite => {
+            let engine = SqliteEngine::open(&path).map_err(engine_failure)?;
+            for view in views {
+                engine.execute(view).map_err(engine_failure)?;
+            }
+            Box::new(engine)
+        }
+        QueryEngine::InMemory if !views.is_empty() => {
+            return Err(fail(
+                EXIT_USAGE,
+                anyhow::anyhow!("the in_memory query engine cannot run with a backend"),
+            ));
+        }
         QueryEngine::InMemory => Box::new(MemoryEngine::new(
             sqlite::read_database(&path).map_err(engine_failure)?,
         )),

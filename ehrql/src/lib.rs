@@ -12,6 +12,9 @@
 //!   [`engines::sqlite`].
 //! - [`sql`]: the SQL compiler and its dialect abstraction.
 //! - [`output`]: CSV, CSV.gz and Arrow writers with the reference's byte rules.
+//! - [`backends`]: where ehrQL's tables are in a provider's database (`tpp`), as SQL views.
+//! - [`dummy_data`]: generated source tables satisfying the population (no database needed).
+//! - [`local_files`]: table files (CSV, CSV.gz, Arrow) read and written for dummy data.
 //! - [`cli`]: the `ehrql` command line (`generate-dataset`, `dump-dataset-sql`).
 //!
 //! # Invariants
@@ -19,9 +22,12 @@
 //! - A `NodeId` always names a node that passed every type and domain rule.
 //! - No input (definition, data, flags) can make the library panic.
 
+pub mod backends;
 pub mod cli;
+pub mod dummy_data;
 pub mod engines;
 pub mod frontend;
+pub mod local_files;
 pub mod output;
 pub mod query_model;
 pub mod sql;

@@ -598,6 +598,7 @@ fn claimed_permissions_and_dummy_data_settings_are_recorded() {
             population_size: 25,
             legacy: true,
             timeout: 5,
+            additional_population_constraint: None,
         }
     );
 }

@@ -44,6 +44,16 @@ impl SqliteEngine {
         SqliteEngine::with_connection(conn)
     }
 
+    /// Runs one or more `;`-separated statements (no results) before the dataset's: a
+    /// backend's views over its raw tables.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn execute(&self, sql: &str) -> Result<(), EngineError> {
+        self.conn.execute_batch(sql)?;
+        Ok(())
+    }
+
     /// An in-memory SQLite database holding `database`'s tables (tests, conformance).
     ///
     /// # Errors
@@ -56,8 +66,13 @@ impl SqliteEngine {
 
     fn with_connection(conn: Connection) -> Result<SqliteEngine, EngineError> {
         register_functions(&conn)?;
-        // Temp tables and sorts spill to disk beyond a fixed cache, keeping memory flat.
-        conn.execute_batch("PRAGMA temp_store = FILE; PRAGMA cache_size = -65536;")?;
+        // Temp tables and sorts spill to disk beyond a fixed cache, keeping memory flat. The
+        // cache is small on purpose: every plan reads each source page once, in order, so a
+        // larger cache only costs memory (measured: 64 MB gave the same CPU time at 100,000 and
+        // 1,000,000 patients as 2 MB, with 65 MB more peak RSS). Memory-mapping the file would
+        // save the page copies (about a tenth of the CPU time) but would count every page of
+        // the database in the process's resident memory.
+        conn.execute_batch("PRAGMA temp_store = FILE; PRAGMA cache_size = -2000;")?;
         Ok(SqliteEngine { conn })
     }
 }

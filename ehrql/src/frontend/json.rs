@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
+use super::{Definition, DummyDataConfig};
 use crate::query_model::{
-    AggregateKind, CodeSystem, Dataset, Date, FunctionOp, Graph, Literal, NodeId, Position,
+    AggregateKind, CodeSystem, Dataset, Date, Domain, FunctionOp, Graph, Literal, NodeId, Position,
     QueryError, ScalarType, Value,
 };
 use crate::tables;
@@ -103,11 +104,21 @@ const MAX_DEPTH: usize = 500;
 /// See [`LoadError`]: malformed JSON, any validation rule, an unknown or inline table, a path
 /// outside the workspace, an unsupported node, or a reported definition error.
 pub fn load_dataset(text: &str, workspace: &Path) -> Result<Dataset, LoadError> {
+    load_definition(text, workspace).map(|definition| definition.dataset)
+}
+
+/// Like [`load_dataset`], also returning what a `ModuleDetails` root declares: the dummy-data
+/// settings (`dataset_dummy_data_config`) and `claimed_permissions` (defaults for a bare
+/// `Dataset` root).
+///
+/// # Errors
+/// As [`load_dataset`]; also a malformed dummy-data configuration.
+pub fn load_definition(text: &str, workspace: &Path) -> Result<Definition, LoadError> {
     let json: Json = serde_json::from_str(text)?;
     let Json::Object(defs) = json else {
         return Err(malformed("root", "expected a JSON object"));
     };
-    let loader = Loader {
+    let mut loader = Loader {
         defs: &defs,
         graph: Graph::new(),
         done: HashMap::new(),
@@ -117,8 +128,35 @@ pub fn load_dataset(text: &str, workspace: &Path) -> Result<Dataset, LoadError> 
     let root = defs
         .get("value")
         .ok_or_else(|| malformed("root", "missing 'value'"))?;
-    let dataset_body = loader.root_dataset(root)?;
-    loader.dataset(dataset_body)
+    let (dataset_body, details) = loader.root_dataset(root)?;
+    let mut dummy_data_config = DummyDataConfig::default();
+    let mut claimed_permissions = Vec::new();
+    if let Some(details) = details {
+        if let Some(config) = details.get("dataset_dummy_data_config")
+            && !config.is_null()
+        {
+            dummy_data_config = loader.dummy_data_config(config)?;
+        }
+        if let Some(claimed) = details.get("claimed_permissions")
+            && !claimed.is_null()
+        {
+            for permission in tagged_list(claimed, "tuple", "claimed_permissions")? {
+                let Some(permission) = permission.as_str() else {
+                    return Err(malformed(
+                        "claimed_permissions",
+                        "permissions must be strings",
+                    ));
+                };
+                claimed_permissions.push(permission.to_string());
+            }
+        }
+    }
+    let dataset = loader.dataset(dataset_body)?;
+    Ok(Definition {
+        dataset,
+        dummy_data_config,
+        claimed_permissions,
+    })
 }
 
 fn malformed(id: &str, message: impl Into<String>) -> LoadError {
@@ -189,8 +227,10 @@ fn tagged_list<'j>(json: &'j Json, tag: &str, id: &str) -> Result<&'j Vec<Json>,
 }
 
 impl<'a> Loader<'a> {
-    fn root_dataset(&self, root: &'a Json) -> Result<&'a Json, LoadError> {
+    /// The `Dataset` body under the root, and the `ModuleDetails` body if there is one.
+    fn root_dataset(&self, root: &'a Json) -> Result<(&'a Json, Option<&'a Json>), LoadError> {
         let mut current = root;
+        let mut details = None;
         // Follow refs and ModuleDetails wrappers to the Dataset body.
         for _ in 0..4 {
             if let Some(Json::String(r)) = current.get("ref") {
@@ -202,7 +242,7 @@ impl<'a> Loader<'a> {
             }
             let (tag, body) = tagged(current, "root")?;
             match tag {
-                "Dataset" => return Ok(body),
+                "Dataset" => return Ok((body, details)),
                 "ModuleDetails" => {
                     if let Some(measures) = body.get("measures")
                         && !measures.is_null()
@@ -212,6 +252,7 @@ impl<'a> Loader<'a> {
                             what: "measures".into(),
                         });
                     }
+                    details = Some(body);
                     current = field(body, "dataset", "root")?;
                 }
                 "DefinitionError" => {
@@ -256,6 +297,51 @@ impl<'a> Loader<'a> {
         }
         Dataset::new(self.graph, population, variables, events)
             .map_err(|e| LoadError::Dataset(Box::new(e)))
+    }
+
+    /// `{"DummyDataConfig": {population_size, legacy, timeout, additional_population_constraint}}`.
+    fn dummy_data_config(&mut self, json: &'a Json) -> Result<DummyDataConfig, LoadError> {
+        const ID: &str = "dataset_dummy_data_config";
+        let (tag, body) = tagged(json, ID)?;
+        if tag != "DummyDataConfig" {
+            return Err(malformed(
+                ID,
+                format!("expected DummyDataConfig, got '{tag}'"),
+            ));
+        }
+        let mut config = DummyDataConfig::default();
+        if let Some(size) = body.get("population_size").filter(|v| !v.is_null()) {
+            config.population_size = size
+                .as_i64()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| malformed(ID, "population_size must be a non-negative integer"))?;
+        }
+        if let Some(legacy) = body.get("legacy").filter(|v| !v.is_null()) {
+            config.legacy = legacy
+                .as_bool()
+                .ok_or_else(|| malformed(ID, "legacy must be a boolean"))?;
+        }
+        if let Some(timeout) = body.get("timeout").filter(|v| !v.is_null()) {
+            config.timeout = timeout
+                .as_i64()
+                .ok_or_else(|| malformed(ID, "timeout must be an integer"))?;
+        }
+        if let Some(constraint) = body
+            .get("additional_population_constraint")
+            .filter(|v| !v.is_null())
+        {
+            let id = self.node(constraint, ID)?;
+            if self.graph.scalar_type(id) != Some(ScalarType::Bool)
+                || self.graph.info(id).domain != Domain::Patient
+            {
+                return Err(malformed(
+                    ID,
+                    "additional_population_constraint must be a boolean series with one value per patient",
+                ));
+            }
+            config.additional_population_constraint = Some(id);
+        }
+        Ok(config)
     }
 
     fn named_nodes(&mut self, json: &Json, id: &str) -> Result<Vec<(String, NodeId)>, LoadError> {

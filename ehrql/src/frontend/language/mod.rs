@@ -25,42 +25,11 @@ use std::path::Path;
 
 pub use error::{ErrorKind, LanguageError};
 
+pub use super::{Definition, DummyDataConfig};
 use crate::query_model::Dataset;
 
 /// Largest definition file accepted; real definitions are a few kilobytes.
 const MAX_SOURCE_BYTES: usize = 1 << 20;
-
-/// What a definition file declares besides the dataset itself.
-#[derive(Clone, Debug)]
-pub struct Definition {
-    /// The validated query-model dataset.
-    pub dataset: Dataset,
-    /// Settings from `dataset.configure_dummy_data(...)` (defaults otherwise).
-    pub dummy_data_config: DummyDataConfig,
-    /// Permissions named in `claim_permissions(...)`, in call order.
-    pub claimed_permissions: Vec<String>,
-}
-
-/// `dataset.configure_dummy_data(...)` settings (spec §3.1); used only by dummy-data generation.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DummyDataConfig {
-    /// Number of dummy patients (reference default 10).
-    pub population_size: i64,
-    /// Whether the legacy generator was asked for.
-    pub legacy: bool,
-    /// Generation time limit in seconds (reference default 60).
-    pub timeout: i64,
-}
-
-impl Default for DummyDataConfig {
-    fn default() -> DummyDataConfig {
-        DummyDataConfig {
-            population_size: 10,
-            legacy: false,
-            timeout: 60,
-        }
-    }
-}
 
 /// Reads and evaluates an ehrQL dataset definition file.
 ///

@@ -498,12 +498,23 @@ impl<'a> Interp<'a> {
                 if let Some(v) = &bound[2] {
                     config.timeout = expect_int(v, "timeout")?;
                 }
-                if let Some(v) = &bound[3]
-                    && !matches!(v, Obj::Series(_) | Obj::None)
-                {
-                    return Err(ErrorKind::Type(
-                        "additional_population_constraint must be a boolean series".into(),
-                    ));
+                let constraint = match &bound[3] {
+                    None | Some(Obj::None) => None,
+                    Some(Obj::Series(id))
+                        if self.graph.scalar_type(*id) == Some(ScalarType::Bool)
+                            && self.graph.info(*id).domain == Domain::Patient =>
+                    {
+                        Some(*id)
+                    }
+                    Some(_) => {
+                        return Err(ErrorKind::Type(
+                            "additional_population_constraint must be a boolean series with one value per patient".into(),
+                        ));
+                    }
+                };
+                let config = &mut self.datasets[index].dummy_data_config;
+                if constraint.is_some() {
+                    config.additional_population_constraint = constraint;
                 }
                 Ok(Obj::None)
             }
