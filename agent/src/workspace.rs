@@ -54,6 +54,15 @@ pub enum WorkspaceError {
         /// What git said.
         detail: String,
     },
+    /// The repository could not be reached: the connection was refused or timed out, its
+    /// name did not resolve, or a proxy answered with a server error. A later task may succeed.
+    #[error("Could not reach repository {url}")]
+    Unreachable {
+        /// The repository.
+        url: String,
+        /// What git said.
+        detail: String,
+    },
     /// `git` could not be run at all.
     #[error("running git: {0}")]
     GitUnavailable(std::io::Error),
@@ -65,6 +74,18 @@ pub enum WorkspaceError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+impl WorkspaceError {
+    /// Whether the failure may pass on its own (the network, a missing `git`), so a new task
+    /// could succeed. A missing commit, a refused repository or one that is not a repository
+    /// is permanent.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            WorkspaceError::Unreachable { .. } | WorkspaceError::GitUnavailable(_)
+        )
+    }
 }
 
 /// The bare repository caches, one per repository URL.
@@ -159,33 +180,8 @@ impl GitCache {
                 })?;
             git(&dir, &["init", "--bare", "--quiet"]).await?;
         }
-        let object = format!("{commit}^{{commit}}");
-        if git(&dir, &["cat-file", "-e", &object]).await.is_ok() {
-            return Ok(dir);
-        }
-        // By id first (cheap); servers that refuse unadvertised ids get a fetch of all heads.
-        let by_id = git(&dir, &["fetch", "--quiet", "--no-tags", url, commit]).await;
-        if by_id.is_err() {
-            let _ = git(
-                &dir,
-                &[
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    url,
-                    "+refs/heads/*:refs/remotes/origin/*",
-                ],
-            )
-            .await;
-        }
-        match git(&dir, &["cat-file", "-e", &object]).await {
-            Ok(_) => Ok(dir),
-            Err(error) => Err(WorkspaceError::Checkout {
-                commit: commit.to_owned(),
-                url: url.to_owned(),
-                detail: error.to_string(),
-            }),
-        }
+        fetch_commit(&dir, url, commit).await?;
+        Ok(dir)
     }
 
     /// Checks that `commit` is on `branch` of `url` (fetching the branch).
@@ -227,7 +223,10 @@ impl GitCache {
             ],
         )
         .await
-        .map_err(|_| not_on_branch())?;
+        .map_err(|error| match unreachable(url, &error) {
+            Some(unreachable) => unreachable,
+            None => not_on_branch(),
+        })?;
         git(&dir, &["merge-base", "--is-ancestor", commit, &local_ref])
             .await
             .map_err(|_| not_on_branch())?;
@@ -291,6 +290,98 @@ impl GitCache {
     }
 }
 
+/// Makes sure the bare repository `dir` holds `commit`, fetching it from `url` if needed.
+///
+/// # Errors
+/// [`WorkspaceError::Unreachable`] if the repository could not be reached,
+/// [`WorkspaceError::Checkout`] if it was reached but does not have the commit (or is not a
+/// repository).
+async fn fetch_commit(dir: &Path, url: &str, commit: &str) -> Result<(), WorkspaceError> {
+    let object = format!("{commit}^{{commit}}");
+    if git(dir, &["cat-file", "-e", &object]).await.is_ok() {
+        return Ok(());
+    }
+    // By id first (cheap); servers that refuse unadvertised ids get a fetch of all heads, which
+    // also tells a repository that cannot be reached from one without the commit.
+    let by_id = git(dir, &["fetch", "--quiet", "--no-tags", url, commit]).await;
+    let mut detail = by_id.as_ref().err().map(git_detail).unwrap_or_default();
+    if by_id.is_err() {
+        let all_heads = git(
+            dir,
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                url,
+                "+refs/heads/*:refs/remotes/origin/*",
+            ],
+        )
+        .await;
+        if let Err(error) = all_heads {
+            if let Some(unreachable) = unreachable(url, &error) {
+                tracing::warn!(%url, detail = %git_detail(&error), "repository unreachable");
+                return Err(unreachable);
+            }
+            detail = format!("{detail}\n{}", git_detail(&error));
+        }
+    }
+    match git(dir, &["cat-file", "-e", &object]).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(WorkspaceError::Checkout {
+            commit: commit.to_owned(),
+            url: url.to_owned(),
+            detail,
+        }),
+    }
+}
+
+/// What a failed git command said.
+fn git_detail(error: &WorkspaceError) -> String {
+    match error {
+        WorkspaceError::Checkout { detail, .. } => detail.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The failure as [`WorkspaceError::Unreachable`] if the network caused it; `None` otherwise.
+fn unreachable(url: &str, error: &WorkspaceError) -> Option<WorkspaceError> {
+    let detail = git_detail(error);
+    is_network_failure(&detail).then(|| WorkspaceError::Unreachable {
+        url: url.to_owned(),
+        detail,
+    })
+}
+
+/// Whether git's error output says the remote could not be reached (curl's and git's own
+/// wording): refused or timed-out connections, names that do not resolve, dropped connections,
+/// and server errors (5xx, 429) from the server or a proxy. A 404 or 403, "not our ref" or "not
+/// a git repository" come from a reachable remote and are not network failures.
+fn is_network_failure(stderr: &str) -> bool {
+    const SIGNS: [&str; 17] = [
+        "could not resolve host",
+        "could not resolve proxy",
+        "temporary failure in name resolution",
+        "name or service not known",
+        "failed to connect to",
+        "couldn't connect to server",
+        "connection refused",
+        "connection timed out",
+        "operation timed out",
+        "connection reset",
+        "network is unreachable",
+        "no route to host",
+        "early eof",
+        "rpc failed",
+        // A 5xx or 429 from the server or a reverse proxy in front of it ("… error: 503"),
+        // or from a forward proxy ("Received HTTP code 502 from proxy after CONNECT").
+        "the requested url returned error: 5",
+        "the requested url returned error: 429",
+        "received http code 5",
+    ];
+    let stderr = stderr.to_ascii_lowercase();
+    SIGNS.iter().any(|sign| stderr.contains(sign))
+}
+
 /// Runs `git --git-dir <dir> <args>`, returning stdout.
 async fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
     run_git(dir, None, args).await
@@ -343,6 +434,136 @@ async fn run_git(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const ABSENT_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn run(dir: &Path, args: &[&str]) -> String {
+        let output = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// An HTTP server on a local port that answers every request with `status`; returns a
+    /// repository URL on it.
+    async fn remote_answering(status: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{address}/opensafely/study")
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_remote_is_transient_and_a_missing_commit_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache.git");
+        std::fs::create_dir_all(&cache).unwrap();
+        run(&cache, &["init", "--bare", "--quiet"]);
+
+        // Nothing listens on a port just released.
+        let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut unreachable = vec![format!("http://127.0.0.1:{closed_port}/opensafely/study")];
+        for status in [
+            "502 Bad Gateway",
+            "503 Service Unavailable",
+            "504 Gateway Timeout",
+        ] {
+            unreachable.push(remote_answering(status).await);
+        }
+        for url in &unreachable {
+            let error = fetch_commit(&cache, url, ABSENT_COMMIT).await.unwrap_err();
+            assert!(
+                matches!(&error, WorkspaceError::Unreachable { url: reported, .. } if reported == url),
+                "{url}: {error:?}"
+            );
+            assert!(error.is_transient());
+            assert_eq!(
+                error.to_string(),
+                format!("Could not reach repository {url}")
+            );
+        }
+
+        // Reachable, but refusing or without the repository: permanent.
+        let study = dir.path().join("study");
+        std::fs::create_dir_all(&study).unwrap();
+        run(&study, &["init", "--quiet", "--initial-branch=main"]);
+        std::fs::write(study.join("project.yaml"), "version: '4.0'\n").unwrap();
+        run(&study, &["add", "--all"]);
+        run(&study, &["commit", "--quiet", "-m", "study"]);
+        let head = run(&study, &["rev-parse", "HEAD"]);
+        let not_a_repository = dir.path().join("empty");
+        std::fs::create_dir_all(&not_a_repository).unwrap();
+        let mut permanent = vec![
+            study.to_string_lossy().into_owned(),
+            not_a_repository.to_string_lossy().into_owned(),
+        ];
+        for status in ["404 Not Found", "403 Forbidden"] {
+            permanent.push(remote_answering(status).await);
+        }
+        for url in &permanent {
+            let error = fetch_commit(&cache, url, ABSENT_COMMIT).await.unwrap_err();
+            assert!(
+                matches!(&error, WorkspaceError::Checkout { commit, .. } if commit == ABSENT_COMMIT),
+                "{url}: {error:?}"
+            );
+            assert!(!error.is_transient(), "{url}");
+        }
+        // The repository's own commit is fetched.
+        fetch_commit(&cache, &study.to_string_lossy(), &head)
+            .await
+            .unwrap();
+        assert!(
+            run(&cache, &["cat-file", "-t", &head]).contains("commit"),
+            "the commit is in the cache"
+        );
+    }
+
+    #[test]
+    fn network_failures_are_told_from_answers() {
+        for network in [
+            "fatal: unable to access 'https://github.com/o/r/': Could not resolve host: github.com",
+            "fatal: unable to access 'https://x/': Failed to connect to x port 443 after 3 ms: \
+             Connection refused",
+            "fatal: unable to access 'https://x/': Connection timed out after 300000 milliseconds",
+            "fatal: unable to access 'https://x/': Received HTTP code 503 from proxy after CONNECT",
+            "fatal: unable to access 'https://x/': The requested URL returned error: 502",
+            "error: RPC failed; curl 56 Recv failure: Connection reset by peer\nfatal: early EOF",
+        ] {
+            assert!(is_network_failure(network), "{network}");
+        }
+        for answer in [
+            "remote: Repository not found.\nfatal: repository 'https://github.com/o/r/' not found",
+            "fatal: unable to access 'https://x/': The requested URL returned error: 403",
+            "fatal: unable to access 'https://x/': Received HTTP code 403 from proxy after CONNECT",
+            "fatal: remote error: upload-pack: not our ref 0123456789abcdef",
+            "fatal: '/srv/x' does not appear to be a git repository",
+        ] {
+            assert!(!is_network_failure(answer), "{answer}");
+        }
+    }
 
     fn new_cache(allow_local: bool) -> GitCache {
         GitCache::new(

@@ -119,7 +119,7 @@ impl ExecutorError {
             | ExecutorError::WorkspaceArchived { .. }
             | ExecutorError::MissingInput { .. }
             | ExecutorError::DatabaseNotConfigured { .. } => true,
-            ExecutorError::Workspace(error) => !matches!(error, WorkspaceError::GitUnavailable(_)),
+            ExecutorError::Workspace(error) => !error.is_transient(),
             ExecutorError::Docker { .. }
             | ExecutorError::Outputs(_)
             | ExecutorError::Metadata(_)
@@ -205,4 +205,28 @@ pub trait Executor: Send + Sync + 'static {
         &self,
         job: &JobDefinition,
     ) -> impl Future<Output = Result<(), ExecutorError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_repository_is_retryable_and_a_missing_commit_fatal() {
+        let unreachable = ExecutorError::from(WorkspaceError::Unreachable {
+            url: "https://github.com/opensafely/study".into(),
+            detail: "Could not resolve host: github.com".into(),
+        });
+        assert!(!unreachable.is_fatal());
+        assert_eq!(
+            unreachable.public_message(),
+            "Could not reach repository https://github.com/opensafely/study"
+        );
+        let missing = ExecutorError::from(WorkspaceError::Checkout {
+            commit: "abc".into(),
+            url: "https://github.com/opensafely/study".into(),
+            detail: "not our ref".into(),
+        });
+        assert!(missing.is_fatal());
+    }
 }
