@@ -513,6 +513,8 @@ scheduler_interval_ms = 5000
 max_task_attempts = 5
 # Seconds an agent may stay disconnected before its unfinished tasks go to another agent.
 agent_lease_grace_s = 300
+# Seconds WatchJobs' change log keeps a change (0: forever); older cursors must resync.
+change_log_retention_s = 2592000
 # SHA-256 of the operators' token (the token itself is in admin-token).
 admin_token_sha256 = "{admin_hash}"
 

@@ -43,6 +43,9 @@ pub struct Config {
     /// another agent of its backend.
     #[serde(default = "default_lease_grace")]
     pub agent_lease_grace_s: u64,
+    /// Seconds the `WatchJobs` change log keeps a change; 0 keeps every change forever.
+    #[serde(default = "default_change_log_retention")]
+    pub change_log_retention_s: u64,
     /// SHA-256 (hex) of the operators' admin token; empty disables the admin service.
     #[serde(default)]
     pub admin_token_sha256: String,
@@ -143,6 +146,9 @@ fn default_interval() -> u64 {
 fn default_attempts() -> u32 {
     5
 }
+fn default_change_log_retention() -> u64 {
+    30 * 24 * 3600
+}
 fn default_lease_grace() -> u64 {
     300
 }
@@ -179,7 +185,7 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override top-level keys, in documentation order.
-pub const ENV_OVERRIDES: [(&str, &str); 14] = [
+pub const ENV_OVERRIDES: [(&str, &str); 15] = [
     ("RAP_CONTROLLER_LISTEN", "listen"),
     ("RAP_CONTROLLER_AGENT_LISTEN", "agent_listen"),
     ("RAP_CONTROLLER_DATA_DIR", "data_dir"),
@@ -196,6 +202,10 @@ pub const ENV_OVERRIDES: [(&str, &str); 14] = [
     ),
     ("RAP_CONTROLLER_MAX_TASK_ATTEMPTS", "max_task_attempts"),
     ("RAP_CONTROLLER_AGENT_LEASE_GRACE_S", "agent_lease_grace_s"),
+    (
+        "RAP_CONTROLLER_CHANGE_LOG_RETENTION_S",
+        "change_log_retention_s",
+    ),
     ("RAP_CONTROLLER_ADMIN_TOKEN_SHA256", "admin_token_sha256"),
 ];
 
@@ -259,6 +269,11 @@ impl Config {
                 }
                 "RAP_CONTROLLER_AGENT_LEASE_GRACE_S" => {
                     self.agent_lease_grace_s = value
+                        .parse()
+                        .map_err(|_| bad("not a whole number of seconds"))?
+                }
+                "RAP_CONTROLLER_CHANGE_LOG_RETENTION_S" => {
+                    self.change_log_retention_s = value
                         .parse()
                         .map_err(|_| bad("not a whole number of seconds"))?
                 }
@@ -338,6 +353,7 @@ weights = { "*/big" = 2.5, "ws/big" = 1.5 }
         let mut config: Config = toml::from_str(MINIMAL).unwrap();
         assert_eq!(config.max_task_attempts, 5);
         assert_eq!(config.agent_lease_grace_s, 300);
+        assert_eq!(config.change_log_retention_s, 2_592_000);
         assert_eq!(config.backends[0].max_db_workers(), 6.0);
         assert_eq!(config.backends[0].weight("ws", "big"), 1.5);
         assert_eq!(config.backends[0].weight("other", "big"), 2.5);

@@ -108,6 +108,13 @@ pub async fn run(
         backends.insert(backend.name.clone(), handle);
         joins.push(join);
     }
+    let compaction = (config.change_log_retention_s > 0).then(|| {
+        tokio::spawn(crate::watch::compact_change_log(
+            store.clone(),
+            std::time::Duration::from_secs(config.change_log_retention_s),
+            actors_stopped.clone(),
+        ))
+    });
     let config = Arc::new(config);
     let controller = Controller::new(
         config.clone(),
@@ -205,6 +212,10 @@ pub async fn run(
                 Err(_) => tracing::warn!("servers did not stop within 5 s; exiting anyway"),
             }
         }
+    }
+    if let Some(compaction) = compaction {
+        // Stopped with the actors; it finishes a compaction in progress first.
+        let _ = compaction.await;
     }
     drop(backends);
     store.flush().await.map_err(|source| ServeError::Store {

@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -43,8 +44,61 @@ pub struct WatchHub {
 pub enum WatchError {
     #[error("watch stream fell behind; resume after cursor {last_cursor}")]
     FellBehind { last_cursor: u64 },
+    /// The watcher's cursor is older than the change log keeps.
+    #[error(
+        "cursor {after} is older than the change log keeps (changes through cursor {compacted_through} were removed): resync with GetJobStatus, then watch after cursor {compacted_through}"
+    )]
+    Compacted { after: u64, compacted_through: u64 },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for WatchError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::ChangesCompacted {
+                after,
+                compacted_through,
+            } => WatchError::Compacted {
+                after,
+                compacted_through,
+            },
+            other => WatchError::Store(other),
+        }
+    }
+}
+
+/// Keep the change log to `retention`: every `retention / 10` (at least a second, at most an
+/// hour) note the last cursor and remove the changes older than `retention`, until `stop` turns
+/// true. Watchers with an older cursor are then told to resync ([`WatchError::Compacted`]).
+pub async fn compact_change_log(
+    store: Arc<Store>,
+    retention: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let period = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let store = store.clone();
+        let compacted = tokio::task::spawn_blocking(move || {
+            let now_s = crate::backend::core::now_s();
+            store.mark_changes(now_s)?;
+            let retention_s = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+            store.compact_changes(now_s.saturating_sub(retention_s))
+        })
+        .await;
+        match compacted {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "change log compacted"),
+            Ok(Err(error)) => tracing::error!(%error, "change log compaction failed"),
+            Err(error) => tracing::error!(%error, "change log compaction task failed"),
+        }
+    }
 }
 
 impl WatchHub {

@@ -709,3 +709,75 @@ async fn an_agent_that_does_not_return_within_the_grace_period_loses_its_tasks()
     assert!(tasks[0].agent_complete);
     controller.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_older_than_the_compacted_change_log_is_told_to_resync() {
+    let setup = Setup::new(|_| {}).await;
+    let controller = Controller::start(&setup).await;
+    let mut client = rap_client(&setup.ca_pem, controller.rap_addr).await;
+    client
+        .submit_job(authed(CLIENT_TOKEN, submit_request(&setup, R1, &["solo"])))
+        .await
+        .unwrap();
+    controller.stop().await;
+
+    // Every change so far is past retention: compact them all, as the periodic task would.
+    let through = {
+        let store = rap_controller::store::Store::open(&setup.config.data_dir.join("db")).unwrap();
+        store.mark_changes(1).unwrap();
+        let removed = store.compact_changes(1).unwrap();
+        assert!(removed >= 1);
+        store.flush().await.unwrap();
+        store.compacted_through()
+    };
+
+    let controller = Controller::start(&setup).await;
+    let mut client = rap_client(&setup.ca_pem, controller.rap_addr).await;
+    let mut stale = client
+        .watch_jobs(authed(
+            CLIENT_TOKEN,
+            pb::WatchJobsRequest { after_cursor: 0 },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = tokio::time::timeout(WAIT, stale.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!(
+            "cursor 0 is older than the change log keeps (changes through cursor {through} were \
+             removed): resync with GetJobStatus, then watch after cursor {through}"
+        )
+    );
+
+    // The resync path works: the jobs are still there, and watching after the bound follows.
+    assert_eq!(jobs(&mut client, R1).await.len(), 1);
+    let mut resynced = client
+        .watch_jobs(authed(
+            CLIENT_TOKEN,
+            pb::WatchJobsRequest {
+                after_cursor: through,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut request = submit_request(&setup, R2, &["solo"]);
+    request.workspace = "other".into();
+    client
+        .submit_job(authed(CLIENT_TOKEN, request))
+        .await
+        .unwrap();
+    let change = tokio::time::timeout(WAIT, resynced.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(change.cursor > through);
+    assert_eq!(change.job.unwrap().rap_id, R2);
+    controller.stop().await;
+}

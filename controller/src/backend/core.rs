@@ -169,7 +169,7 @@ pub(crate) fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-fn now_s() -> i64 {
+pub(crate) fn now_s() -> i64 {
     now_ns() / 1_000_000_000
 }
 

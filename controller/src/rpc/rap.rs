@@ -11,6 +11,7 @@ use super::auth::Tokens;
 use super::{convert, status_from_rap_error};
 use crate::backend::SubmitOutcome;
 use crate::requests::Controller;
+use crate::watch::WatchError;
 
 /// The RAP API service.
 #[derive(Clone)]
@@ -127,7 +128,16 @@ impl pb::rap_service_server::RapService for RapService {
                         cursor: change.cursor,
                         job: Some(convert::job(&change.job)),
                     })
-                    .map_err(|e| Status::resource_exhausted(e.to_string()));
+                    .map_err(|error| match error {
+                        WatchError::FellBehind { .. } => {
+                            Status::resource_exhausted(error.to_string())
+                        }
+                        WatchError::Compacted { .. } => Status::out_of_range(error.to_string()),
+                        WatchError::Store(_) => {
+                            tracing::error!(%error, "watch stream failed");
+                            Status::internal("Unknown error")
+                        }
+                    });
                 let end = message.is_err();
                 if tx.send(message).await.is_err() || end {
                     return;

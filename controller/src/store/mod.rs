@@ -9,19 +9,24 @@
 //! - `tasks`: task id → task record; `active_tasks`: backend `\0` task id;
 //! - `flags`: backend `\0` flag id → flag record;
 //! - `changes`: cursor (8 bytes BE) → job record as it was written (the change log);
-//! - `meta`: `schema_version`.
+//! - `change_marks`: UNIX seconds (8 bytes BE) → the last cursor written by then, so compaction
+//!   can tell which changes are older than the retention window;
+//! - `meta`: `schema_version`, `changes_compacted_through` (the highest cursor compaction
+//!   removed).
 //!
 //! Invariants: every [`Store::write`] is one sled transaction over all trees, so a job, its
 //! indexes, its tasks and its change-log entry change together or not at all. Writes are
 //! serialised by one lock, so change-log cursors are committed in increasing order (a watcher
 //! that has seen cursor N has seen every change up to N). Durability is [`Store::flush`]: call it
-//! before acknowledging anything.
+//! before acknowledging anything. Compaction records how far it removed changes before removing
+//! any, so a reader can always tell a gap from an empty log.
 
 mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -47,7 +52,15 @@ pub enum StoreError {
     Encoding(#[from] serde_json::Error),
     #[error("store: schema version {found} is newer than this controller's {supported}")]
     TooNew { found: u32, supported: u32 },
+    /// Changes after `after` were removed from the change log by compaction.
+    #[error(
+        "store: the change log no longer holds the changes after cursor {after} (compacted through cursor {compacted_through})"
+    )]
+    ChangesCompacted { after: u64, compacted_through: u64 },
 }
+
+/// The `meta` key of the highest cursor compaction removed.
+const COMPACTED_THROUGH: &str = "changes_compacted_through";
 
 /// A flag's value and the time (UNIX seconds) the value last changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +103,10 @@ pub struct Store {
     active_tasks: sled::Tree,
     flags: sled::Tree,
     changes: sled::Tree,
+    change_marks: sled::Tree,
+    meta: sled::Tree,
+    /// The highest cursor removed by compaction (0: none).
+    compacted_through: AtomicU64,
     /// The last cursor written. Held for the whole of a write, so cursors commit in order.
     /// A std mutex: it is never held across an `.await`.
     last_cursor: Mutex<u64>,
@@ -171,10 +188,16 @@ impl Store {
         migrate(&db, found)?;
         meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
         let changes = db.open_tree("changes")?;
+        let compacted_through = match meta.get(COMPACTED_THROUGH)? {
+            Some(bytes) => cursor_from_key(&bytes),
+            None => 0,
+        };
+        // Compaction may have emptied the log: cursors never go back below what it removed.
         let last_cursor = match changes.last()? {
             Some((k, _)) => cursor_from_key(&k),
             None => 0,
-        };
+        }
+        .max(compacted_through);
         Ok(Store {
             jobs: db.open_tree("jobs")?,
             by_rap: db.open_tree("by_rap")?,
@@ -185,6 +208,9 @@ impl Store {
             active_tasks: db.open_tree("active_tasks")?,
             flags: db.open_tree("flags")?,
             changes,
+            change_marks: db.open_tree("change_marks")?,
+            meta,
+            compacted_through: AtomicU64::new(compacted_through),
             db,
             last_cursor: Mutex::new(last_cursor),
         })
@@ -350,7 +376,8 @@ impl Store {
     /// Change-log entries after `cursor`, at most `limit`.
     ///
     /// # Errors
-    /// A storage or decoding failure.
+    /// [`StoreError::ChangesCompacted`] when some of them were removed by compaction; a storage
+    /// or decoding failure.
     pub fn changes_after(&self, cursor: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
         let start = cursor.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
@@ -361,7 +388,71 @@ impl Store {
                 job: decode_job(&v)?,
             });
         }
+        // Checked after reading: compaction publishes how far it goes before removing
+        // anything, so a page that lost entries to a compaction running meanwhile is refused.
+        let compacted_through = self.compacted_through();
+        if cursor < compacted_through {
+            return Err(StoreError::ChangesCompacted {
+                after: cursor,
+                compacted_through,
+            });
+        }
         Ok(out)
+    }
+
+    /// The highest cursor removed from the change log by compaction (0: none).
+    pub fn compacted_through(&self) -> u64 {
+        self.compacted_through.load(Ordering::SeqCst)
+    }
+
+    /// Note the last cursor written as of `now_s` (UNIX seconds), for [`Store::compact_changes`].
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub fn mark_changes(&self, now_s: i64) -> Result<(), StoreError> {
+        let cursor = self.last_cursor();
+        self.change_marks
+            .insert(time_key(now_s), &cursor.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Remove the change-log entries written before `before_s` (UNIX seconds), as far as the
+    /// marks tell (entries up to the newest mark at or before that time); returns how many were
+    /// removed. The new bound is made durable before anything is removed. Blocking: run it off
+    /// the async threads.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub fn compact_changes(&self, before_s: i64) -> Result<usize, StoreError> {
+        let Some(mark) = self.change_marks.range(..=time_key(before_s)).next_back() else {
+            return Ok(0);
+        };
+        let (mark_key, cursor) = mark?;
+        let through = cursor_from_key(&cursor);
+        if through > self.compacted_through() {
+            self.meta
+                .insert(COMPACTED_THROUGH, &through.to_be_bytes())?;
+            self.db.flush()?;
+            self.compacted_through.store(through, Ordering::SeqCst);
+        }
+        let mut removed = 0;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0;
+            for entry in self.changes.range(..=through.to_be_bytes()).take(4096) {
+                batch.remove(entry?.0);
+                in_batch += 1;
+            }
+            if in_batch == 0 {
+                break;
+            }
+            self.changes.apply_batch(batch)?;
+            removed += in_batch;
+        }
+        for entry in self.change_marks.range(..=mark_key) {
+            self.change_marks.remove(entry?.0)?;
+        }
+        Ok(removed)
     }
 
     /// One job.
@@ -587,6 +678,11 @@ fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+fn time_key(unix_s: i64) -> [u8; 8] {
+    // Offset to unsigned so that byte order is time order for any i64.
+    ((unix_s as u64) ^ (1 << 63)).to_be_bytes()
 }
 
 fn cursor_from_key(k: &[u8]) -> u64 {

@@ -197,3 +197,59 @@ fn a_newer_schema_is_refused() {
         Ok(_) => panic!("opened a newer schema"),
     }
 }
+
+#[test]
+fn compaction_removes_old_changes_and_readers_of_them_are_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |store: &Store, rap_id: &str| {
+        store
+            .write(&WriteBatch {
+                jobs: jobs(rap_id, &["a"], 1),
+                ..Default::default()
+            })
+            .unwrap()[0]
+            .cursor
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.compact_changes(1_000).unwrap(), 0, "no marks yet");
+        let first = write(&store, "aaaaaaaaaaaaaaaa");
+        let second = write(&store, "bbbbbbbbbbbbbbbb");
+        store.mark_changes(100).unwrap();
+        let third = write(&store, "cccccccccccccccc");
+        store.mark_changes(200).unwrap();
+
+        assert_eq!(store.compact_changes(99).unwrap(), 0, "nothing that old");
+        assert_eq!(store.changes_after(0, 10).unwrap().len(), 3);
+        assert_eq!(store.compact_changes(150).unwrap(), 2);
+        assert_eq!(store.compacted_through(), second);
+        match store.changes_after(first, 10) {
+            Err(StoreError::ChangesCompacted {
+                after,
+                compacted_through,
+            }) => assert_eq!((after, compacted_through), (first, second)),
+            other => panic!("a reader of removed changes was not told: {other:?}"),
+        }
+        let kept: Vec<u64> = store
+            .changes_after(second, 10)
+            .unwrap()
+            .iter()
+            .map(|change| change.cursor)
+            .collect();
+        assert_eq!(kept, [third]);
+        assert_eq!(store.compact_changes(150).unwrap(), 0, "idempotent");
+        // Everything goes; the jobs themselves stay.
+        assert_eq!(store.compact_changes(250).unwrap(), 1);
+        assert!(store.changes_after(third, 10).unwrap().is_empty());
+        assert_eq!(store.job_count(), 3);
+        store.db.flush().unwrap();
+    }
+    // Reopened with an empty log: the bound is remembered and cursors are never reused.
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.compacted_through(), 3);
+    assert!(matches!(
+        store.changes_after(0, 10),
+        Err(StoreError::ChangesCompacted { .. })
+    ));
+    assert_eq!(write(&store, "dddddddddddddddd"), 4);
+}

@@ -143,6 +143,7 @@ impl Setup {
             scheduler_interval_ms: 200,
             max_task_attempts: 3,
             agent_lease_grace_s: 300,
+            change_log_retention_s: 30 * 24 * 3600,
             admin_token_sha256: token_hash(ADMIN_TOKEN),
             projects_with_event_level_access: vec![],
             clients: vec![

@@ -30,6 +30,7 @@ fn config(backend: BackendConfig) -> Config {
         scheduler_interval_ms: 1000,
         max_task_attempts: 3,
         agent_lease_grace_s: 300,
+        change_log_retention_s: 0,
         admin_token_sha256: String::new(),
         projects_with_event_level_access: vec![],
         clients: vec![],
