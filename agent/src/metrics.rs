@@ -29,20 +29,22 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    /// Adds a sample. Samples arrive at Docker's fixed interval (about 1 s), so the mean of the
-    /// samples is the time-weighted mean.
-    pub fn add(&mut self, sample: Sample) {
+    /// Adds a sample and says whether it raised a peak. Samples arrive at Docker's fixed
+    /// interval (about 1 s), so the mean of the samples is the time-weighted mean.
+    pub fn add(&mut self, sample: Sample) -> bool {
         let mem_mb = sample.memory_bytes as f64 / (1024.0 * 1024.0);
         let cpu = if sample.cpu_percent.is_finite() {
             sample.cpu_percent.max(0.0)
         } else {
             0.0
         };
+        let peak_rose = cpu > self.cpu_peak || mem_mb > self.mem_mb_peak;
         self.samples += 1;
         self.cpu_sum += cpu;
         self.cpu_peak = self.cpu_peak.max(cpu);
         self.mem_mb_sum += mem_mb;
         self.mem_mb_peak = self.mem_mb_peak.max(mem_mb);
+        peak_rose
     }
 
     /// Empty aggregates for the samples of one container.
@@ -95,14 +97,18 @@ mod tests {
     fn peaks_and_means() {
         let mut aggregate = Aggregate::default();
         assert_eq!(aggregate.metrics(), JobMetrics::default());
-        aggregate.add(Sample {
+        assert!(aggregate.add(Sample {
             cpu_percent: 50.0,
             memory_bytes: 10 * 1024 * 1024,
-        });
-        aggregate.add(Sample {
+        }));
+        assert!(aggregate.add(Sample {
             cpu_percent: 150.0,
             memory_bytes: 30 * 1024 * 1024,
-        });
+        }));
+        assert!(!aggregate.add(Sample {
+            cpu_percent: 100.0,
+            memory_bytes: 20 * 1024 * 1024,
+        }));
         let metrics = aggregate.metrics();
         assert_eq!(metrics.cpu_peak, 150.0);
         assert_eq!(metrics.cpu_mean, 100.0);

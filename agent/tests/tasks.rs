@@ -441,3 +441,75 @@ async fn a_new_task_for_a_running_job_takes_it_over_without_a_second_container()
     assert_eq!(starts, "started\n");
     tasks.shutdown().await;
 }
+
+/// The aggregates the executor has saved for a running job, if any yet.
+fn saved_metrics(layout: &Layout, job_id: &str) -> Option<serde_json::Value> {
+    let bytes = std::fs::read(layout.temp().join(format!("metrics-{job_id}.json"))).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[tokio::test]
+async fn metrics_continue_across_an_agent_restart_and_reach_the_final_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let work = dir.path().join("work");
+    let layout = Layout::new(work.clone());
+    // Until `go`: one CPU busy and ~40 MB held (tail buffers its whole input). After `go`: idle
+    // and small for 3 s, so an agent that started its aggregates afresh would see small peaks.
+    let job = new_job(
+        &unique_id("metrics-adopt"),
+        &repo,
+        &commit,
+        "(while [ ! -f go ]; do :; done) & \
+         head -c 40m /dev/zero | tail | (while [ ! -f go ]; do sleep 0.05; done; cat > /dev/null); \
+         wait; sleep 3",
+    );
+    let _container = ContainerGuard::for_job(&job);
+
+    {
+        let executor = Arc::new(executor(&work).await);
+        let (outbox, _updates) = Outbox::open(&layout.outbox()).unwrap();
+        let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+        tasks.start(runjob_task(&job));
+        // The first agent's samples of the busy phase reach the disk (bounded wait).
+        within(async {
+            loop {
+                let saved = saved_metrics(&layout, &job.id);
+                let busy = saved.as_ref().is_some_and(|saved| {
+                    saved["mem_mb_peak"].as_f64().unwrap_or(0.0) >= 30.0
+                        && saved["cpu_peak"].as_f64().unwrap_or(0.0) > 10.0
+                });
+                if busy {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        tasks.abort();
+    }
+
+    let executor = Arc::new(executor(&work).await);
+    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
+    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    tasks.start(runjob_task(&job));
+    let adopted = next_update(&mut updates).await;
+    assert_eq!(stage(&adopted), S::Executing, "adopted, not prepared again");
+    std::fs::write(layout.job_dir(&job).join("go"), "").unwrap();
+    let seen = updates_until_complete(&mut updates, &job.task_id).await;
+    let results = job_results(seen.last().unwrap());
+    assert_eq!(results.exit_code, Some(0));
+    let metrics = results.metrics.expect("metrics in the result");
+    assert!(
+        metrics.mem_mb_peak >= 30.0,
+        "the peak from before the restart: {metrics:?}"
+    );
+    assert!(metrics.cpu_peak > 10.0, "{metrics:?}");
+    assert!(metrics.mem_mb_mean > 0.0 && metrics.mem_mb_mean <= metrics.mem_mb_peak);
+    assert!(metrics.cpu_mean > 0.0 && metrics.cpu_mean <= metrics.cpu_peak);
+    assert!(
+        saved_metrics(&layout, &job.id).is_none(),
+        "the saved aggregates are removed with the job"
+    );
+    tasks.shutdown().await;
+}

@@ -379,8 +379,8 @@ impl DockerExecutor {
             .join(format!("metrics-{}.json", job.id))
     }
 
-    /// Collects stats samples until the container stops, saving the aggregates every few
-    /// samples. After a restart the saved aggregates of the same container are continued.
+    /// Collects stats samples until the container stops, saving the aggregates whenever a
+    /// peak rises and every few samples. After a restart the saved aggregates of the same container are continued.
     async fn stats_loop(&self, job: &JobDefinition) {
         let container_id = match self.inspect(job).await {
             Ok(Some(inspect)) => inspect.id.unwrap_or_default(),
@@ -413,8 +413,10 @@ impl DockerExecutor {
             let snapshot = {
                 let mut all = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
                 let aggregate = all.entry(job.id.clone()).or_default();
-                aggregate.add(sample);
-                (aggregate.samples() % 5 == 1).then(|| aggregate.clone())
+                let peak_rose = aggregate.add(sample);
+                // A peak is saved at once, so an adopting agent never reports a lower one;
+                // the means can do with a save every few samples.
+                (peak_rose || aggregate.samples() % 5 == 1).then(|| aggregate.clone())
             };
             if let Some(snapshot) = snapshot {
                 let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
