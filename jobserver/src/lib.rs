@@ -17,6 +17,7 @@
 //!   task consuming `WatchJobs` with a persisted cursor.
 //! - [`web`]: axum routes and askama pages, one module per area.
 //! - [`rpc`] holds `jobserver.v1.ReleaseService`.
+//! - [`zip_stream`]: a release's files as a zip, streamed while read.
 //! - [`git`]: the study repository through the `git` command; [`accounts`]: passwords and
 //!   Airlock login tokens; [`admin`]: the operator's commands.
 //!
@@ -39,6 +40,7 @@ pub mod status;
 pub mod store;
 pub mod watch;
 pub mod web;
+pub mod zip_stream;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -915,3 +915,128 @@ async fn the_projects_analysis_scope_travels_with_each_submission() {
     assert_eq!(sent.population_permissions, ["include_t1oo"]);
     assert_eq!(sent.component_access, ["event_level_data"]);
 }
+
+/// Runs a command that must succeed; its stdout.
+fn run_tool(program: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+#[tokio::test]
+async fn a_release_downloads_as_a_zip_streamed_in_chunks() {
+    use rap_jobserver::model::{Release, ReleaseFile, now};
+    let h = Harness::new().await;
+    // Two received files, one spanning several read chunks, and one whose bytes never came.
+    let figure: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let release = Release {
+        id: "01hzipzipzipzipzipzipzipzi".into(),
+        workspace: "ws".into(),
+        backend: "test".into(),
+        created_by: "checker".into(),
+        created_at: now(),
+    };
+    let mut records = Vec::new();
+    for (id, name, bytes) in [
+        ("f1", "output/table.csv", b"a,b\n1,2\n".to_vec()),
+        ("f2", "output/plots/figure.png", figure.clone()),
+        ("f3", "output/never-uploaded.csv", Vec::new()),
+    ] {
+        let file = ReleaseFile {
+            id: id.into(),
+            release_id: release.id.clone(),
+            workspace: "ws".into(),
+            name: name.into(),
+            sha256: String::new(),
+            size: bytes.len() as u64,
+            mtime: 1_700_000_000,
+            created_by: "checker".into(),
+            uploaded_at: (id != "f3").then(now),
+        };
+        if file.uploaded_at.is_some() {
+            let path =
+                rap_jobserver::web::releases::file_path(&h.state.config.release_storage, &file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        records.push(file);
+    }
+    h.store.insert_release(&release, &records).unwrap();
+    let url = format!("/proj/ws/releases/{}/download.zip", release.id);
+
+    let (cookie, _) = h.session("collab");
+    let (_, page, _) = h
+        .get(&format!("/proj/ws/releases/{}/", release.id), &cookie)
+        .await;
+    assert!(page.contains(&format!("href=\"{url}\"")), "{page}");
+    let request = axum::http::Request::get(&url)
+        .header(axum::http::header::COOKIE, &cookie)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(rap_jobserver::web::app(h.state.clone()), request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/zip");
+    assert_eq!(
+        response.headers()["content-disposition"],
+        format!("attachment; filename=\"ws-{}.zip\"", release.id)
+    );
+    // Sent as it is read: many frames, none holding the whole archive.
+    let mut body = response.into_body();
+    let (mut archive, mut n_frames, mut largest) = (Vec::new(), 0, 0);
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let data = frame.unwrap().into_data().unwrap();
+        n_frames += 1;
+        largest = largest.max(data.len());
+        archive.extend_from_slice(&data);
+    }
+    assert!(n_frames >= 6, "{n_frames} frames");
+    assert!(largest <= 64 * 1024, "a frame of {largest} bytes");
+
+    // Info-ZIP's unzip agrees: CRCs check, the received files are there, byte for byte.
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("release.zip");
+    std::fs::write(&zip, &archive).unwrap();
+    run_tool("unzip", &["-tq".as_ref(), zip.as_os_str()]);
+    let names = run_tool("unzip", &["-Z1".as_ref(), zip.as_os_str()]);
+    let mut names: Vec<String> = String::from_utf8(names)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["output/plots/figure.png", "output/table.csv"]);
+    let extracted = run_tool(
+        "unzip",
+        &[
+            "-p".as_ref(),
+            zip.as_os_str(),
+            "output/plots/figure.png".as_ref(),
+        ],
+    );
+    assert!(extracted == figure, "the figure came back changed");
+    let table = run_tool(
+        "unzip",
+        &["-p".as_ref(), zip.as_os_str(), "output/table.csv".as_ref()],
+    );
+    assert_eq!(table, b"a,b\n1,2\n");
+
+    // Private to release_file_view holders, like the files themselves.
+    let (outsider, _) = h.session("outsider");
+    assert_eq!(h.get(&url, &outsider).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.get("/proj/ws/releases/no-such-release/download.zip", &cookie)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -82,6 +82,9 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("template error: {0}")]
     Template(#[from] askama::Error),
+    /// A release too big for one zip.
+    #[error("{0}; download the files one by one")]
+    Zip(#[from] crate::zip_stream::ZipError),
 }
 
 #[derive(Template)]
@@ -98,6 +101,7 @@ impl IntoResponse for AppError {
             AppError::NotFound => (StatusCode::NOT_FOUND, self.to_string()),
             AppError::SignInRequired => return Redirect::to("/login/").into_response(),
             AppError::Csrf => (StatusCode::FORBIDDEN, self.to_string()),
+            AppError::Zip(_) => (StatusCode::NOT_IMPLEMENTED, self.to_string()),
             AppError::Store(_) | AppError::Template(_) => {
                 tracing::error!("internal error: {self}");
                 (

@@ -13,6 +13,7 @@ use super::{AppError, AppState, Ctx, render};
 use crate::access::allowed;
 use crate::model::{ReleaseFile, iso};
 use crate::roles::Permission;
+use crate::zip_stream::{ZipEntry, zip_stream};
 
 /// Routes of this area.
 pub fn router() -> Router<AppState> {
@@ -25,6 +26,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/{project}/{workspace}/releases/{release_id}/",
             get(release_page),
+        )
+        .route(
+            "/{project}/{workspace}/releases/{release_id}/download.zip",
+            get(download_zip),
         )
 }
 
@@ -45,6 +50,8 @@ struct ReleasesPage {
     project: String,
     workspace: String,
     files: Vec<FileRow>,
+    /// The zip of the release shown, or empty on the workspace's list.
+    zip_url: String,
 }
 
 fn check(state: &AppState, ctx: &Ctx, slug: &str, name: &str) -> Result<(), AppError> {
@@ -90,6 +97,7 @@ async fn releases_page(
         &ctx,
         &ReleasesPage {
             ctx: ctx.clone(),
+            zip_url: String::new(),
             project: slug,
             workspace: name,
             files,
@@ -118,11 +126,56 @@ async fn release_page(
         &ctx,
         &ReleasesPage {
             ctx: ctx.clone(),
+            zip_url: format!("/{slug}/{name}/releases/{release_id}/download.zip"),
             project: slug,
             workspace: name,
             files,
         },
     )
+}
+
+/// Every received file of one release in a zip named `<workspace>-<release id>.zip`, streamed
+/// as the files are read (constant memory whatever the release's size).
+async fn download_zip(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, name, release_id)): Path<(String, String, String)>,
+) -> Result<Response, AppError> {
+    ctx.require_user()?;
+    check(&state, &ctx, &slug, &name)?;
+    if state
+        .store
+        .release(&release_id)?
+        .filter(|r| r.workspace == name)
+        .is_none()
+    {
+        return Err(AppError::NotFound);
+    }
+    let entries = state
+        .store
+        .release_files_of_release(&release_id)?
+        .into_iter()
+        .filter(|f| f.uploaded_at.is_some())
+        .map(|f| ZipEntry {
+            path: file_path(&state.config.release_storage, &f),
+            name: f.name,
+            size: f.size,
+            mtime: f.mtime,
+        })
+        .collect();
+    let stream = zip_stream(entries)?;
+    let filename = format!("{name}-{release_id}.zip").replace('"', "");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 /// Where a release file's bytes live under the storage root.
