@@ -182,29 +182,24 @@ fn backend_from_flag(backend: Option<&str>) -> Result<Option<Backend>, Failure> 
     backends::parse_backend(backend).map_err(|e| fail(EXIT_USAGE, e))
 }
 
-/// The backend's settings from the environment (`EHRQL_PERMISSIONS`, `TEMP_DATABASE_NAME`), as
-/// the agent passes them to database jobs.
-fn tpp_options_from_env() -> Result<TppOptions, Failure> {
+/// `EHRQL_PERMISSIONS`, as the controller passes it to database jobs.
+fn permissions_from_env() -> Result<Permissions, Failure> {
     let permissions = std::env::var("EHRQL_PERMISSIONS").ok();
-    let permissions =
-        Permissions::from_env_value(permissions.as_deref()).map_err(|e| fail(EXIT_USAGE, e))?;
-    Ok(TppOptions::new(
-        &permissions,
-        std::env::var("TEMP_DATABASE_NAME").ok(),
-    ))
+    Permissions::from_env_value(permissions.as_deref()).map_err(|e| fail(EXIT_USAGE, e))
 }
 
 /// The statements mapping the dataset's tables onto the backend's raw tables (none without a
-/// backend).
+/// backend). `TEMP_DATABASE_NAME` and the opt-out permissions configure TPP's.
 fn backend_views(
     backend: Option<Backend>,
     flavour: SqlFlavour,
     dataset: &crate::query_model::Dataset,
+    permissions: &Permissions,
 ) -> Result<Vec<String>, Failure> {
     let Some(Backend::Tpp) = backend else {
         return Ok(Vec::new());
     };
-    let options = tpp_options_from_env()?;
+    let options = TppOptions::new(permissions, std::env::var("TEMP_DATABASE_NAME").ok());
     let tables: Vec<String> = dummy_data::tables_used(dataset)
         .into_iter()
         .map(|t| t.schema.name.clone())
@@ -275,6 +270,11 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             let definition = load(&definition)?;
             let dataset = &definition.dataset;
             let Some(dsn) = dsn.filter(|d| !d.is_empty()) else {
+                // Without a database, the definition's own claims stand in for the
+                // permissions a real run would be granted.
+                let claimed = Permissions::new(definition.claimed_permissions.iter().cloned());
+                backends::check_permissions(dataset, &claimed)
+                    .map_err(|e| fail(EXIT_PERMISSIONS, e))?;
                 return write_output(output.as_deref(), |sink| {
                     if let Some(path) = &dummy_data_file {
                         return copy_dummy_data_file(path, dataset, sink);
@@ -288,6 +288,9 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                         .map_err(engine_failure)
                 });
             };
+            let permissions = permissions_from_env()?;
+            backends::check_permissions(dataset, &permissions)
+                .map_err(|e| fail(EXIT_PERMISSIONS, e))?;
             if dummy_data_file.is_some() || dummy_tables.is_some() {
                 tracing::warn!(
                     "--dummy-data-file and --dummy-tables are ignored when a database is given"
@@ -300,13 +303,11 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                         anyhow::anyhow!("--query-engine applies to sqlite:// DSNs only"),
                     ));
                 }
+                let views = backend_views(backend, SqlFlavour::Postgres, dataset, &permissions)?;
                 let engine = PostgresEngine::connect(&dsn).map_err(engine_failure)?;
-                for view in backend_views(backend, SqlFlavour::Postgres, dataset)? {
-                    engine.execute(&view).map_err(engine_failure)?;
-                }
-                Box::new(engine)
+                Box::new(engine.with_table_views(views))
             } else {
-                let views = backend_views(backend, SqlFlavour::Sqlite, dataset)?;
+                let views = backend_views(backend, SqlFlavour::Sqlite, dataset, &permissions)?;
                 sqlite_engine(&dsn, query_engine, &views)?
             };
             write_output(output.as_deref(), |sink| {
@@ -357,14 +358,18 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                 ));
             }
             let dataset = load(&definition)?.dataset;
-            let mut statements: Vec<Statement> =
-                backend_views(backend, SqlFlavour::Sqlite, &dataset)?
-                    .into_iter()
-                    .map(|sql| Statement {
-                        kind: StatementKind::Setup,
-                        sql,
-                    })
-                    .collect();
+            let mut statements: Vec<Statement> = backend_views(
+                backend,
+                SqlFlavour::Sqlite,
+                &dataset,
+                &permissions_from_env()?,
+            )?
+            .into_iter()
+            .map(|sql| Statement {
+                kind: StatementKind::Setup,
+                sql,
+            })
+            .collect();
             statements.extend(sqlite::dataset_sql(&dataset).map_err(|e| fail(EXIT_USAGE, e))?);
             let text = format_sql(&statements);
             match output {
@@ -385,6 +390,8 @@ fn dispatch(command: Command) -> Result<(), Failure> {
 
 /// Exit code: a dummy data file or table file that does not fit the definition.
 pub const EXIT_FILE_VALIDATION: u8 = 11;
+/// Exit code: the dataset reads data it has no permission for.
+pub const EXIT_PERMISSIONS: u8 = 12;
 
 /// Streams a result into `--output` (written atomically) or, without one, CSV on stdout.
 fn write_output(

@@ -14,6 +14,8 @@ pub mod tpp;
 
 use std::collections::BTreeSet;
 
+use crate::query_model::Dataset;
+
 /// A named backend (`--backend` or `OPENSAFELY_BACKEND`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -88,4 +90,44 @@ impl Permissions {
     pub fn contains(&self, permission: &str) -> bool {
         self.0.contains(permission)
     }
+}
+
+/// The dataset reads something it has no permission for (spec §3.5).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what} requires the '{permission}' permission, which this run does not have (real runs: \
+     EHRQL_PERMISSIONS from the project's analysis scope; dummy runs: claim_permissions(...))"
+)]
+pub struct PermissionError {
+    /// What needs it: a table, or event-level output.
+    pub what: String,
+    /// The missing permission.
+    pub permission: String,
+}
+
+/// Checks that every table the dataset reads, and its event tables, are permitted.
+///
+/// # Errors
+/// The first missing permission, in table-name order.
+pub fn check_permissions(
+    dataset: &Dataset,
+    permissions: &Permissions,
+) -> Result<(), PermissionError> {
+    if !dataset.events().is_empty() && !permissions.contains("event_level_data") {
+        return Err(PermissionError {
+            what: "an event table (add_event_table)".into(),
+            permission: "event_level_data".into(),
+        });
+    }
+    for table in crate::dummy_data::tables_used(dataset) {
+        if let Some(permission) = &table.schema.required_permission
+            && !permissions.contains(permission)
+        {
+            return Err(PermissionError {
+                what: format!("table '{}'", table.schema.name),
+                permission: permission.clone(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -99,16 +99,32 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
             format!("NULLIF(CAST({column} AS DATE), DATE '9999-12-31')")
         }
     };
+    // SQLite compares names case-insensitively, so `"ONS_Deaths"` would find the temporary
+    // view `ons_deaths` itself: raw tables are named with their schema there.
+    let raw = |name: &str| match flavour {
+        SqlFlavour::Sqlite => format!("main.\"{name}\""),
+        SqlFlavour::Postgres => format!("\"{name}\""),
+    };
+    let raw_patient = raw("Patient");
+    let raw_registrationhistory = raw("RegistrationHistory");
+    let raw_organisation = raw("Organisation");
+    let raw_codedevent_snomed = raw("CodedEvent_SNOMED");
+    let raw_codedevent = raw("CodedEvent");
+    let raw_medicationissue = raw("MedicationIssue");
+    let raw_medicationdictionary = raw("MedicationDictionary");
+    let raw_ons_deaths = raw("ONS_Deaths");
+    let raw_patientswithtypeonedissent = raw("PatientsWithTypeOneDissent");
+    let raw_patientswithoutndoo = raw("PatientsWithoutNDOO");
     let keep = |alias: &str| {
         let mut conditions = vec!["1 = 1".to_string()];
         if !options.include_t1oo {
             conditions.push(format!(
-                "{alias}.\"Patient_ID\" NOT IN (SELECT \"Patient_ID\" FROM \"PatientsWithTypeOneDissent\")"
+                "{alias}.\"Patient_ID\" NOT IN (SELECT \"Patient_ID\" FROM {raw_patientswithtypeonedissent})"
             ));
         }
         if !options.include_ndoo {
             conditions.push(format!(
-                "{alias}.\"Patient_ID\" IN (SELECT \"Patient_ID\" FROM \"PatientsWithoutNDOO\")"
+                "{alias}.\"Patient_ID\" IN (SELECT \"Patient_ID\" FROM {raw_patientswithoutndoo})"
             ));
         }
         conditions.join(" AND ")
@@ -117,25 +133,25 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
         "patients" => format!(
             "SELECT p.\"Patient_ID\" AS patient_id, {} AS date_of_birth, \
              CASE p.\"Sex\" WHEN 'M' THEN 'male' WHEN 'F' THEN 'female' WHEN 'I' THEN 'intersex' ELSE 'unknown' END AS sex, \
-             {} AS date_of_death FROM \"Patient\" AS p WHERE {}",
+             {} AS date_of_death FROM {raw_patient} AS p WHERE {}",
             date("p.\"DateOfBirth\""),
             date("p.\"DateOfDeath\""),
             keep("p")
         ),
         "practice_registrations" => format!(
             "SELECT r.\"Patient_ID\" AS patient_id, {} AS start_date, {} AS end_date, \
-             o.\"Organisation_ID\" AS practice_pseudo_id FROM \"RegistrationHistory\" AS r \
-             JOIN \"Organisation\" AS o ON o.\"Organisation_ID\" = r.\"Organisation_ID\" WHERE {}",
+             o.\"Organisation_ID\" AS practice_pseudo_id FROM {raw_registrationhistory} AS r \
+             JOIN {raw_organisation} AS o ON o.\"Organisation_ID\" = r.\"Organisation_ID\" WHERE {}",
             date("r.\"StartDate\""),
             date("r.\"EndDate\""),
             keep("r")
         ),
         "clinical_events" => format!(
             "SELECT e.\"Patient_ID\" AS patient_id, {} AS date, CAST(NULL AS TEXT) AS snomedct_code, \
-             e.\"NumericValue\" AS numeric_value FROM \"CodedEvent\" AS e WHERE {} \
+             e.\"NumericValue\" AS numeric_value FROM {raw_codedevent} AS e WHERE {} \
              UNION ALL \
              SELECT s.\"Patient_ID\" AS patient_id, {} AS date, s.\"ConceptID\" AS snomedct_code, \
-             s.\"NumericValue\" AS numeric_value FROM \"CodedEvent_SNOMED\" AS s WHERE {}",
+             s.\"NumericValue\" AS numeric_value FROM {raw_codedevent_snomed} AS s WHERE {}",
             date("e.\"ConsultationDate\""),
             keep("e"),
             date("s.\"ConsultationDate\""),
@@ -143,7 +159,7 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
         ),
         "medications" => {
             let mut dictionary =
-                "SELECT \"MultilexDrug_ID\", \"DMD_ID\" FROM \"MedicationDictionary\"".to_string();
+                format!("SELECT \"MultilexDrug_ID\", \"DMD_ID\" FROM {raw_medicationdictionary}");
             if let Some(database) = &options.temp_database_name {
                 dictionary.push_str(&format!(
                     " UNION SELECT \"MultilexDrug_ID\", \"DMD_ID\" FROM \"{}\".\"CustomMedicationDictionary\"",
@@ -152,7 +168,7 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
             }
             format!(
                 "SELECT m.\"Patient_ID\" AS patient_id, {} AS date, NULLIF(d.\"DMD_ID\", '') AS dmd_code \
-                 FROM \"MedicationIssue\" AS m LEFT JOIN ({dictionary}) AS d \
+                 FROM {raw_medicationissue} AS m LEFT JOIN ({dictionary}) AS d \
                  ON d.\"MultilexDrug_ID\" = m.\"MultilexDrug_ID\" WHERE {}",
                 date("m.\"ConsultationDate\""),
                 keep("m")
@@ -168,7 +184,7 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
                 "SELECT patient_id, date, underlying_cause_of_death, {} FROM (\
                  SELECT o.\"Patient_ID\" AS patient_id, {} AS date, o.\"icd10u\" AS underlying_cause_of_death, {}, \
                  ROW_NUMBER() OVER (PARTITION BY o.\"Patient_ID\" ORDER BY o.\"dod\", o.\"icd10u\") AS death_rank \
-                 FROM \"ONS_Deaths\" AS o WHERE {}) AS ranked WHERE death_rank = 1",
+                 FROM {raw_ons_deaths} AS o WHERE {}) AS ranked WHERE death_rank = 1",
                 cause_names.join(", "),
                 date("o.\"dod\""),
                 causes.join(", "),

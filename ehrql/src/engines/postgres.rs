@@ -35,6 +35,9 @@ pub struct PostgresEngine {
     /// the connection (and with it the session's temporary tables).
     runtime: Runtime,
     client: Client,
+    /// A backend's views over its raw tables, created at the start of every run (each run
+    /// first discards the session's temporary objects).
+    table_views: Vec<String>,
 }
 
 impl std::fmt::Debug for PostgresEngine {
@@ -72,10 +75,23 @@ impl PostgresEngine {
             });
             Ok::<Client, tokio_postgres::Error>(client)
         })?;
-        let engine = PostgresEngine { runtime, client };
+        let engine = PostgresEngine {
+            runtime,
+            client,
+            table_views: Vec::new(),
+        };
         // Sorting and comparing must not depend on the server's locale or time zone.
         engine.execute("SET client_min_messages = warning; SET TimeZone = 'UTC'")?;
         Ok(engine)
+    }
+
+    /// This engine, creating `views` (`CREATE TEMP VIEW <ehrQL table> AS …`, from a backend)
+    /// before each run's queries.
+    pub fn with_table_views(self, views: Vec<String>) -> PostgresEngine {
+        PostgresEngine {
+            table_views: views,
+            ..self
+        }
     }
 
     /// Runs one or more `;`-separated statements (no results), e.g. creating a schema.
@@ -196,6 +212,9 @@ impl Engine for PostgresEngine {
         // A previous run that failed half-way leaves its temporary tables behind: start clean.
         self.execute("DISCARD TEMP")?;
         self.execute(&SESSION_FUNCTIONS.join(";\n"))?;
+        for view in &self.table_views {
+            self.execute(view)?;
+        }
         let total = statements.len();
         let client = &self.client;
         self.runtime.block_on(async {

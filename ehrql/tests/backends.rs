@@ -1,0 +1,353 @@
+//! Backends and the environment (issue #9), through the built binary: the `tpp` backend maps
+//! TPP-shaped raw tables to ehrQL's tables and gives the same CSV as the default backend on the
+//! equivalent core tables (SQLite and PostgreSQL), applying the opt-out rules and their
+//! permissions; `DATABASE_URL`, `OPENSAFELY_BACKEND` and `EHRQL_PERMISSIONS` act as in the
+//! reference, with its exit codes.
+
+mod postgres_support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ehrql::backends::tpp::{self, SqlFlavour};
+use ehrql::dummy_data;
+use ehrql::engines::Database;
+use ehrql::frontend::language::load_source;
+use ehrql::query_model::{Date, Value};
+use rusqlite::Connection;
+
+fn ehrql(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ehrql"));
+    command.current_dir(dir).args(args);
+    for name in [
+        "DATABASE_URL",
+        "OPENSAFELY_BACKEND",
+        "OPENSAFELY_QUERY_ENGINE",
+        "EHRQL_PERMISSIONS",
+        "TEMP_DATABASE_NAME",
+    ] {
+        command.env_remove(name);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/language")
+}
+
+/// A study directory with the realistic fixture definition, plus core data for it: the
+/// definition's own dummy data (200 patients who all satisfy its population, with events,
+/// medications, registrations and deaths).
+fn study() -> (tempfile::TempDir, Database) {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["analysis", "codelists"] {
+        fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for entry in fs::read_dir(fixtures().join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+        }
+    }
+    let source = fs::read_to_string(fixtures().join("analysis/full_study.py"))
+        .unwrap()
+        .replace("population_size=50", "population_size=200");
+    let definition = load_source(&source, "full_study.py", &fixtures()).unwrap();
+    let generated = dummy_data::generate(&definition, Date::from_ymd(2025, 6, 1).unwrap()).unwrap();
+    (dir, generated.database)
+}
+
+const STUDY: &str = "analysis/full_study.py";
+
+fn sql_literal(value: &Value) -> String {
+    match value {
+        Value::Null => "NULL".into(),
+        Value::Bool(b) => (if *b { "1" } else { "0" }).into(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Date(d) => format!("'{d}'"),
+        Value::Str(s) | Value::Code(_, s) => format!("'{}'", s.replace('\'', "''")),
+    }
+}
+
+/// The raw TPP tables holding `database`'s data, as SQL for `flavour`.
+fn tpp_sql(database: &Database, flavour: SqlFlavour) -> String {
+    let mut sql = tpp::create_raw_tables_sql(flavour).join(";\n");
+    sql.push_str(";\n");
+    for (table, rows) in tpp::raw_rows_from_core(database) {
+        for row in rows {
+            let values: Vec<String> = row.iter().map(sql_literal).collect();
+            sql.push_str(&format!(
+                "INSERT INTO \"{table}\" VALUES ({});\n",
+                values.join(", ")
+            ));
+        }
+    }
+    sql
+}
+
+fn sqlite_databases(dir: &Path, database: &Database) {
+    let mut core = Connection::open(dir.join("core.db")).unwrap();
+    ehrql::engines::sqlite::load_database(&mut core, database).unwrap();
+    let raw = Connection::open(dir.join("tpp.db")).unwrap();
+    raw.execute_batch(&tpp_sql(database, SqlFlavour::Sqlite))
+        .unwrap();
+}
+
+fn generate(dir: &Path, dsn: &str, output: &str, env: &[(&str, &str)]) -> Vec<u8> {
+    let out = ehrql(
+        dir,
+        &["generate-dataset", STUDY, "--dsn", dsn, "--output", output],
+        env,
+    );
+    assert!(out.status.success(), "{dsn} {env:?}: {}", stderr(&out));
+    fs::read(dir.join(output)).unwrap()
+}
+
+fn patient_ids(csv: &[u8]) -> Vec<i64> {
+    String::from_utf8_lossy(csv)
+        .split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn tpp_backend_gives_the_core_backends_dataset_on_sqlite() {
+    let (dir, database) = study();
+    sqlite_databases(dir.path(), &database);
+    let core = generate(dir.path(), "sqlite:///core.db", "core.csv", &[]);
+    assert_eq!(patient_ids(&core).len(), 200);
+    let with_flag = {
+        let out = ehrql(
+            dir.path(),
+            &[
+                "generate-dataset",
+                STUDY,
+                "--dsn",
+                "sqlite:///tpp.db",
+                "--backend",
+                "tpp",
+                "--output",
+                "tpp.csv",
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        fs::read(dir.path().join("tpp.csv")).unwrap()
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&with_flag),
+        String::from_utf8_lossy(&core)
+    );
+    // As in a database job: the backend and the database from the environment.
+    let from_env = ehrql(
+        dir.path(),
+        &["generate-dataset", STUDY, "--output", "env.csv"],
+        &[
+            ("OPENSAFELY_BACKEND", "tpp"),
+            ("DATABASE_URL", "sqlite:///tpp.db"),
+        ],
+    );
+    assert!(from_env.status.success(), "{}", stderr(&from_env));
+    assert_eq!(fs::read(dir.path().join("env.csv")).unwrap(), core);
+    // The local job-runner's backend names mean the default backend.
+    for backend in ["expectations", "test"] {
+        let out = generate(
+            dir.path(),
+            "sqlite:///core.db",
+            "local.csv",
+            &[("OPENSAFELY_BACKEND", backend)],
+        );
+        assert_eq!(out, core, "{backend}");
+    }
+}
+
+#[test]
+fn tpp_opt_outs_are_excluded_unless_permitted() {
+    let (dir, database) = study();
+    sqlite_databases(dir.path(), &database);
+    let core = patient_ids(&generate(dir.path(), "sqlite:///core.db", "core.csv", &[]));
+    let (t1oo, ndoo) = (core[0], core[1]);
+    let raw = Connection::open(dir.path().join("tpp.db")).unwrap();
+    raw.execute_batch(&format!(
+        "INSERT INTO \"PatientsWithTypeOneDissent\" VALUES ({t1oo});
+         DELETE FROM \"PatientsWithoutNDOO\" WHERE \"Patient_ID\" = {ndoo};"
+    ))
+    .unwrap();
+    let tpp = [("OPENSAFELY_BACKEND", "tpp")];
+    let ids = patient_ids(&generate(dir.path(), "sqlite:///tpp.db", "a.csv", &tpp));
+    let expected: Vec<i64> = core[2..].to_vec();
+    assert_eq!(ids, expected);
+    let with = |permissions: &str| {
+        let env = [
+            ("OPENSAFELY_BACKEND", "tpp"),
+            ("EHRQL_PERMISSIONS", permissions),
+        ];
+        patient_ids(&generate(dir.path(), "sqlite:///tpp.db", "b.csv", &env))
+    };
+    let mut expected_t1oo = vec![t1oo];
+    expected_t1oo.extend(&core[2..]);
+    assert_eq!(with(r#"["include_t1oo"]"#), expected_t1oo);
+    let mut expected_ndoo = vec![ndoo];
+    expected_ndoo.extend(&core[2..]);
+    assert_eq!(with(r#"["include_ndoo"]"#), expected_ndoo);
+    assert_eq!(with(r#"["include_t1oo", "include_ndoo"]"#), core);
+}
+
+#[test]
+fn tpp_rules_map_sex_codes_and_sentinel_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("def.py"),
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients, practice_registrations\n\
+         dataset = create_dataset()\ndataset.define_population(patients.exists_for_patient())\n\
+         dataset.sex = patients.sex\ndataset.died = patients.date_of_death\n\
+         dataset.left = practice_registrations.sort_by(practice_registrations.start_date).last_for_patient().end_date\n",
+    )
+    .unwrap();
+    let raw = Connection::open(dir.path().join("tpp.db")).unwrap();
+    raw.execute_batch(&tpp::create_raw_tables_sql(SqlFlavour::Sqlite).join(";"))
+        .unwrap();
+    raw.execute_batch(
+        "INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'M', '9999-12-31 00:00:00'),
+             (2, '1990-01-01', 'F', '2020-02-03 10:11:12'), (3, '2000-01-01', 'I', NULL),
+             (4, '2010-01-01', 'X', NULL), (5, '2010-01-01', 'U', NULL);
+         INSERT INTO \"Organisation\" VALUES (7);
+         INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '9999-12-31', 7),
+             (2, '2001-01-01', '2019-05-06 00:00:00', 7), (3, '2001-01-01', '2002-01-01', 8);
+         INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2), (3), (4), (5);",
+    )
+    .unwrap();
+    let out = ehrql(
+        dir.path(),
+        &[
+            "generate-dataset",
+            "def.py",
+            "--dsn",
+            "sqlite:///tpp.db",
+            "--backend",
+            "tpp",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Patient 3's registration is at an unknown practice (no Organisation row): not joined.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "patient_id,sex,died,left\r\n1,male,,\r\n2,female,2020-02-03,2019-05-06\r\n\
+         3,intersex,,\r\n4,unknown,,\r\n5,unknown,,\r\n"
+    );
+    // dump-dataset-sql shows the views first.
+    let dump = ehrql(
+        dir.path(),
+        &["dump-dataset-sql", "def.py", "--backend", "tpp"],
+        &[],
+    );
+    assert!(dump.status.success(), "{}", stderr(&dump));
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        text.starts_with("-- Run query 001 / ") && text.contains("CREATE TEMP VIEW patients AS"),
+        "{text}"
+    );
+}
+
+#[test]
+fn environment_errors_have_the_reference_exit_codes() {
+    let (dir, database) = study();
+    sqlite_databases(dir.path(), &database);
+    let run = |env: &[(&str, &str)]| {
+        ehrql(
+            dir.path(),
+            &["generate-dataset", STUDY, "--output", "out.csv"],
+            env,
+        )
+    };
+    let out = run(&[("OPENSAFELY_BACKEND", "emis")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown backend 'emis': use 'tpp', or 'expectations' or 'test'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[
+        ("DATABASE_URL", "sqlite:///core.db"),
+        ("EHRQL_PERMISSIONS", "include_t1oo"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("EHRQL_PERMISSIONS must be a JSON list of strings"),
+        "{}",
+        stderr(&out)
+    );
+    // DATABASE_URL is the DSN: a missing database is a database error, not dummy data.
+    let out = run(&[("DATABASE_URL", "sqlite:///missing.db")]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    // The TPP backend on raw tables that are not there: a database error naming the table.
+    let out = run(&[
+        ("DATABASE_URL", "sqlite:///core.db"),
+        ("OPENSAFELY_BACKEND", "tpp"),
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no such table"), "{}", stderr(&out));
+    assert!(!dir.path().join("out.csv").exists());
+}
+
+#[test]
+fn event_tables_need_the_event_level_data_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    let definition = r#"{
+      "value": {"ModuleDetails": {"dataset": {"ref": "1"}, "measures": null,
+        "claimed_permissions": {"tuple": []}, "dataset_dummy_data_config": null}},
+      "1": {"Dataset": {"population": {"ref": "2"}, "variables": {"dict": []},
+        "events": {"dict": [["events", {"ref": "4"}]]}, "measures": null}},
+      "2": {"AggregateByPatient.Exists": {"source": {"external_ref": {"module": "ehrql.tables.core", "name": "patients"}}}},
+      "3": {"SelectColumn": {"source": {"external_ref": {"module": "ehrql.tables.core", "name": "clinical_events"}}, "name": "date"}},
+      "4": {"SeriesCollectionFrame": {"members": {"dict": [["date", {"ref": "3"}]]}}}
+    }"#;
+    fs::write(dir.path().join("def.json"), definition).unwrap();
+    let out = ehrql(dir.path(), &["generate-dataset", "def.json"], &[]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("requires the 'event_level_data' permission"),
+        "{}",
+        stderr(&out)
+    );
+    // Claimed, the check passes (and the engine then says what it lacks).
+    fs::write(
+        dir.path().join("claimed.json"),
+        definition.replace(r#"{"tuple": []}"#, r#"{"tuple": ["event_level_data"]}"#),
+    )
+    .unwrap();
+    let out = ehrql(dir.path(), &["generate-dataset", "claimed.json"], &[]);
+    assert_ne!(out.status.code(), Some(12), "{}", stderr(&out));
+}
+
+#[test]
+fn tpp_backend_gives_the_core_backends_dataset_on_postgres() {
+    let (dir, database) = study();
+    sqlite_databases(dir.path(), &database);
+    let core = generate(dir.path(), "sqlite:///core.db", "core.csv", &[]);
+    let postgres = postgres_support::TestDatabase::create();
+    postgres
+        .connect()
+        .execute(&tpp_sql(&database, SqlFlavour::Postgres))
+        .unwrap();
+    let tpp = generate(
+        dir.path(),
+        &postgres.url,
+        "pg.csv",
+        &[("OPENSAFELY_BACKEND", "tpp")],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&tpp),
+        String::from_utf8_lossy(&core)
+    );
+}
