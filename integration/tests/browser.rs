@@ -48,6 +48,7 @@ async fn a_researcher_runs_the_sample_study_and_finds_its_outputs_in_airlock() {
     // A workspace for the study repository `rap up` committed.
     c.goto(&format!("{jobserver}/{PROJECT}/")).await.unwrap();
     click(&c, "#new-workspace").await;
+    wait_for_text(&c, "h1", "New workspace").await;
     fill(&c, "#name", WORKSPACE).await;
     let study = data.canonicalize().unwrap().join("study");
     fill(&c, "#repo_url", &format!("file://{}", study.display())).await;
@@ -57,6 +58,7 @@ async fn a_researcher_runs_the_sample_study_and_finds_its_outputs_in_airlock() {
 
     // Run both actions on the local backend.
     click(&c, "#run-jobs").await;
+    wait_for_text(&c, "h1", &format!("Run jobs in {WORKSPACE}")).await;
     for action in ACTIONS {
         click(&c, &format!("#action-{action}")).await;
     }
@@ -71,17 +73,24 @@ async fn a_researcher_runs_the_sample_study_and_finds_its_outputs_in_airlock() {
 
     // The job request's page, followed live until it succeeds.
     click(&c, &format!("table a[href^=\"/{PROJECT}/{WORKSPACE}/\"]")).await;
-    let url_before = c.current_url().await.unwrap();
-    let status_at_load = text(&c, "#request-status").await;
+    let status_at_load = wait_for_text(&c, "#request-status", "").await;
     assert_ne!(
         status_at_load, "Succeeded",
         "the request must still be running when the page loads"
     );
+    // A mark on this document: still there at the end means the page was updated in place.
+    c.execute("window.loadedOnce = true;", vec![])
+        .await
+        .unwrap();
     wait_for_text(&c, "#request-status", "Succeeded").await;
+    let same_document = c
+        .execute("return window.loadedOnce === true;", vec![])
+        .await
+        .unwrap();
     assert_eq!(
-        c.current_url().await.unwrap(),
-        url_before,
-        "updated in place"
+        same_document,
+        serde_json::Value::Bool(true),
+        "the page reloaded"
     );
     let jobs = text(&c, "#jobs").await;
     for action in ACTIONS {

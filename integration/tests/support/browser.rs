@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
+use tokio::time::Instant;
 
 /// How long a page may take to show what a step waits for (a job request runs to the end
 /// within one wait).
@@ -118,11 +119,19 @@ pub async fn wait_for_text(client: &Client, css: &str, expected: &str) -> String
             observer.observe(document, { subtree: true, childList: true, characterData: true });
         }
     "#;
-    let text = client
-        .execute_async(script, vec![css.into(), expected.into()])
-        .await
-        .unwrap_or_else(|error| panic!("{css} never showed {expected:?}: {error}"));
-    text.as_str().unwrap_or_default().to_owned()
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client
+            .execute_async(script, vec![css.into(), expected.into()])
+            .await
+        {
+            Ok(text) => return text.as_str().unwrap_or_default().to_owned(),
+            // A click's navigation replaced the document the script was watching (chromedriver
+            // reports that as a script timeout): watch the new one.
+            Err(_) if Instant::now() < deadline => continue,
+            Err(error) => panic!("{css} never showed {expected:?}: {error}"),
+        }
+    }
 }
 
 /// The text of the element `css`.
@@ -136,7 +145,8 @@ pub async fn text(client: &Client, css: &str) -> String {
         .unwrap()
 }
 
-/// Clicks the element `css` (a click that submits a form returns once the next page loaded).
+/// Clicks the element `css`. A click that navigates may return before the next page is
+/// there: follow it with [`wait_for_text`] on something only the next page shows.
 pub async fn click(client: &Client, css: &str) {
     client
         .find(Locator::Css(css))
