@@ -115,11 +115,11 @@ pub fn connection_config(config: &Config) -> ConnectionConfig {
 }
 
 /// Runs the agent until `shutdown` resolves: creates the directory tree, connects to Docker,
-/// opens the outbox, dials the controller and runs its tasks. On shutdown every runner stops at
+/// creates or verifies the database network, opens the outbox, dials the controller and runs its tasks. On shutdown every runner stops at
 /// a safe point (running containers keep running, to be adopted after the restart).
 ///
 /// # Errors
-/// Start-up failed (directories, Docker, outbox, TLS configuration).
+/// Start-up failed (directories, Docker, the database network, outbox, TLS configuration).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let layout = Layout::new(config.work_dir.clone());
     for directory in layout.directories() {
@@ -129,6 +129,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         })?;
     }
     let executor = Arc::new(DockerExecutor::connect(docker_config(&config)).await?);
+    let network = executor.ensure_database_network().await?;
+    tracing::info!(%network, "database network ready");
     let (outbox, announced) = Outbox::open(&layout.outbox())?;
     let outbox = Arc::new(outbox);
     let connection_config = connection_config(&config);
@@ -183,8 +185,9 @@ pub struct CheckResult {
     pub outcome: Result<String, String>,
 }
 
-/// Verifies what the agent needs, saying precisely what is wrong: the Docker engine, the allowed
-/// images present, the directory tree (creatable and writable), the TLS files, the database URL.
+/// Verifies what the agent needs, saying precisely what is wrong: the Docker engine, the
+/// database network, the allowed images present, the directory tree (creatable and writable),
+/// the TLS files, the database URL.
 pub async fn check(config: &Config) -> Vec<CheckResult> {
     let mut results = Vec::new();
     let mut push = |what: &str, outcome: Result<String, String>| {
@@ -227,6 +230,15 @@ pub async fn check(config: &Config) -> Vec<CheckResult> {
                 "Docker engine",
                 executor.ping().await.map_err(|error| error.to_string()),
             );
+            let network = match executor.find_database_network().await {
+                Ok(Some(network)) => Ok(format!("{network}")),
+                Ok(None) => Ok(format!(
+                    "{} does not exist yet: rap-agent serve creates it as an internal network",
+                    config.database.network
+                )),
+                Err(error) => Err(error.to_string()),
+            };
+            push("database network", network);
             for image in &config.docker.allowed_images {
                 let present = executor.image_present(image).await;
                 push(

@@ -1,7 +1,11 @@
 //! The `rap-agent` binary: `check` says precisely what is wrong, `serve` refuses a bad
 //! configuration by naming the key.
 
+mod common;
+
 use std::process::Command;
+
+use common::{NetworkGuard, networks_named};
 
 fn config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("agent.toml");
@@ -123,4 +127,48 @@ fn check_says_when_the_certificate_names_another_backend() {
         ),
         "{text}"
     );
+}
+
+#[test]
+fn check_reports_the_database_network_and_serve_refuses_an_unusable_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = NetworkGuard::unique("rap-test-cli-db");
+    let path = config(
+        dir.path(),
+        &format!("[database]\nnetwork = \"{}\"\n", missing.0),
+    );
+    let (_, text) = rap_agent(&["check", "--config", path.to_str().unwrap()]);
+    assert!(
+        text.contains(&format!(
+            "ok    database network: {} does not exist yet: rap-agent serve creates it as an \
+             internal network",
+            missing.0
+        )),
+        "{text}"
+    );
+    assert!(
+        networks_named_blocking(&missing.0).is_empty(),
+        "check changes nothing"
+    );
+
+    let path = config(dir.path(), "[database]\nnetwork = \"host\"\n");
+    let (ok, text) = rap_agent(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    let refusal = "Docker network host uses the host driver, which database jobs must not use: \
+                   set database.network to a bridge network";
+    assert!(
+        text.contains(&format!("FAIL  database network: {refusal}")),
+        "{text}"
+    );
+    let (ok, text) = rap_agent(&["serve", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(text.contains(refusal), "{text}");
+}
+
+fn networks_named_blocking(name: &str) -> Vec<bollard::models::Network> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(networks_named(name))
 }

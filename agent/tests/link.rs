@@ -89,6 +89,8 @@ struct Harness {
     config_path: std::path::PathBuf,
     server_stop: Option<tokio::sync::oneshot::Sender<()>>,
     server_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The agent creates its database network at start-up: one per test, removed afterwards.
+    _network: NetworkGuard,
 }
 
 impl Harness {
@@ -127,6 +129,7 @@ impl Harness {
                 }),
         );
         let work = dir.join("work");
+        let network = NetworkGuard::unique("rap-test-link-db");
         let config_text = format!(
             r#"
 backend = "test"
@@ -146,7 +149,10 @@ capacity = 3
 db_capacity = 1
 [git]
 allow_local_repos = true
+[database]
+network = "{network}"
 "#,
+            network = network.0,
             work = work.display(),
             ca = ca_path.display(),
             cert = agent.cert.display(),
@@ -160,6 +166,7 @@ allow_local_repos = true
             config_path,
             server_stop: Some(server_stop),
             server_task,
+            _network: network,
         }
     }
 
@@ -209,6 +216,11 @@ async fn the_agent_dials_out_runs_a_task_and_resends_unacknowledged_updates_afte
         session.backend, "test",
         "the agent presented its certificate"
     );
+    // Before dialling out, the agent created its database network: one, internal.
+    let networks = networks_named(&harness._network.0).await;
+    assert_eq!(networks.len(), 1, "{networks:?}");
+    assert_eq!(networks[0].internal, Some(true));
+    assert_eq!(networks[0].driver.as_deref(), Some("bridge"));
     match next_message(&mut session).await {
         pb::agent_message::Message::Hello(hello) => {
             assert_eq!(hello.agent_id, "agent-1");

@@ -90,6 +90,63 @@ pub struct DockerConfig {
     pub docker_socket: Option<String>,
 }
 
+/// The database network as the engine reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseNetwork {
+    /// Its name (`database.network`).
+    pub name: String,
+    /// Its driver, e.g. `bridge`.
+    pub driver: String,
+    /// Whether it has no route off the host.
+    pub internal: bool,
+}
+
+impl std::fmt::Display for DatabaseNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reach = if self.internal {
+            "internal"
+        } else {
+            "not internal: restricting where it reaches is the operator's"
+        };
+        write!(f, "{} ({} driver, {reach})", self.name, self.driver)
+    }
+}
+
+/// Why the configured database network cannot be used.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatabaseNetworkError {
+    /// The network is the host's (database jobs would share the host's network) or `none` (they
+    /// could reach nothing).
+    #[error(
+        "Docker network {name} uses the {driver} driver, which database jobs must not use: set \
+         database.network to a bridge network"
+    )]
+    WrongDriver {
+        /// The network.
+        name: String,
+        /// Its driver.
+        driver: String,
+    },
+    /// Several networks have the name, so Docker cannot attach a container by it.
+    #[error(
+        "{count} Docker networks are named {name}, so Docker cannot attach a container to it: \
+         remove all but one"
+    )]
+    Ambiguous {
+        /// The name.
+        name: String,
+        /// How many networks have it.
+        count: usize,
+    },
+}
+
+/// Drivers whose networks database jobs must not join.
+const REFUSED_NETWORK_DRIVERS: [&str; 2] = ["host", "null"];
+
+/// The label on a database network the agent created.
+pub const NETWORK_LABEL: &str = "rap.agent.database-network";
+
 /// A database URL: a secret. `Debug` does not show it, so it cannot reach a log by accident.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl(String);
@@ -200,6 +257,91 @@ impl DockerExecutor {
             Ok(images) => Ok(format!("{} tag(s) present", images.len())),
             Err(error) => Err(error.to_string()),
         }
+    }
+
+    /// The configured database network, `None` if it does not exist (for `rap-agent check`).
+    ///
+    /// # Errors
+    /// [`DatabaseNetworkError`] if it exists but cannot be used, or the engine failed.
+    pub async fn find_database_network(&self) -> Result<Option<DatabaseNetwork>, ExecutorError> {
+        let name = self.config.database_network.as_str();
+        let options = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&HashMap::from([("name", vec![name])]))
+            .build();
+        let listed = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(docker_error("listing networks"))?;
+        // The filter matches parts of names: keep exact matches.
+        let named: Vec<_> = listed
+            .into_iter()
+            .filter(|network| network.name.as_deref() == Some(name))
+            .collect();
+        let network = match named.as_slice() {
+            [] => return Ok(None),
+            [network] => network,
+            several => {
+                return Err(DatabaseNetworkError::Ambiguous {
+                    name: name.to_owned(),
+                    count: several.len(),
+                }
+                .into());
+            }
+        };
+        let driver = network.driver.clone().unwrap_or_default();
+        if REFUSED_NETWORK_DRIVERS.contains(&driver.as_str()) {
+            return Err(DatabaseNetworkError::WrongDriver {
+                name: name.to_owned(),
+                driver,
+            }
+            .into());
+        }
+        Ok(Some(DatabaseNetwork {
+            name: name.to_owned(),
+            driver,
+            internal: network.internal.unwrap_or(false),
+        }))
+    }
+
+    /// Makes sure the database network exists: an existing one is verified
+    /// ([`DockerExecutor::find_database_network`]); a missing one is created as an internal
+    /// bridge network, labelled [`NETWORK_LABEL`].
+    ///
+    /// # Errors
+    /// The existing network cannot be used, or the engine failed.
+    pub async fn ensure_database_network(&self) -> Result<DatabaseNetwork, ExecutorError> {
+        // Docker before 25 accepts a second network with a taken name; serialise our creations.
+        static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _creating = CREATING.lock().await;
+        if let Some(network) = self.find_database_network().await? {
+            return Ok(network);
+        }
+        let request = bollard::models::NetworkCreateRequest {
+            name: self.config.database_network.clone(),
+            driver: Some("bridge".to_string()),
+            internal: Some(true),
+            labels: Some(HashMap::from([(NETWORK_LABEL.to_string(), String::new())])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => {}
+            // Created by another process meanwhile (newer engines refuse a taken name).
+            Err(error) if is_status(&error, &[409]) => {}
+            Err(error) => return Err(docker_error("creating the database network")(error)),
+        }
+        let network = self
+            .find_database_network()
+            .await?
+            .ok_or_else(|| ExecutorError::Docker {
+                operation: "creating the database network",
+                message: format!(
+                    "network {} is absent right after its creation",
+                    self.config.database_network
+                ),
+            })?;
+        tracing::info!(network = %network, "created the database network");
+        Ok(network)
     }
 
     /// Checks the image against the registry prefix and allow-list, and that it is present;

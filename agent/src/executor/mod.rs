@@ -105,6 +105,9 @@ pub enum ExecutorError {
     /// A blocking file-system task could not finish.
     #[error("a blocking task failed: {0}")]
     Blocking(String),
+    /// The configured database network cannot be used.
+    #[error(transparent)]
+    DatabaseNetwork(#[from] docker::DatabaseNetworkError),
 }
 
 impl ExecutorError {
@@ -118,7 +121,8 @@ impl ExecutorError {
             | ExecutorError::ImageDigestMismatch { .. }
             | ExecutorError::WorkspaceArchived { .. }
             | ExecutorError::MissingInput { .. }
-            | ExecutorError::DatabaseNotConfigured { .. } => true,
+            | ExecutorError::DatabaseNotConfigured { .. }
+            | ExecutorError::DatabaseNetwork(_) => true,
             ExecutorError::Workspace(error) => !error.is_transient(),
             ExecutorError::Docker { .. }
             | ExecutorError::Outputs(_)

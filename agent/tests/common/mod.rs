@@ -281,24 +281,85 @@ impl ContainerGuard {
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
         let name = self.0.clone();
-        // Drop cannot await: remove it from a fresh runtime on its own thread.
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(docker) = bollard::Docker::connect_with_unix_defaults() {
-                    let options =
-                        bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-                            .force(true)
-                            .build();
-                    let _ = docker.remove_container(&name, Some(options)).await;
-                }
-            });
-        })
-        .join();
+        on_own_runtime(move |docker| async move {
+            let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .build();
+            let _ = docker.remove_container(&name, Some(options)).await;
+        });
     }
+}
+
+/// Removes every Docker network with this name when dropped (a test's unique network).
+pub struct NetworkGuard(pub String);
+
+impl NetworkGuard {
+    /// A unique network name to guard.
+    pub fn unique(prefix: &str) -> NetworkGuard {
+        NetworkGuard(unique_id(prefix))
+    }
+}
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        on_own_runtime(move |docker| async move {
+            let options = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+                .filters(&std::collections::HashMap::from([(
+                    "name",
+                    vec![name.as_str()],
+                )]))
+                .build();
+            for network in docker
+                .list_networks(Some(options))
+                .await
+                .unwrap_or_default()
+            {
+                if network.name.as_deref() == Some(name.as_str())
+                    && let Some(id) = network.id
+                {
+                    let _ = docker.remove_network(&id).await;
+                }
+            }
+        });
+    }
+}
+
+/// Runs `work` against the engine on a fresh runtime on its own thread: `Drop` cannot await.
+fn on_own_runtime<F, Fut>(work: F)
+where
+    F: FnOnce(bollard::Docker) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        if let Ok(docker) = bollard::Docker::connect_with_unix_defaults() {
+            runtime.block_on(work(docker));
+        }
+    })
+    .join();
+}
+
+/// The Docker networks named exactly `name`.
+pub async fn networks_named(name: &str) -> Vec<bollard::models::Network> {
+    let docker = bollard::Docker::connect_with_unix_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    let options = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+        .filters(&std::collections::HashMap::from([("name", vec![name])]))
+        .build();
+    docker
+        .list_networks(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|network| network.name.as_deref() == Some(name))
+        .collect()
 }
