@@ -87,6 +87,10 @@ enum Command {
         /// Output directory, optionally suffixed with the format: `DIR`, `DIR:csv`,
         /// `DIR:csv.gz` or `DIR:arrow` (CSV by default).
         output_dir: String,
+        /// Write the backend's raw tables instead of ehrQL's (`tpp`), e.g. to load a test
+        /// database.
+        #[arg(long)]
+        backend: Option<String>,
         /// User arguments (after `--`).
         #[arg(last = true)]
         user_args: Vec<String>,
@@ -317,8 +321,10 @@ fn dispatch(command: Command) -> Result<(), Failure> {
         Command::CreateDummyTables {
             definition,
             output_dir,
+            backend,
             user_args: _,
         } => {
+            let backend = backend_from_flag(backend.as_deref())?;
             let (dir, extension) = match output_dir.rsplit_once(':') {
                 Some((dir, "csv")) => (dir, ".csv"),
                 Some((dir, "csv.gz")) => (dir, ".csv.gz"),
@@ -335,6 +341,9 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             };
             let definition = load(&definition)?;
             let generated = generate_dummy_data(&definition)?;
+            if backend == Some(Backend::Tpp) {
+                return write_tpp_tables(Path::new(dir), extension, &generated.database);
+            }
             let tables: Vec<_> = generated
                 .tables
                 .iter()
@@ -447,6 +456,33 @@ fn read_dummy_tables(
         .map(|t| (t.schema, t.columns))
         .collect();
     local_files::read_table_dir(dir, &tables).map_err(file_failure)
+}
+
+/// Every raw TPP table holding `database`'s core tables, one file each.
+fn write_tpp_tables(
+    dir: &Path,
+    extension: &str,
+    database: &crate::engines::Database,
+) -> Result<(), Failure> {
+    let mut rows = tpp::raw_rows_from_core(database);
+    for table in tpp::raw_tables() {
+        let columns: Vec<crate::engines::ColumnSpec> = table
+            .columns
+            .iter()
+            .map(|(name, ty)| crate::engines::ColumnSpec {
+                name: name.clone(),
+                ty: *ty,
+                nullable: true,
+                categories: None,
+                range: None,
+            })
+            .collect();
+        let path = dir.join(format!("{}{extension}", table.name));
+        let table_rows = rows.remove(table.name).unwrap_or_default();
+        local_files::write_table_file(&path, table.name, &columns, &table_rows)
+            .map_err(|e| fail(1, e))?;
+    }
+    Ok(())
 }
 
 fn generate_dummy_data(definition: &Definition) -> Result<dummy_data::DummyData, Failure> {

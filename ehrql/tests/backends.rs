@@ -12,8 +12,9 @@ use std::process::{Command, Output};
 
 use ehrql::backends::tpp::{self, SqlFlavour};
 use ehrql::dummy_data;
-use ehrql::engines::Database;
+use ehrql::engines::{ColumnSpec, Database};
 use ehrql::frontend::language::load_source;
+use ehrql::local_files::{self, FileColumn};
 use ehrql::query_model::{Date, Value};
 use rusqlite::Connection;
 
@@ -350,4 +351,69 @@ fn tpp_backend_gives_the_core_backends_dataset_on_postgres() {
         String::from_utf8_lossy(&tpp),
         String::from_utf8_lossy(&core)
     );
+}
+
+/// `create-dummy-tables --backend tpp` writes the raw TPP tables; loaded into a database, the
+/// `tpp` backend turns them back into the dataset the dummy data gives directly.
+#[test]
+fn dummy_tpp_tables_load_into_a_database_that_gives_the_dummy_dataset() {
+    let (dir, _) = study();
+    let out = ehrql(
+        dir.path(),
+        &["create-dummy-tables", STUDY, "raw", "--backend", "tpp"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let raw = Connection::open(dir.path().join("tpp.db")).unwrap();
+    raw.execute_batch(&tpp::create_raw_tables_sql(SqlFlavour::Sqlite).join(";"))
+        .unwrap();
+    for table in tpp::raw_tables() {
+        let columns: Vec<FileColumn> = table
+            .columns
+            .iter()
+            .map(|(name, ty)| FileColumn {
+                spec: ColumnSpec {
+                    name: name.clone(),
+                    ty: *ty,
+                    nullable: true,
+                    categories: None,
+                    range: None,
+                },
+                required: true,
+            })
+            .collect();
+        let path = dir.path().join(format!("raw/{}.csv", table.name));
+        for row in local_files::read_rows(&path, &columns).unwrap() {
+            let values: Vec<String> = row.iter().map(sql_literal).collect();
+            raw.execute(
+                &format!(
+                    "INSERT INTO \"{}\" VALUES ({})",
+                    table.name,
+                    values.join(", ")
+                ),
+                [],
+            )
+            .unwrap();
+        }
+    }
+    let dummy = ehrql(dir.path(), &["generate-dataset", STUDY], &[]);
+    assert!(dummy.status.success(), "{}", stderr(&dummy));
+    let from_tpp = ehrql(
+        dir.path(),
+        &[
+            "generate-dataset",
+            STUDY,
+            "--dsn",
+            "sqlite:///tpp.db",
+            "--backend",
+            "tpp",
+        ],
+        &[],
+    );
+    assert!(from_tpp.status.success(), "{}", stderr(&from_tpp));
+    assert_eq!(
+        String::from_utf8_lossy(&from_tpp.stdout),
+        String::from_utf8_lossy(&dummy.stdout)
+    );
+    assert_eq!(patient_ids(&dummy.stdout).len(), 50);
 }

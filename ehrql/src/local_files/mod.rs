@@ -248,25 +248,46 @@ pub fn write_table_dir(
             .iter()
             .filter_map(|s| schema.columns.iter().position(|c| c.name == s.name))
             .collect();
-        let sink_error = |source| WriteError::Sink {
-            path: path.clone(),
-            source,
-        };
-        let mut sink = FileSink::create(&path)?;
-        sink.begin_table(&schema.name, &specs).map_err(sink_error)?;
-        if let Some(data) = database.table(&schema.name) {
-            let mut rows: Vec<&(i64, Vec<Value>)> = data.rows.iter().collect();
-            rows.sort_by_key(|(patient_id, _)| *patient_id);
-            let mut line = Vec::with_capacity(specs.len());
-            for (patient_id, values) in rows {
-                line.clear();
-                line.push(Value::Int(*patient_id));
-                line.extend(positions.iter().map(|p| values[*p].clone()));
-                sink.row(&line).map_err(sink_error)?;
-            }
-        }
-        sink.finish()?;
+        let mut rows: Vec<Vec<Value>> = database
+            .table(&schema.name)
+            .map(|data| {
+                data.rows
+                    .iter()
+                    .map(|(patient_id, values)| {
+                        let mut row = vec![Value::Int(*patient_id)];
+                        row.extend(positions.iter().map(|p| values[*p].clone()));
+                        row
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Stable: a patient's rows keep their order.
+        rows.sort_by(|a, b| a[0].cmp(&b[0]));
+        write_table_file(&path, &schema.name, &specs, &rows)?;
     }
+    Ok(())
+}
+
+/// Writes one table file (format by extension) with these columns and rows.
+///
+/// # Errors
+/// Filesystem errors; see [`WriteError`].
+pub fn write_table_file(
+    path: &Path,
+    name: &str,
+    columns: &[ColumnSpec],
+    rows: &[Vec<Value>],
+) -> Result<(), WriteError> {
+    let sink_error = |source| WriteError::Sink {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut sink = FileSink::create(path)?;
+    sink.begin_table(name, columns).map_err(sink_error)?;
+    for row in rows {
+        sink.row(row).map_err(sink_error)?;
+    }
+    sink.finish()?;
     Ok(())
 }
 
