@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::{Database, Engine, EngineError, RowSink, table_specs};
 use crate::query_model::{Dataset, Date, ScalarType, Value};
-use crate::sql::dialect::{PICK_FIRST, PICK_LAST};
+use crate::sql::dialect::SQLITE_PICK_AGGREGATE;
 use crate::sql::{self, Dialect, SqliteDialect, StatementKind};
 
 /// Runs datasets against a SQLite database whose tables are named and shaped like the
@@ -157,54 +157,126 @@ fn register_functions(conn: &Connection) -> Result<(), EngineError> {
             _ => SqlValue::Null,
         })
     })?;
-    conn.create_aggregate_function(PICK_FIRST, -1, flags, Pick { last: false })?;
-    conn.create_aggregate_function(PICK_LAST, -1, flags, Pick { last: true })?;
+    let pick = SQLITE_PICK_AGGREGATE;
+    conn.create_aggregate_function(pick.first, -1, flags, Pick { last: false })?;
+    conn.create_aggregate_function(pick.last, -1, flags, Pick { last: true })?;
+    conn.create_scalar_function(pick.value, 2, flags, |ctx| {
+        let index: i64 = ctx.get(1)?;
+        Ok(match (ctx.get_raw(0), usize::try_from(index)) {
+            (ValueRef::Blob(packed), Ok(index)) => unpack(packed, index),
+            _ => SqlValue::Null,
+        })
+    })?;
     Ok(())
 }
 
-/// The pick aggregates `f(value, key, ...)`: `value` from the row with the smallest (or,
-/// `last`, largest) keys, NULL smallest, as a `ROW_NUMBER()` window ordered by the keys
-/// would pick it. Rows tied on every key give the same value (the compiler appends the picked
-/// columns to the keys, the `rewrite_sorts` rule), so the first one met is kept.
+/// The pick aggregates `f(key, ...)`: the keys of the row with the smallest (or, `last`,
+/// largest) keys, NULL smallest, as a `ROW_NUMBER()` window ordered by the keys would pick it,
+/// packed into one blob ([`pack`]). Rows tied on every key are interchangeable, so the first
+/// one met is kept.
 struct Pick {
     last: bool,
 }
 
-/// The best row so far: its keys, then its value.
-type PickState = Vec<SqlValue>;
-
-impl Aggregate<PickState, SqlValue> for Pick {
-    fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<PickState> {
+impl Aggregate<Vec<SqlValue>, SqlValue> for Pick {
+    fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<Vec<SqlValue>> {
         Ok(Vec::new())
     }
 
-    fn step(&self, ctx: &mut Context<'_>, best: &mut PickState) -> rusqlite::Result<()> {
-        let n_keys = ctx.len() - 1;
+    fn step(&self, ctx: &mut Context<'_>, best: &mut Vec<SqlValue>) -> rusqlite::Result<()> {
         let wanted = if self.last {
             Ordering::Greater
         } else {
             Ordering::Less
         };
         let better = best.is_empty()
-            || best[..n_keys]
+            || best
                 .iter()
                 .enumerate()
-                .map(|(k, key)| compare(ctx.get_raw(k + 1), ValueRef::from(key)))
+                .map(|(k, key)| compare(ctx.get_raw(k), ValueRef::from(key)))
                 .find(|order| *order != Ordering::Equal)
                 == Some(wanted);
         if better {
             best.clear();
-            for k in 1..=n_keys {
+            for k in 0..ctx.len() {
                 best.push(ctx.get::<SqlValue>(k)?);
             }
-            best.push(ctx.get::<SqlValue>(0)?);
         }
         Ok(())
     }
 
-    fn finalize(&self, _: &mut Context<'_>, best: Option<PickState>) -> rusqlite::Result<SqlValue> {
-        Ok(best.and_then(|mut b| b.pop()).unwrap_or(SqlValue::Null))
+    fn finalize(
+        &self,
+        _: &mut Context<'_>,
+        best: Option<Vec<SqlValue>>,
+    ) -> rusqlite::Result<SqlValue> {
+        Ok(best.map_or(SqlValue::Null, |keys| SqlValue::Blob(pack(&keys))))
     }
+}
+
+/// Values as one blob: per value a tag byte (0 NULL, 1 integer, 2 real, 3 text, 4 blob), then
+/// 8 little-endian bytes for numbers, or a 4-byte length and the bytes.
+fn pack(values: &[SqlValue]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for value in values {
+        match value {
+            SqlValue::Null => out.push(0),
+            SqlValue::Integer(i) => {
+                out.push(1);
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            SqlValue::Real(f) => {
+                out.push(2);
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+            SqlValue::Text(t) => {
+                out.push(3);
+                out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                out.extend_from_slice(t.as_bytes());
+            }
+            SqlValue::Blob(b) => {
+                out.push(4);
+                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                out.extend_from_slice(b);
+            }
+        }
+    }
+    out
+}
+
+/// Value `index` of a [`pack`]ed blob (NULL if there is none).
+fn unpack(packed: &[u8], index: usize) -> SqlValue {
+    let mut rest = packed;
+    for position in 0.. {
+        let Some((&tag, body)) = rest.split_first() else {
+            break;
+        };
+        let length = match tag {
+            1 | 2 => 8,
+            3 | 4 => match body.get(..4) {
+                Some(bytes) => {
+                    4 + u32::from_le_bytes(bytes.try_into().unwrap_or_default()) as usize
+                }
+                None => break,
+            },
+            _ => 0,
+        };
+        let Some(payload) = body.get(..length) else {
+            break;
+        };
+        if position == index {
+            let number: [u8; 8] = payload.try_into().unwrap_or_default();
+            return match tag {
+                1 => SqlValue::Integer(i64::from_le_bytes(number)),
+                2 => SqlValue::Real(f64::from_le_bytes(number)),
+                3 => SqlValue::Text(String::from_utf8_lossy(&payload[4..]).into_owned()),
+                4 => SqlValue::Blob(payload[4..].to_vec()),
+                _ => SqlValue::Null,
+            };
+        }
+        rest = &body[length..];
+    }
+    SqlValue::Null
 }
 
 /// SQLite's order of values (BINARY collation): NULL, then numbers compared by value, then
@@ -363,4 +435,40 @@ pub fn read_database(path: &Path) -> Result<Database, EngineError> {
         database.insert_table(schema, out)?;
     }
     Ok(database)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_pick_keys_unpack_to_the_same_values() {
+        let keys = vec![
+            SqlValue::Null,
+            SqlValue::Integer(-7),
+            SqlValue::Real(18.5),
+            SqlValue::Text("2023-01-01".into()),
+            SqlValue::Text(String::new()),
+            SqlValue::Blob(vec![0, 255]),
+        ];
+        let packed = pack(&keys);
+        for (index, key) in keys.iter().enumerate() {
+            assert_eq!(&unpack(&packed, index), key, "key {index}");
+        }
+        assert_eq!(unpack(&packed, keys.len()), SqlValue::Null);
+        assert_eq!(unpack(&packed[..packed.len() - 1], 5), SqlValue::Null);
+    }
+
+    #[test]
+    fn values_order_as_sqlite_sorts_them() {
+        use ValueRef::{Integer, Null, Real, Text};
+        assert_eq!(compare(Null, Integer(i64::MIN)), Ordering::Less);
+        assert_eq!(compare(Integer(2), Real(1.5)), Ordering::Greater);
+        assert_eq!(compare(Real(2.0), Integer(2)), Ordering::Equal);
+        assert_eq!(compare(Integer(9), Text(b"0")), Ordering::Less);
+        assert_eq!(
+            compare(Text(b"2023-01-02"), Text(b"2023-01-10")),
+            Ordering::Less
+        );
+    }
 }

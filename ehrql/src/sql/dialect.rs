@@ -59,11 +59,10 @@ pub trait Dialect {
             key.to_string()
         }
     }
-    /// The name of an aggregate `f(value, key, ...)` giving `value` from the row whose sort
-    /// keys are smallest (or, `last`, largest) in ehrQL order (NULL smallest), if the
-    /// database has one. With it every sort-and-pick joins its table's single grouped scan;
-    /// without it each pick needs a `ROW_NUMBER()` window of its own.
-    fn pick_aggregate(&self, _last: bool) -> Option<&'static str> {
+    /// The functions computing sort-and-pick as an aggregate, if the database has them: with
+    /// them every pick joins its table's single grouped scan; without them each pick needs a
+    /// `ROW_NUMBER()` window of its own.
+    fn pick_aggregate(&self) -> Option<PickAggregate> {
         None
     }
     /// Longest `IN (...)` literal list before a values table is used instead.
@@ -120,18 +119,34 @@ impl SqliteDialect {
     }
 }
 
-/// The SQLite engine's pick aggregates (see [`Dialect::pick_aggregate`]).
-pub const PICK_FIRST: &str = "ehrql_pick_first";
-/// The last-row counterpart of [`PICK_FIRST`].
-pub const PICK_LAST: &str = "ehrql_pick_last";
+/// Sort-and-pick as an aggregate: `first(key, ...)` (or `last`) gives the keys of the row
+/// whose keys are smallest (largest) in ehrQL order (NULL smallest), packed in one value;
+/// `value(packed, index)` unpacks key `index`. The picked columns are among the keys (the
+/// `rewrite_sorts` rule), so one aggregate per pick serves every column it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PickAggregate {
+    /// The aggregate for `first_for_patient`.
+    pub first: &'static str,
+    /// The aggregate for `last_for_patient`.
+    pub last: &'static str,
+    /// The scalar function unpacking one key.
+    pub value: &'static str,
+}
+
+/// The SQLite engine's pick functions, registered on every connection it opens.
+pub const SQLITE_PICK_AGGREGATE: PickAggregate = PickAggregate {
+    first: "ehrql_pick_first",
+    last: "ehrql_pick_last",
+    value: "ehrql_pick_value",
+};
 
 impl Dialect for SqliteDialect {
     fn name(&self) -> &'static str {
         "sqlite"
     }
 
-    fn pick_aggregate(&self, last: bool) -> Option<&'static str> {
-        Some(if last { PICK_LAST } else { PICK_FIRST })
+    fn pick_aggregate(&self) -> Option<PickAggregate> {
+        Some(SQLITE_PICK_AGGREGATE)
     }
 
     fn literal(&self, value: &Value) -> String {

@@ -411,7 +411,7 @@ impl<'a> Compiler<'a> {
 
     /// Every aggregation and pick in `nodes` over table `root`, at one dependency level.
     fn compile_scan(&mut self, root: NodeId, nodes: &[NodeId]) -> Result<(), CompileError> {
-        if self.dialect.pick_aggregate(false).is_some() {
+        if self.dialect.pick_aggregate().is_some() {
             return self.compile_grouped(root, nodes);
         }
         let (picks, aggregates): (Vec<NodeId>, Vec<NodeId>) = nodes
@@ -435,14 +435,16 @@ impl<'a> Compiler<'a> {
     fn compile_grouped(&mut self, root: NodeId, nodes: &[NodeId]) -> Result<(), CompileError> {
         let d = self.dialect;
         let mut scope = Scope::new("base.patient_id".into(), Some(root));
-        // (aggregate call, its filters), each computed once into column `v<index>`.
-        let mut aggregates: Vec<(String, Option<String>)> = Vec::new();
-        let mut column_of = |aggregate: String, condition: &Option<String>| {
-            let key = (aggregate, condition.clone());
-            let index = match aggregates.iter().position(|a| *a == key) {
+        // Each distinct (aggregate call, its filters, the pick key it unpacks) is computed once,
+        // into column `v<index>`; SQLite also evaluates an aggregate call that appears twice
+        // only once, so a pick's columns share one aggregate.
+        let mut aggregates: Vec<(String, Option<String>, Option<usize>)> = Vec::new();
+        let mut column_of = |call: String, condition: &Option<String>, key: Option<usize>| {
+            let entry = (call, condition.clone(), key);
+            let index = match aggregates.iter().position(|a| *a == entry) {
                 Some(index) => index,
                 None => {
-                    aggregates.push(key);
+                    aggregates.push(entry);
                     aggregates.len() - 1
                 }
             };
@@ -486,7 +488,7 @@ impl<'a> Compiler<'a> {
                             format!("{function}{value})")
                         }
                     };
-                    let column = column_of(aggregate, &condition);
+                    let column = column_of(aggregate, &condition, None);
                     self.locations.insert(
                         *id,
                         Location {
@@ -497,24 +499,29 @@ impl<'a> Compiler<'a> {
                 }
                 Node::PickOneRowPerPatient { .. } => {
                     let sort = self.pick_sort(*id, &mut scope)?;
-                    let function = d.pick_aggregate(sort.descending).ok_or_else(|| {
+                    let pick = d.pick_aggregate().ok_or_else(|| {
                         CompileError::Unsupported("sort-and-pick in a grouped scan".into())
                     })?;
-                    let values: Vec<Location> = sort
-                        .columns
-                        .iter()
-                        .map(|value| {
-                            let call = format!("{function}({value}, {})", sort.keys.join(", "));
-                            Location {
-                                table: table.clone(),
-                                column: column_of(call, &condition),
-                            }
-                        })
-                        .collect();
+                    let function = if sort.descending {
+                        pick.last
+                    } else {
+                        pick.first
+                    };
+                    let call = format!("{function}({})", sort.keys.join(", "));
+                    let mut values = Vec::new();
+                    for value in &sort.columns {
+                        let key = sort.keys.iter().position(|k| k == value).ok_or_else(|| {
+                            CompileError::Unsupported("a picked column that is not a key".into())
+                        })?;
+                        values.push(Location {
+                            table: table.clone(),
+                            column: column_of(call.clone(), &condition, Some(key)),
+                        });
+                    }
                     self.pick_values.insert(*id, values);
                     // Whether the pick found a row is computed only if something asks.
                     if self.presence_read.contains(id) {
-                        let column = column_of("MAX(1)".into(), &condition);
+                        let column = column_of("MAX(1)".into(), &condition, None);
                         self.locations.insert(
                             *id,
                             Location {
@@ -548,13 +555,15 @@ impl<'a> Compiler<'a> {
         }
         let mut select: Vec<String> = vec!["base.patient_id AS patient_id".into()];
         let mut columns: Vec<String> = Vec::new();
-        for (index, (aggregate, condition)) in aggregates.iter().enumerate() {
-            let sql = match condition {
-                Some(c) if Some(c) != prefilter.as_ref() => {
-                    format!("{aggregate} FILTER (WHERE {c})")
-                }
-                _ => aggregate.clone(),
+        let unpack = d.pick_aggregate().map(|pick| pick.value);
+        for (index, (call, condition, key)) in aggregates.iter().enumerate() {
+            let mut sql = match condition {
+                Some(c) if Some(c) != prefilter.as_ref() => format!("{call} FILTER (WHERE {c})"),
+                _ => call.clone(),
             };
+            if let (Some(key), Some(unpack)) = (key, unpack) {
+                sql = format!("{unpack}({sql}, {key})");
+            }
             select.push(format!("{sql} AS v{index}"));
             columns.push(format!("v{index}"));
         }
