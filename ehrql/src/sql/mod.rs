@@ -457,7 +457,7 @@ impl<'a> Compiler<'a> {
             let domain = self.source_domain(*id);
             let condition = self.conditions_sql(domain, &mut scope)?;
             match (&condition, &mut every_condition) {
-                (Some(c), Some(all)) => all.push(format!("({c})")),
+                (Some(c), Some(all)) if !all.contains(c) => all.push(c.clone()),
                 (None, _) => every_condition = None,
                 _ => {}
             }
@@ -550,8 +550,13 @@ impl<'a> Compiler<'a> {
                 .map(|(alias, mask)| format!("(({alias}.mask & {mask}) <> 0)"))
                 .collect();
             prefilter = Some(tests.join(" OR "));
-        } else if let Some(all) = every_condition.filter(|a| !a.is_empty()) {
-            prefilter = Some(all.join(" OR "));
+        } else if let Some(all) = every_condition {
+            // A single condition stays as written, so the FILTERs equal to it are dropped.
+            prefilter = match all.as_slice() {
+                [] => None,
+                [only] => Some(only.clone()),
+                several => Some(format!("({})", several.join(") OR ("))),
+            };
         }
         let mut select: Vec<String> = vec!["base.patient_id AS patient_id".into()];
         let mut columns: Vec<String> = Vec::new();
