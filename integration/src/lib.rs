@@ -10,11 +10,15 @@
 //!   job server and Airlock with the right configuration, and a RAP API client.
 //! - [`requests`]: submitting a job request and following its jobs on `WatchJobs`.
 //! - [`study`]: the sample study turned into a git repository.
+//! - [`local_run`]: `rap run`, a project's actions run locally through the agent's executor.
 //!
-//! Invariant: this crate links no service crate; it drives the binaries and speaks only the
+//! Invariant: the harness links no service crate; it drives the binaries and speaks only the
 //! public contracts (`rap-proto`, command lines, configuration files), as an integrator would.
+//! The one exception is [`local_run`], which links the `rap-agent` library so that a local run
+//! has exactly the agent's container lock-down, output checks and log format.
 
 pub mod binaries;
+pub mod local_run;
 pub mod requests;
 pub mod service;
 pub mod stack;

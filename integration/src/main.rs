@@ -1,12 +1,14 @@
 //! `rap`: the whole RAP on one machine. `rap up` starts the controller, one agent, the job
 //! server and Airlock as child processes over one data directory, sets up accounts, prints
-//! where everything is, and stops every child cleanly on Ctrl-C or SIGTERM.
+//! where everything is, and stops every child cleanly on Ctrl-C or SIGTERM. `rap run` runs a
+//! project's actions locally in Docker, as the reference's `opensafely run` does.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use rap_integration::local_run::{self, Refusal, RunOptions};
 use rap_integration::service::Service;
 use rap_integration::stack::{self, AgentOptions, Installation, STOP_GRACE};
 use rap_integration::{binaries, study};
@@ -24,6 +26,34 @@ struct Cli {
 enum Cmd {
     /// Start controller, agent, job server and Airlock; stop them all on Ctrl-C.
     Up(UpArgs),
+    /// Run a project's actions locally in Docker (dependencies first), outputs into the
+    /// project directory; exits non-zero if any action fails.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The actions to run, with their dependencies; none or `run_all` runs every action.
+    actions: Vec<String>,
+    /// The directory holding project.yaml.
+    #[arg(long, default_value = ".")]
+    project_dir: PathBuf,
+    /// Run every dependency again, even those whose earlier results could be reused.
+    #[arg(short = 'f', long)]
+    force_run_dependencies: bool,
+    /// Keep running actions that do not depend on a failed one.
+    #[arg(long)]
+    continue_on_error: bool,
+    /// The registry prefix of the images (`<registry>/<image>:<tag>`); images must already be
+    /// on this machine.
+    #[arg(long, default_value = local_run::DEFAULT_REGISTRY)]
+    registry: String,
+    /// Each container's memory limit.
+    #[arg(short = 'm', long, default_value = "4G")]
+    memory: String,
+    /// Each container's CPU limit.
+    #[arg(long, default_value_t = 2.0)]
+    cpus: f64,
 }
 
 #[derive(clap::Args)]
@@ -76,6 +106,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Cmd::Up(args) => up(args).await,
+            Cmd::Run(args) => run_locally(args).await,
         }
     });
     match result {
@@ -84,6 +115,29 @@ fn main() -> ExitCode {
             eprintln!("rap: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn run_locally(args: RunArgs) -> anyhow::Result<()> {
+    let options = RunOptions {
+        project_dir: args.project_dir,
+        actions: args.actions,
+        force_run_dependencies: args.force_run_dependencies,
+        continue_on_error: args.continue_on_error,
+        registry: args.registry,
+        memory: args.memory,
+        cpus: args.cpus,
+    };
+    match local_run::run(&options).await {
+        Ok(true) => Ok(()),
+        Ok(false) => bail!("not every action succeeded"),
+        Err(error) => match error.downcast_ref::<Refusal>() {
+            Some(refusal) => {
+                print!("{}", refusal.report());
+                bail!("nothing was run")
+            }
+            None => Err(error),
+        },
     }
 }
 
