@@ -753,11 +753,22 @@ impl Core {
         }
     }
 
+    /// Decide every job, then write all the decisions in one transaction (one per job made
+    /// the pass the actor's main cost). Later decisions see earlier ones through
+    /// [`Core::current_job`]. After a failure what was decided is still written, so the store
+    /// stays in step with the in-memory counters.
     fn visit(&mut self, jobs: Vec<Job>) -> Result<(), BackendError> {
+        let mut batch = WriteBatch::default();
+        let decided = self.decide(jobs, &mut batch);
+        self.write(&batch)?;
+        decided
+    }
+
+    fn decide(&mut self, jobs: Vec<Job>, batch: &mut WriteBatch) -> Result<(), BackendError> {
         let (running, pending): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|j| j.state() == State::Running);
         for job in running {
-            self.handle_job(job)?;
+            self.handle_job(job, batch)?;
         }
         // Fairness: the workspace with the fewest running jobs first, then database jobs,
         // then the oldest. Counts change as jobs start, so keys are checked when popped and
@@ -788,23 +799,22 @@ impl Core {
                 continue;
             }
             if let Some(job) = by_id.remove(&id) {
-                self.handle_job(job)?;
+                self.handle_job(job, batch)?;
             }
         }
         Ok(())
     }
 
-    /// The rules of §3.4 for one job; returns the job as written.
-    fn handle_job(&mut self, job: Job) -> Result<Job, BackendError> {
-        let mut batch = WriteBatch::default();
-        let job = if job.cancelled {
-            let job = self.cancel_tasks(job, &mut batch)?;
+    /// The rules of §3.4 for one job; its writes go into `batch`.
+    fn handle_job(&mut self, job: Job, batch: &mut WriteBatch) -> Result<(), BackendError> {
+        if job.cancelled {
+            let job = self.cancel_tasks(job, batch)?;
             self.set_code_into(
                 job,
                 StatusCode::CancelledByUser,
                 messages::CANCELLED_BY_USER,
                 None,
-                &mut batch,
+                batch,
             )
         } else if self.is_paused() && job.state() == State::Pending {
             let code = if job.status_code() == StatusCode::WaitingOnReboot {
@@ -817,10 +827,10 @@ impl Core {
             } else {
                 messages::WAITING_PAUSED.to_string()
             };
-            self.set_code_into(job, code, &message, None, &mut batch)
+            self.set_code_into(job, code, &message, None, batch)
         } else if self.in_db_maintenance() && job.requires_db {
             let job = if job.state() == State::Running {
-                self.cancel_tasks(job, &mut batch)?
+                self.cancel_tasks(job, batch)?
             } else {
                 job
             };
@@ -829,21 +839,28 @@ impl Core {
                 StatusCode::WaitingDbMaintenance,
                 messages::WAITING_DB_MAINTENANCE,
                 None,
-                &mut batch,
+                batch,
             )
         } else if job.state() == State::Pending {
-            self.handle_pending(job, &mut batch)?
+            self.handle_pending(job, batch)?
         } else {
-            self.handle_running(job, &mut batch)?
+            self.handle_running(job, batch)?
         };
-        self.write(&batch)?;
-        Ok(job)
+        Ok(())
+    }
+
+    /// A job as the pass sees it: as decided earlier in `batch`, else as stored.
+    fn current_job(&self, id: &JobId, batch: &WriteBatch) -> Result<Option<Job>, BackendError> {
+        if let Some(job) = batch.jobs.iter().rev().find(|job| &job.id == id) {
+            return Ok(Some(job.clone()));
+        }
+        Ok(self.store.job(id)?)
     }
 
     fn handle_pending(&mut self, job: Job, batch: &mut WriteBatch) -> Result<Job, BackendError> {
         let mut waiting = false;
         for id in &job.wait_for_job_ids {
-            match self.store.job(id)?.map(|d| d.state()) {
+            match self.current_job(id, batch)?.map(|d| d.state()) {
                 Some(State::Failed) => {
                     return Ok(self.set_code_into(
                         job,
