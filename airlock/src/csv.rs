@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+
+use crate::workspace::FileStamp;
 
 /// Rows between two offsets in a [`RowIndex`].
 pub const INDEX_STRIDE: usize = 256;
@@ -226,9 +227,9 @@ fn is_indexed(n_records: usize) -> bool {
     n_records >= 1 && (n_records - 1).is_multiple_of(INDEX_STRIDE)
 }
 
-/// The row indexes of recently paged files, each valid while the file keeps its size and
-/// modification time (request copies never change; a workspace output may be rewritten by a
-/// new run, and then its index is rebuilt).
+/// The row indexes of recently paged files, each valid while the file keeps its
+/// [`FileStamp`] (request copies never change; a workspace output may be rewritten by a new
+/// run, and then its index is rebuilt; a file modified in the last second is not cached).
 #[derive(Default)]
 pub struct IndexCache {
     entries: Mutex<VecDeque<(IndexKey, Arc<RowIndex>)>>,
@@ -237,8 +238,7 @@ pub struct IndexCache {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct IndexKey {
     path: PathBuf,
-    len: u64,
-    modified: Option<SystemTime>,
+    stamp: FileStamp,
 }
 
 impl IndexCache {
@@ -253,17 +253,17 @@ impl IndexCache {
         if page.saturating_mul(page_size) < SCAN_ROWS_LIMIT {
             return self::page(BufReader::new(file), page, page_size);
         }
-        let metadata = file.metadata()?;
         let key = IndexKey {
             path: path.to_path_buf(),
-            len: metadata.len(),
-            modified: metadata.modified().ok(),
+            stamp: FileStamp::of(&file.metadata()?),
         };
         let index = match self.cached(&key) {
             Some(index) => index,
             None => {
                 let index = Arc::new(RowIndex::build(&mut file)?);
-                self.insert(key, Arc::clone(&index));
+                if key.stamp.is_settled() {
+                    self.insert(key, Arc::clone(&index));
+                }
                 index
             }
         };
@@ -371,9 +371,20 @@ mod tests {
         };
         std::fs::write(&path, rows(30_000, "old")).unwrap();
         let cache = IndexCache::default();
+        let n_cached = || cache.entries.lock().unwrap().len();
+        // Just written: not cached, in case it is rewritten within the same clock tick.
+        cache.page(&path, 250, 100).unwrap();
+        assert_eq!(n_cached(), 0);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            .unwrap();
         let deep = cache.page(&path, 250, 100).unwrap();
         assert_eq!(deep.rows[0], ["25000", "old"]);
         assert!(deep.more);
+        assert_eq!(n_cached(), 1);
         std::fs::write(&path, rows(25_050, "new")).unwrap();
         let deep = cache.page(&path, 250, 100).unwrap();
         assert_eq!(deep.rows.len(), 50);

@@ -6,10 +6,12 @@
 //! refuses absolute paths, `..`, and any symlink on the way, so nothing outside
 //! `<medium_privacy>/workspaces/<workspace>/` is ever read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use serde::Deserialize;
 
@@ -18,10 +20,47 @@ pub const ALLOWED_FILE_TYPES: [&str; 11] = [
     ".csv", ".jpg", ".jpeg", ".png", ".svg", ".svgz", ".html", ".txt", ".log", ".json", ".md",
 ];
 
-/// The medium-privacy workspaces directory.
+/// The medium-privacy workspaces directory. Clones share the parsed manifests.
 #[derive(Debug, Clone)]
 pub struct Workspaces {
     root: PathBuf,
+    /// Parsed manifests by workspace, each with the size and modification time of the file it
+    /// came from: a workspace of 10,000 outputs has a manifest of megabytes, which every page
+    /// would otherwise parse again.
+    manifests: Arc<Mutex<ManifestCache>>,
+}
+
+/// Parsed manifests by workspace, with the stamp of the file each was read from.
+type ManifestCache = HashMap<String, (FileStamp, Arc<Manifest>)>;
+
+/// What tells a changed file from the one read before: its inode (a file replaced by a
+/// rename), size and modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    pub(crate) fn of(metadata: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            inode: metadata.ino(),
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+        }
+    }
+
+    /// Whether what was read under this stamp may be cached. Modification times advance in
+    /// clock ticks of a few milliseconds, so a file rewritten in place within the tick it was
+    /// read in, to the same size, would keep its stamp; a file modified in the last second is
+    /// therefore read afresh every time (git's "racy clean" rule).
+    pub(crate) fn is_settled(&self) -> bool {
+        self.modified
+            .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+            .is_some_and(|age| age >= std::time::Duration::from_secs(1))
+    }
 }
 
 /// Why a workspace path could not be used.
@@ -109,6 +148,7 @@ impl Workspaces {
     pub fn new(root: &Path) -> Workspaces {
         Workspaces {
             root: root.to_path_buf(),
+            manifests: Arc::default(),
         }
     }
 
@@ -178,37 +218,40 @@ impl Workspaces {
         Ok(path)
     }
 
-    /// The workspace's manifest.
+    /// The workspace's manifest, parsed again only when the file changed (a new run).
     ///
     /// # Errors
     /// [`PathError::NoManifest`] when missing, [`PathError::BadManifest`] when malformed.
-    pub fn manifest(&self, workspace: &str) -> Result<Manifest, PathError> {
+    pub fn manifest(&self, workspace: &str) -> Result<Arc<Manifest>, PathError> {
         let path = self
             .resolve(workspace, "metadata/manifest.json")
             .map_err(|_| PathError::NoManifest(workspace.to_string()))?;
-        let bytes = fs::read(&path).map_err(|source| PathError::Io {
+        let io_error = |source| PathError::Io {
             path: path.clone(),
             source,
-        })?;
-        let file: ManifestFile =
-            serde_json::from_slice(&bytes).map_err(|source| PathError::BadManifest {
-                workspace: workspace.to_string(),
-                source,
-            })?;
-        let outputs = file
-            .outputs
-            .into_iter()
-            .filter(|(_, entry)| entry.level == "moderately_sensitive" && !entry.out_of_date_output)
-            .map(|(path, entry)| {
-                let visible = if entry.excluded {
-                    format!("{path}.txt")
-                } else {
-                    path
-                };
-                (visible, entry)
-            })
-            .collect();
-        Ok(Manifest { outputs })
+        };
+        let metadata = fs::metadata(&path).map_err(io_error)?;
+        let stamp = FileStamp::of(&metadata);
+        // A poisoned lock only means a panic elsewhere mid-insert; the map is a cache.
+        let cached = match self.manifests.lock() {
+            Ok(manifests) => manifests.get(workspace).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(workspace).cloned(),
+        };
+        if let Some((cached_stamp, manifest)) = cached
+            && cached_stamp == stamp
+        {
+            return Ok(manifest);
+        }
+        let manifest = Arc::new(parse_manifest(workspace, &path)?);
+        if !stamp.is_settled() {
+            return Ok(manifest);
+        }
+        let mut manifests = match self.manifests.lock() {
+            Ok(manifests) => manifests,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        manifests.insert(workspace.to_string(), (stamp, Arc::clone(&manifest)));
+        Ok(manifest)
     }
 
     /// The entries of a directory in the workspace, directories first. Files under
@@ -257,6 +300,33 @@ impl Workspaces {
         listing.sort_by(|a, b| (!a.is_dir, &a.name).cmp(&(!b.is_dir, &b.name)));
         Ok(listing)
     }
+}
+
+/// Reads and parses the manifest at `path`, keeping the outputs users may see.
+fn parse_manifest(workspace: &str, path: &Path) -> Result<Manifest, PathError> {
+    let bytes = fs::read(path).map_err(|source| PathError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file: ManifestFile =
+        serde_json::from_slice(&bytes).map_err(|source| PathError::BadManifest {
+            workspace: workspace.to_string(),
+            source,
+        })?;
+    let outputs = file
+        .outputs
+        .into_iter()
+        .filter(|(_, entry)| entry.level == "moderately_sensitive" && !entry.out_of_date_output)
+        .map(|(path, entry)| {
+            let visible = if entry.excluded {
+                format!("{path}.txt")
+            } else {
+                path
+            };
+            (visible, entry)
+        })
+        .collect();
+    Ok(Manifest { outputs })
 }
 
 /// A workspace name is one plain path component.
@@ -326,6 +396,50 @@ mod tests {
         assert_eq!(entry.row_count, Some(1));
         assert_eq!(entry.commit.as_deref(), Some("abc"));
         assert_eq!(workspaces.list().unwrap(), ["ws"]);
+    }
+
+    #[test]
+    fn a_manifest_is_parsed_again_only_when_its_file_changes() {
+        let (dir, workspaces) = tree();
+        let manifest_path = dir.path().join("workspaces/ws/metadata/manifest.json");
+        let a_minute_ago = SystemTime::now() - std::time::Duration::from_secs(60);
+        let set_mtime = |when: SystemTime| {
+            fs::File::options()
+                .write(true)
+                .open(&manifest_path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        };
+        // Just written: read afresh each time, in case it is rewritten within the same tick.
+        let fresh = workspaces.manifest("ws").unwrap();
+        assert!(!Arc::ptr_eq(&fresh, &workspaces.manifest("ws").unwrap()));
+        set_mtime(a_minute_ago);
+        let first = workspaces.manifest("ws").unwrap();
+        // A clone (as each request holds) shares the parsed manifest.
+        let again = workspaces.clone().manifest("ws").unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        // A new run rewrites the manifest: the next read sees it.
+        fs::write(
+            dir.path().join("workspaces/ws/metadata/manifest.json"),
+            r#"{"workspace":"ws","repo":null,"outputs":{
+                "output/new.csv":{"level":"moderately_sensitive","content_hash":"h3"}
+            }}"#,
+        )
+        .unwrap();
+        let changed = workspaces.manifest("ws").unwrap();
+        let paths: Vec<&str> = changed.outputs.keys().map(String::as_str).collect();
+        assert_eq!(paths, ["output/new.csv"]);
+        // A broken manifest is an error, not the stale copy.
+        fs::write(
+            dir.path().join("workspaces/ws/metadata/manifest.json"),
+            "{not json",
+        )
+        .unwrap();
+        assert!(matches!(
+            workspaces.manifest("ws"),
+            Err(PathError::BadManifest { .. })
+        ));
     }
 
     #[test]
