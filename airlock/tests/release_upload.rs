@@ -1,8 +1,7 @@
 //! Releasing a request to a real gRPC peer (the in-test ReleaseService over loopback TLS):
 //! checksums match, an interrupted upload resumes without sending a confirmed file twice,
 //! and a lost reply is settled by `already_uploaded`.
-//!
-//! An end-to-end test against the real job server (crate jobserver/) remains to be written.
+//! `jobserver_e2e.rs` does the same against the real job server.
 
 mod support;
 
