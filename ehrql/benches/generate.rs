@@ -16,6 +16,7 @@ mod support;
 mod postgres_support;
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -179,8 +180,10 @@ fn main() {
                 command.arg("--query-engine").arg(&engine);
             }
             let m = measure(command.arg("--output").arg(&output));
-            let rows = fs::read_to_string(&output)
-                .map(|t| t.lines().count().saturating_sub(1))
+            // Streamed, not read whole: a child's peak RSS starts from this process's RSS when
+            // it is spawned, so holding an earlier output here would inflate later readings.
+            let rows = fs::File::open(&output)
+                .map(|f| BufReader::new(f).lines().count().saturating_sub(1))
                 .unwrap_or(0);
             println!(
                 "{:>9} {:>8} {:>10} {:>9.2} {:>9.2} {:>10.1} {:>9}  {}{}",
