@@ -38,7 +38,7 @@ fn new_request(store: &Store, workspace: &str, seen: &mut HashSet<String>) -> St
     let fresh: Vec<String> = store
         .job_requests_page(
             rap_jobserver::store::RequestScope::Workspace(workspace),
-            &|_| true,
+            None,
             0,
             usize::MAX,
         )

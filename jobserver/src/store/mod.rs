@@ -602,16 +602,17 @@ impl Store {
             )
     }
 
-    /// A page of job requests in `scope`, newest first: those `keep` accepts, skipping the
-    /// first `skip` of them and returning at most `take`. Reads the time index and only the
-    /// records up to the end of the page, never the whole store.
+    /// A page of job requests in `scope`, newest first: those `keep` accepts (all when `None`),
+    /// skipping the first `skip` of them and returning at most `take`. Reads the time index and
+    /// only the records it must: without a filter, the skipped ones are counted on the index
+    /// and only the page's own are read.
     ///
     /// # Errors
     /// On storage failure or a corrupt record.
     pub fn job_requests_page(
         &self,
         scope: RequestScope<'_>,
-        keep: &dyn Fn(&JobRequest) -> bool,
+        keep: Option<&dyn Fn(&JobRequest) -> bool>,
         skip: usize,
         take: usize,
     ) -> Result<RequestPage, StoreError> {
@@ -624,11 +625,15 @@ impl Store {
         let mut requests = Vec::with_capacity(take.min(PAGE_CAPACITY_HINT));
         let mut matched = 0;
         for key in keys.keys() {
-            let rap_id = rap_id_of_time_key(&key?);
-            let Some(request) = self.job_request(&rap_id)? else {
+            let key = key?;
+            if keep.is_none() && matched < skip {
+                matched += 1;
+                continue;
+            }
+            let Some(request) = self.job_request(&rap_id_of_time_key(&key))? else {
                 continue;
             };
-            if !keep(&request) {
+            if keep.is_some_and(|keep| !keep(&request)) {
                 continue;
             }
             matched += 1;
@@ -1298,7 +1303,7 @@ mod tests {
             .put_job_request(&request("dddddddddddddddd", "one", 30, "y"))
             .unwrap();
         let all = store
-            .job_requests_page(RequestScope::Everywhere, &|_| true, 0, 10)
+            .job_requests_page(RequestScope::Everywhere, None, 0, 10)
             .unwrap();
         assert_eq!(
             ids(&all),
@@ -1319,13 +1324,13 @@ mod tests {
         assert_eq!(ids(&all), full_scan);
 
         let second = store
-            .job_requests_page(RequestScope::Everywhere, &|_| true, 1, 2)
+            .job_requests_page(RequestScope::Everywhere, None, 1, 2)
             .unwrap();
         assert_eq!(ids(&second), ["cccccccccccccccc", "bbbbbbbbbbbbbbbb"]);
         assert!(second.has_more);
 
         let workspace = store
-            .job_requests_page(RequestScope::Workspace("one"), &|_| true, 0, 10)
+            .job_requests_page(RequestScope::Workspace("one"), None, 0, 10)
             .unwrap();
         assert_eq!(
             ids(&workspace),
@@ -1334,7 +1339,7 @@ mod tests {
         let filtered = store
             .job_requests_page(
                 RequestScope::Workspace("one"),
-                &|r| r.requested_actions == ["x"],
+                Some(&|r| r.requested_actions == ["x"]),
                 1,
                 10,
             )
@@ -1343,7 +1348,7 @@ mod tests {
         // A workspace whose name is a prefix of another's sees only its own.
         assert!(
             store
-                .job_requests_page(RequestScope::Workspace("on"), &|_| true, 0, 10)
+                .job_requests_page(RequestScope::Workspace("on"), None, 0, 10)
                 .unwrap()
                 .requests
                 .is_empty()
@@ -1366,7 +1371,7 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         let page = store
-            .job_requests_page(RequestScope::Workspace("one"), &|_| true, 0, 10)
+            .job_requests_page(RequestScope::Workspace("one"), None, 0, 10)
             .unwrap();
         assert_eq!(ids(&page), ["aaaaaaaaaaaaaaaa"]);
     }

@@ -82,7 +82,7 @@ async fn home(State(state): State<AppState>, ctx: Ctx) -> Result<Response, AppEr
         .store
         .job_requests_page(
             RequestScope::Everywhere,
-            &|r| active.contains(&r.backend),
+            Some(&|r| active.contains(&r.backend)),
             0,
             10,
         )?
@@ -360,7 +360,7 @@ pub struct Paged {
 pub fn paginate(
     store: &Store,
     scope: RequestScope<'_>,
-    keep: &dyn Fn(&JobRequest) -> bool,
+    keep: Option<&dyn Fn(&JobRequest) -> bool>,
     query: &FormPairs,
     base: &str,
 ) -> Result<Paged, StoreError> {
@@ -382,17 +382,23 @@ pub fn paginate(
     })
 }
 
+/// A test a job request must pass to be listed.
+pub type RequestFilter = dyn Fn(&JobRequest) -> bool;
+
 /// A8's workspace-log filters: `q` matches an action or the request id by substring;
-/// `backend` (repeatable) keeps those backends.
-pub fn request_filter(query: &FormPairs) -> impl Fn(&JobRequest) -> bool + use<> {
+/// `backend` (repeatable) keeps those backends. `None` when neither is given.
+pub fn request_filter(query: &FormPairs) -> Option<Box<RequestFilter>> {
     let q = field(query, "q");
     let backends = fields(query, "backend");
-    move |r: &JobRequest| {
+    if q.is_empty() && backends.is_empty() {
+        return None;
+    }
+    Some(Box::new(move |r: &JobRequest| {
         (q.is_empty()
             || r.rap_id.as_str().contains(&q)
             || r.requested_actions.iter().any(|a| a.contains(&q)))
             && (backends.is_empty() || backends.contains(&r.backend))
-    }
+    }))
 }
 
 async fn workspace_page(
@@ -431,7 +437,7 @@ async fn workspace_page(
     let paged = paginate(
         &state.store,
         RequestScope::Workspace(&name),
-        &request_filter(&query),
+        request_filter(&query).as_deref(),
         &query,
         &base,
     )?;
@@ -517,7 +523,7 @@ async fn event_log(
     let paged = paginate(
         &state.store,
         RequestScope::Everywhere,
-        &|_| true,
+        None,
         &query,
         "/event-log/?",
     )?;
