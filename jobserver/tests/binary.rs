@@ -62,6 +62,42 @@ async fn serve_prints_addresses_answers_and_stops_on_sigterm() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown role \"Wizard\""));
+    // A project's analysis scope: values outside the reference's lists are refused.
+    admin(data, &["org", "add", "org", "--name", "Org"], None);
+    admin(
+        data,
+        &["project", "add", "proj", "--name", "Proj", "--org", "org"],
+        None,
+    );
+    let output = Command::new(BIN)
+        .args(["project", "scope", "proj", "--population", "everyone"])
+        .env("RAP_JOBSERVER_DATA_DIR", data)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(
+            "unknown population permission \"everyone\"; allowed are: include_t1oo, include_ndoo, include_gp_unactivated"
+        ),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        admin(
+            data,
+            &[
+                "project",
+                "scope",
+                "proj",
+                "--dataset",
+                "ukrr",
+                "--component",
+                "event_level_data"
+            ],
+            None
+        ),
+        "set the analysis scope of proj"
+    );
 
     let config = dir.path().join("jobserver.toml");
     std::fs::write(
