@@ -10,9 +10,9 @@
 //!    engine). A dialect without one (PostgreSQL) gives each pick a `ROW_NUMBER()` window,
 //!    over a staging table when a table has several picks. The level of a node is one more
 //!    than the deepest materialized node its inputs read.
-//! 3. Phase A holds what the population needs; then the universe (union of the patient ids of
-//!    the tables the population reads, valid because of the "not True on NULL inputs" rule)
-//!    and the population table; phase B scans are restricted to population patients.
+//! 3. Phase A holds what the population needs; then the population table, read from the
+//!    universe (union of the patient ids of the tables the population reads, valid because of
+//!    the "not True on NULL inputs" rule); phase B scans are restricted to population patients.
 //! 4. The results query LEFT JOINs everything to the population, ordered by patient.
 //!
 //! The `rewrite_sorts` transform (spec §2.6) is applied when picking: the columns read from a
@@ -849,11 +849,10 @@ impl<'a> Compiler<'a> {
         } else {
             sources.join(" UNION ")
         };
-        self.setup(d.create_patient_temp_table(&universe, &[], &universe_select));
-        self.cleanup.push(universe.clone());
+        // The universe is a subquery, not a table of its own: it is read once, right here.
         let population = self.temp_name();
         let select = format!(
-            "SELECT {u}.patient_id FROM {u}{} WHERE {}",
+            "SELECT {u}.patient_id FROM ({universe_select}) AS {u}{} WHERE {}",
             self.scan_joins(&scope),
             d.bool_test(&condition),
             u = d.ident(&universe)
