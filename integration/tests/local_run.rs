@@ -6,7 +6,10 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use rap_integration::binaries;
+#[path = "support/action_images.rs"]
+mod action_images;
+
+use rap_integration::{binaries, study};
 
 /// A project's `project.yaml` actions run on `busybox:latest` (under `--registry rap.test`).
 fn project(actions: &str) -> tempfile::TempDir {
@@ -24,11 +27,17 @@ fn project(actions: &str) -> tempfile::TempDir {
 
 /// Runs `rap run --registry rap.test ARGS…` in `project`.
 async fn rap_run(project: &Path, args: &[&str]) -> Output {
+    let mut with_registry = vec!["--registry", "rap.test"];
+    with_registry.extend(args);
+    rap(project, &with_registry).await
+}
+
+/// Runs `rap run ARGS…` in `project`.
+async fn rap(project: &Path, args: &[&str]) -> Output {
     tokio::process::Command::new(binaries::find("rap").unwrap())
         .arg("run")
         .arg("--project-dir")
         .arg(project)
-        .args(["--registry", "rap.test"])
         .args(args)
         .output()
         .await
@@ -289,4 +298,48 @@ async fn unknown_actions_and_missing_images_are_refused_before_anything_runs() {
     assert!(text.contains("scripts/test-images"), "{text}");
     assert!(!dir.join("ran.txt").exists());
     assert!(!dir.join("metadata").exists(), "nothing is created");
+}
+
+#[tokio::test]
+async fn the_sample_study_runs_locally_on_dummy_data() {
+    action_images::action_images().await;
+    let dir = tempfile::Builder::new()
+        .prefix("rap-run-sample-")
+        .tempdir()
+        .unwrap();
+    // A git repository, as a researcher's study is: its `.git` stays out of the jobs' code.
+    let study = study::commit_study(&study::sample_study(), &dir.path().join("study"))
+        .await
+        .unwrap();
+    let project = study.path.as_path();
+    let output = rap(project, &[]).await;
+    let text = stdout(&output);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        text.contains("Running actions: generate_dataset, summarise"),
+        "{text}"
+    );
+    let dataset = fs::read_to_string(project.join("output/dataset.csv")).unwrap();
+    let mut lines = dataset.lines();
+    assert_eq!(lines.next(), Some("patient_id,sex,n_events"));
+    let rows = lines.count();
+    // No DATABASE_URL reaches a local job, so ehrQL generates dummy patients instead of reading
+    // the image's 500-patient database.
+    assert!(rows > 0 && rows != 500, "{rows} rows:\n{dataset}");
+    let summary = fs::read_to_string(project.join("output/summary.csv")).unwrap();
+    let patients: usize = summary
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').nth(1).unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(patients, rows, "{summary}");
+    assert!(
+        fs::read_to_string(project.join("output/chart.svg"))
+            .unwrap()
+            .contains("<svg"),
+    );
+    assert!(
+        text.contains("   outputs:\n     output/chart.svg  - moderately_sensitive\n     output/summary.csv  - moderately_sensitive\n"),
+        "{text}"
+    );
 }
