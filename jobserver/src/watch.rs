@@ -123,7 +123,7 @@ async fn resolve_unknown_creations(
     events: &broadcast::Sender<RequestChanged>,
 ) -> Result<(), WatchError> {
     let stuck: Vec<String> = store
-        .job_requests()?
+        .active_job_requests()?
         .into_iter()
         .filter(|r| r.status == RequestStatus::UnknownErrorCreatingJobs)
         .map(|r| r.rap_id.as_str().to_owned())

@@ -58,6 +58,8 @@ pub struct Store {
     job_requests_by_time: sled::Tree,
     /// The same per workspace: `workspace\0` + [`request_time_key`] → empty.
     job_requests_by_workspace: sled::Tree,
+    /// Rap ids of the requests whose status is active (A6) → empty.
+    active_job_requests: sled::Tree,
     jobs: sled::Tree,
     jobs_by_request: sled::Tree,
     meta: sled::Tree,
@@ -68,8 +70,8 @@ pub struct Store {
 }
 
 const WATCH_CURSOR: &[u8] = b"watch_cursor";
-/// Set once the job-request time indexes cover every stored request.
-const JOB_REQUEST_INDEX: &[u8] = b"job_request_index_v1";
+/// Set once the job-request indexes (time, workspace, active) cover every stored request.
+const JOB_REQUEST_INDEX: &[u8] = b"job_request_index_v2";
 
 /// Which job requests a list shows.
 #[derive(Debug, Clone, Copy)]
@@ -211,6 +213,7 @@ impl Store {
             job_requests: db.open_tree("job_requests")?,
             job_requests_by_time: db.open_tree("job_requests_by_time")?,
             job_requests_by_workspace: db.open_tree("job_requests_by_workspace")?,
+            active_job_requests: db.open_tree("active_job_requests")?,
             jobs: db.open_tree("jobs")?,
             jobs_by_request: db.open_tree("jobs_by_request")?,
             meta: db.open_tree("meta")?,
@@ -224,11 +227,12 @@ impl Store {
         Ok(store)
     }
 
-    /// Builds the time indexes of job requests once, for a store written before they existed.
+    /// Builds the job-request indexes once, for a store written before they existed.
     fn index_job_requests(&self) -> Result<(), StoreError> {
         if self.meta.get(JOB_REQUEST_INDEX)?.is_some() {
             return Ok(());
         }
+        self.active_job_requests.clear()?;
         for item in self.job_requests.iter() {
             let (key, value) = item?;
             let request = job_request_from_record(decode("job_requests", &key, &value)?)?;
@@ -238,6 +242,10 @@ impl Store {
                 [prefix(&request.workspace), request_time_key(&request)].concat(),
                 &[],
             )?;
+            if request.status.is_active() {
+                self.active_job_requests
+                    .insert(request.rap_id.as_str().as_bytes(), &[])?;
+            }
         }
         self.meta.insert(JOB_REQUEST_INDEX, &[1])?;
         Ok(())
@@ -581,15 +589,22 @@ impl Store {
         // every put; writing them in the same transaction keeps lists and records in step.
         let time_key = request_time_key(request);
         let workspace_key = [prefix(&request.workspace), time_key.clone()].concat();
+        let rap_id = request.rap_id.as_str().as_bytes();
         (
             &self.job_requests,
             &self.job_requests_by_time,
             &self.job_requests_by_workspace,
+            &self.active_job_requests,
         )
-            .transaction(|(requests, by_time, by_workspace)| {
-                requests.insert(request.rap_id.as_str().as_bytes(), bytes.as_slice())?;
+            .transaction(|(requests, by_time, by_workspace, active)| {
+                requests.insert(rap_id, bytes.as_slice())?;
                 by_time.insert(time_key.as_slice(), &[])?;
                 by_workspace.insert(workspace_key.as_slice(), &[])?;
+                if request.status.is_active() {
+                    active.insert(rap_id, &[])?;
+                } else {
+                    active.remove(rap_id)?;
+                }
                 Ok(())
             })
             .map_err(
@@ -664,22 +679,21 @@ impl Store {
             .transpose()
     }
 
-    /// Every job request, newest first (a full scan: for the few callers that need them all;
-    /// lists use [`Store::job_requests_page`]).
+    /// The job requests whose status is active (A6: pending, running, unknown, unknown error
+    /// creating jobs), from their index: what the status page and the watch task need, without
+    /// reading finished requests.
     ///
     /// # Errors
     /// On storage failure or a corrupt record.
-    pub fn job_requests(&self) -> Result<Vec<JobRequest>, StoreError> {
-        let mut list = scan(&self.job_requests, "job_requests", b"")?
-            .into_iter()
-            .map(job_request_from_record)
-            .collect::<Result<Vec<_>, _>>()?;
-        list.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then(b.rap_id.cmp(&a.rap_id))
-        });
-        Ok(list)
+    pub fn active_job_requests(&self) -> Result<Vec<JobRequest>, StoreError> {
+        let mut requests = Vec::new();
+        for key in self.active_job_requests.iter().keys() {
+            let key = key?;
+            if let Some(request) = self.job_request(&String::from_utf8_lossy(&key))? {
+                requests.push(request);
+            }
+        }
+        Ok(requests)
     }
 
     /// A job by identifier.
@@ -1315,13 +1329,22 @@ mod tests {
             ]
         );
         assert!(!all.has_more);
-        let full_scan: Vec<String> = store
-            .job_requests()
+        // All four were stored pending: all active until one finishes.
+        assert_eq!(store.active_job_requests().unwrap().len(), 4);
+        let mut done = request("cccccccccccccccc", "one", 20, "x");
+        done.status = crate::status::RequestStatus::Succeeded;
+        store.put_job_request(&done).unwrap();
+        let mut active: Vec<String> = store
+            .active_job_requests()
             .unwrap()
             .iter()
             .map(|r| r.rap_id.as_str().to_owned())
             .collect();
-        assert_eq!(ids(&all), full_scan);
+        active.sort();
+        assert_eq!(
+            active,
+            ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "dddddddddddddddd"]
+        );
 
         let second = store
             .job_requests_page(RequestScope::Everywhere, None, 1, 2)
@@ -1366,6 +1389,7 @@ mod tests {
             // As an older version left it: records, no index.
             store.job_requests_by_time.clear().unwrap();
             store.job_requests_by_workspace.clear().unwrap();
+            store.active_job_requests.clear().unwrap();
             store.meta.remove(JOB_REQUEST_INDEX).unwrap();
             store.db.flush().unwrap();
         }
@@ -1374,6 +1398,7 @@ mod tests {
             .job_requests_page(RequestScope::Workspace("one"), None, 0, 10)
             .unwrap();
         assert_eq!(ids(&page), ["aaaaaaaaaaaaaaaa"]);
+        assert_eq!(store.active_job_requests().unwrap().len(), 1);
     }
 
     #[test]

@@ -90,7 +90,7 @@ async fn refresh(state: &AppState) -> Result<String, AppError> {
 
 async fn status_page(State(state): State<AppState>, ctx: Ctx) -> Result<Response, AppError> {
     let controller_error = refresh(&state).await?;
-    let requests = state.store.job_requests()?;
+    let requests = state.store.active_job_requests()?;
     let mut backends = Vec::new();
     for backend in state.store.backends()?.into_iter().filter(|b| b.is_active) {
         let (mut running, mut pending) = (0, 0);
