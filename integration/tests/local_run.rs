@@ -343,3 +343,66 @@ async fn the_sample_study_runs_locally_on_dummy_data() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_kills_the_running_container_and_reports_the_action_cancelled() {
+    use tokio::io::AsyncBufReadExt;
+
+    let project = project(
+        "  \
+  slow:\n    \
+    run: busybox:latest sh -c 'sleep 600'\n    \
+    outputs:\n      highly_sensitive:\n        x: output/never.txt\n",
+    );
+    let dir = project.path();
+    let mut child = tokio::process::Command::new(binaries::find("rap").unwrap())
+        .arg("run")
+        .arg("--project-dir")
+        .arg(dir)
+        .args(["--registry", "rap.test"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    let started = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line == "slow: Executing job on the backend" {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(started, Ok(true), "{seen}");
+    let pid = child.id().unwrap();
+    // SAFETY: kill only sends a signal to our own child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait())
+        .await
+        .expect("rap run did not stop after SIGINT")
+        .unwrap();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    assert!(!status.success(), "{seen}");
+    assert!(seen.contains("slow: Cancelled by user\n"), "{seen}");
+    assert!(seen.contains("=> slow\n   Cancelled by user\n"), "{seen}");
+    // The container is gone: none is left with this project's workspace label.
+    let docker = bollard::Docker::connect_with_unix_defaults().unwrap();
+    let workspace = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let label = format!("workspace={workspace}");
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&std::collections::HashMap::from([(
+            "label",
+            vec![label.as_str()],
+        )]))
+        .build();
+    let containers = docker.list_containers(Some(options)).await.unwrap();
+    assert!(containers.is_empty(), "{containers:?}");
+}

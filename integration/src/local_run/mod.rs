@@ -436,8 +436,9 @@ async fn run_job(executor: &DockerExecutor, job: &JobDefinition) -> ActionResult
     let steps = async {
         println!("{action}: Preparing your code and workspace files");
         executor.prepare(job).await?;
-        println!("{action}: Executing job on the backend");
         executor.execute(job).await?;
+        // Printed once the container runs, so Ctrl-C after it always finds one to kill.
+        println!("{action}: Executing job on the backend");
         executor.wait_for_exit(job).await?;
         println!("{action}: Recording job results");
         executor.finalize(job, false, None).await
