@@ -417,3 +417,54 @@ fn dummy_tpp_tables_load_into_a_database_that_gives_the_dummy_dataset() {
     );
     assert_eq!(patient_ids(&dummy.stdout).len(), 50);
 }
+
+/// With `TEMP_DATABASE_NAME`, dm+d codes also come from that database's (PostgreSQL: schema's)
+/// `CustomMedicationDictionary`; without it, only from `MedicationDictionary`.
+#[test]
+fn tpp_custom_medication_dictionary_comes_from_temp_database_name_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("def.py"),
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients, medications\n\
+         dataset = create_dataset()\ndataset.define_population(patients.exists_for_patient())\n\
+         dataset.dmd = medications.sort_by(medications.date).first_for_patient().dmd_code\n",
+    )
+    .unwrap();
+    let postgres = postgres_support::TestDatabase::create();
+    let engine = postgres.connect();
+    engine
+        .execute(&tpp::create_raw_tables_sql(SqlFlavour::Postgres).join(";"))
+        .unwrap();
+    engine
+        .execute(
+            "CREATE SCHEMA temp_db;
+             CREATE TABLE temp_db.\"CustomMedicationDictionary\" (\"MultilexDrug_ID\" TEXT, \"DMD_ID\" TEXT);
+             INSERT INTO temp_db.\"CustomMedicationDictionary\" VALUES ('custom', '39113611000001102');
+             INSERT INTO \"MedicationDictionary\" VALUES ('known', '39113311000001107');
+             INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'F', '9999-12-31'), (2, '1980-01-01', 'M', '9999-12-31');
+             INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2);
+             INSERT INTO \"MedicationIssue\" VALUES (1, '2020-01-01', 'known'), (2, '2020-01-01', 'custom');",
+        )
+        .unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let out = ehrql(
+            dir.path(),
+            &[
+                "generate-dataset",
+                "def.py",
+                "--dsn",
+                &postgres.url,
+                "--backend",
+                "tpp",
+            ],
+            env,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run(&[]), "patient_id,dmd\r\n1,39113311000001107\r\n2,\r\n");
+    assert_eq!(
+        run(&[("TEMP_DATABASE_NAME", "temp_db")]),
+        "patient_id,dmd\r\n1,39113311000001107\r\n2,39113611000001102\r\n"
+    );
+}

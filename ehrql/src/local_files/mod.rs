@@ -292,7 +292,7 @@ pub fn write_table_file(
 }
 
 /// Checks a value already of the column's primitive type against the column, and gives it its
-/// ehrQL type (codes become typed codes). `describe` renders the offending value.
+/// ehrQL type (codes become typed codes). The error describes the offending value.
 fn typed_value(raw: Value, spec: &ColumnSpec) -> Result<Value, String> {
     if raw.is_null() {
         if spec.nullable {
