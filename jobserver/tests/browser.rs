@@ -84,6 +84,10 @@ async fn researcher_runs_an_action_and_sees_it_finish_live() {
         .unwrap();
     wait_for_text(&c, "#request-status", "Running").await;
     wait_for_text(&c, "#jobs", "executing").await;
+    assert!(
+        c.find(Locator::Id("cancel")).await.is_ok(),
+        "a running request offers Cancel"
+    );
 
     let mut done = running;
     done.status = pb::State::Succeeded as i32;
@@ -98,6 +102,11 @@ async fn researcher_runs_an_action_and_sees_it_finish_live() {
         .unwrap();
     wait_for_text(&c, "#request-status", "Succeeded").await;
     wait_for_text(&c, "#jobs", "jobbrowser1").await;
+    // The update that finished the request also took its Cancel button away (A7).
+    assert!(
+        c.find(Locator::Id("cancel")).await.is_err(),
+        "a finished request still offers Cancel"
+    );
 
     c.close().await.unwrap();
     h.stop.send(true).unwrap();

@@ -333,6 +333,9 @@ struct LivePart {
     finished_at: String,
     runtime: String,
     missing_updates: bool,
+    /// A7's `has_cancellable_actions`: when a live update says false, the page drops its
+    /// Cancel button (the request finished or everything active was cancelled).
+    cancellable: bool,
     jobs: Vec<JobRow>,
 }
 
@@ -370,6 +373,8 @@ fn live_part(request: &JobRequest, jobs: &[Job]) -> LivePart {
                 .filter_map(|j| j.updated_at)
                 .max()
                 .is_some_and(|last| now() - last > MISSING_UPDATES_SECS),
+        cancellable: !request.status.is_terminal()
+            && (!cancellable_actions(request, jobs).is_empty() || jobs.is_empty()),
         jobs: jobs.iter().map(|job| JobRow::new(request, job)).collect(),
     }
 }
@@ -430,10 +435,9 @@ async fn job_request_page(
     let request = find_request(&state, &slug, &name, &rap_id)?;
     let workspace = state.store.workspace(&name)?.ok_or(AppError::NotFound)?;
     let jobs = state.store.jobs_of_request(&rap_id)?;
-    let live_html = live_part(&request, &jobs).render()?;
-    let may_cancel = may_cancel(&state, &ctx, &request)?
-        && !request.status.is_terminal()
-        && (!cancellable_actions(&request, &jobs).is_empty() || jobs.is_empty());
+    let live = live_part(&request, &jobs);
+    let may_cancel = live.cancellable && may_cancel(&state, &ctx, &request)?;
+    let live_html = live.render()?;
     render(
         &ctx,
         &JobRequestPage {
