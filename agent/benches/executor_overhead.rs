@@ -134,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
         repo_policy: RepoPolicy {
             allowed_github_orgs: vec![],
             allow_local_repos: true,
+            github_proxy: None,
         },
         docker_socket: None,
     })

@@ -29,6 +29,7 @@
 //! [git]
 //! allowed_orgs = ["opensafely", "opensafely-actions"]
 //! allow_local_repos = false
+//! # proxy = "https://github-proxy.example.org"   # replaces https://github.com when fetching
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -163,6 +164,10 @@ pub struct GitSection {
     /// Allow absolute local paths as repositories (development only).
     #[serde(default)]
     pub allow_local_repos: bool,
+    /// Replaces `https://github.com` in fetch URLs: the backend's allow-list proxy
+    /// (deploy/proxy). The allow-list check still applies to the URL as the task names it.
+    #[serde(default)]
+    pub proxy: Option<String>,
 }
 
 fn default_user() -> String {
@@ -207,6 +212,7 @@ impl Default for GitSection {
         GitSection {
             allowed_orgs: default_orgs(),
             allow_local_repos: false,
+            proxy: None,
         }
     }
 }
@@ -222,7 +228,7 @@ enum Kind {
 }
 
 /// Every environment override: variable, dotted key, kind.
-pub const ENV_OVERRIDES: [(&str, &str); 17] = [
+pub const ENV_OVERRIDES: [(&str, &str); 18] = [
     ("RAP_AGENT_BACKEND", "backend"),
     ("RAP_AGENT_ID", "agent_id"),
     ("RAP_AGENT_WORK_DIR", "work_dir"),
@@ -240,6 +246,7 @@ pub const ENV_OVERRIDES: [(&str, &str); 17] = [
     ("RAP_AGENT_DATABASE_URL_ENV", "database.url_env"),
     ("RAP_AGENT_ALLOWED_GITHUB_ORGS", "git.allowed_orgs"),
     ("RAP_AGENT_ALLOW_LOCAL_GIT_REPOS", "git.allow_local_repos"),
+    ("RAP_AGENT_GIT_PROXY", "git.proxy"),
 ];
 
 fn kind_of(key: &str) -> Kind {
@@ -355,6 +362,15 @@ impl Config {
         if self.jobs.capacity == 0 || self.jobs.db_capacity == 0 {
             return Err(invalid("jobs", "capacities must be at least 1"));
         }
+        if let Some(proxy) = self.git.proxy.as_deref()
+            && !proxy.is_empty()
+            && !(proxy.starts_with("https://") || proxy.starts_with("http://"))
+        {
+            return Err(invalid(
+                "git.proxy",
+                "must be an https:// (or http://) URL, e.g. https://github-proxy.example.org",
+            ));
+        }
         Ok(())
     }
 }
@@ -448,6 +464,7 @@ allowed_images = ["python"]
                 "RAP_AGENT_WORK_DIR" => "/x",
                 "RAP_AGENT_CONTROLLER_ENDPOINT" => "https://c:1",
                 "RAP_AGENT_DOCKER_USER" => "1:1",
+                "RAP_AGENT_GIT_PROXY" => "https://github-proxy.example.org",
                 _ => "v",
             };
             assert!(parse(MINIMAL, &[(var, value)]).is_ok(), "{var}");
@@ -470,5 +487,11 @@ allowed_images = ["python"]
         assert!(error.to_string().contains("bogus"), "{error}");
         let error = parse(MINIMAL, &[("RAP_AGENT_WORK_DIR", "relative")]).unwrap_err();
         assert!(error.to_string().contains("work_dir"));
+        let error = parse(MINIMAL, &[("RAP_AGENT_GIT_PROXY", "github-proxy:8080")]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("configuration key git.proxy: must be an https://")
+        );
     }
 }

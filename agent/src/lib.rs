@@ -94,6 +94,7 @@ pub fn docker_config(config: &Config) -> DockerConfig {
         repo_policy: RepoPolicy {
             allowed_github_orgs: config.git.allowed_orgs.clone(),
             allow_local_repos: config.git.allow_local_repos,
+            github_proxy: config.git.proxy.clone().filter(|proxy| !proxy.is_empty()),
         },
         docker_socket: config.docker.socket.clone(),
     }

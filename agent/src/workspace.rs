@@ -22,6 +22,9 @@ pub struct RepoPolicy {
     pub allowed_github_orgs: Vec<String>,
     /// Whether absolute local paths and `file://` URLs are allowed (development and tests).
     pub allow_local_repos: bool,
+    /// Fetch `https://github.com/...` repositories from here instead (the backend's allow-list
+    /// proxy). Which repositories are allowed is still decided on the URL the task names.
+    pub github_proxy: Option<String>,
 }
 
 /// Why preparation of the code failed.
@@ -145,6 +148,17 @@ impl GitCache {
         Err(not_allowed())
     }
 
+    /// Where `url` is fetched from: through the proxy when one is configured.
+    fn fetch_url(&self, url: &str) -> String {
+        match (
+            &self.policy.github_proxy,
+            url.strip_prefix("https://github.com/"),
+        ) {
+            (Some(proxy), Some(path)) => format!("{}/{path}", proxy.trim_end_matches('/')),
+            _ => url.to_owned(),
+        }
+    }
+
     /// The bare cache directory of a repository: a readable name plus a hash of the URL.
     fn cache_dir(&self, url: &str) -> PathBuf {
         let readable: String = url
@@ -180,7 +194,7 @@ impl GitCache {
                 })?;
             git(&dir, &["init", "--bare", "--quiet"]).await?;
         }
-        fetch_commit(&dir, url, commit).await?;
+        fetch_commit(&dir, url, &self.fetch_url(url), commit).await?;
         Ok(dir)
     }
 
@@ -218,7 +232,7 @@ impl GitCache {
                 "fetch",
                 "--quiet",
                 "--no-tags",
-                url,
+                &self.fetch_url(url),
                 &format!("+refs/heads/{branch}:{local_ref}"),
             ],
         )
@@ -290,20 +304,26 @@ impl GitCache {
     }
 }
 
-/// Makes sure the bare repository `dir` holds `commit`, fetching it from `url` if needed.
+/// Makes sure the bare repository `dir` holds `commit`, fetching it from `fetch_url` (`url`
+/// itself or its proxied form) if needed. Errors name `url`, as the task did.
 ///
 /// # Errors
 /// [`WorkspaceError::Unreachable`] if the repository could not be reached,
 /// [`WorkspaceError::Checkout`] if it was reached but does not have the commit (or is not a
 /// repository).
-async fn fetch_commit(dir: &Path, url: &str, commit: &str) -> Result<(), WorkspaceError> {
+async fn fetch_commit(
+    dir: &Path,
+    url: &str,
+    fetch_url: &str,
+    commit: &str,
+) -> Result<(), WorkspaceError> {
     let object = format!("{commit}^{{commit}}");
     if git(dir, &["cat-file", "-e", &object]).await.is_ok() {
         return Ok(());
     }
     // By id first (cheap); servers that refuse unadvertised ids get a fetch of all heads, which
     // also tells a repository that cannot be reached from one without the commit.
-    let by_id = git(dir, &["fetch", "--quiet", "--no-tags", url, commit]).await;
+    let by_id = git(dir, &["fetch", "--quiet", "--no-tags", fetch_url, commit]).await;
     let mut detail = by_id.as_ref().err().map(git_detail).unwrap_or_default();
     if by_id.is_err() {
         let all_heads = git(
@@ -312,7 +332,7 @@ async fn fetch_commit(dir: &Path, url: &str, commit: &str) -> Result<(), Workspa
                 "fetch",
                 "--quiet",
                 "--no-tags",
-                url,
+                fetch_url,
                 "+refs/heads/*:refs/remotes/origin/*",
             ],
         )
@@ -473,6 +493,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn github_repositories_are_fetched_through_the_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        // The proxy serves GitHub's paths: <proxy>/<org>/<repo>.
+        let study = dir.path().join("proxy/opensafely/study");
+        std::fs::create_dir_all(&study).unwrap();
+        run(&study, &["init", "--quiet", "--initial-branch=main"]);
+        std::fs::write(study.join("project.yaml"), "version: '4.0'\n").unwrap();
+        run(&study, &["add", "--all"]);
+        run(&study, &["commit", "--quiet", "-m", "study"]);
+        let head = run(&study, &["rev-parse", "HEAD"]);
+        let cache = GitCache::new(
+            dir.path().join("repos"),
+            dir.path().join("temp"),
+            RepoPolicy {
+                allowed_github_orgs: vec!["opensafely".into()],
+                allow_local_repos: false,
+                github_proxy: Some(format!("file://{}/", dir.path().join("proxy").display())),
+            },
+        );
+
+        // The commit exists only behind the proxy: reaching it proves the fetch went there.
+        let url = "https://github.com/opensafely/study";
+        cache
+            .check_commit_on_branch(url, &head, "main")
+            .await
+            .unwrap();
+        let checkout = dir.path().join("checkout");
+        std::fs::create_dir_all(&checkout).unwrap();
+        cache.checkout(url, &head, &checkout).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(checkout.join("project.yaml")).unwrap(),
+            "version: '4.0'\n"
+        );
+        // The allow-list is still decided on the URL the task names.
+        assert!(matches!(
+            cache.check_repo("https://github.com/evil/study"),
+            Err(WorkspaceError::RepoNotAllowed { .. })
+        ));
+    }
+
+    #[tokio::test]
     async fn an_unreachable_remote_is_transient_and_a_missing_commit_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("cache.git");
@@ -494,7 +555,9 @@ mod tests {
             unreachable.push(remote_answering(status).await);
         }
         for url in &unreachable {
-            let error = fetch_commit(&cache, url, ABSENT_COMMIT).await.unwrap_err();
+            let error = fetch_commit(&cache, url, url, ABSENT_COMMIT)
+                .await
+                .unwrap_err();
             assert!(
                 matches!(&error, WorkspaceError::Unreachable { url: reported, .. } if reported == url),
                 "{url}: {error:?}"
@@ -524,7 +587,9 @@ mod tests {
             permanent.push(remote_answering(status).await);
         }
         for url in &permanent {
-            let error = fetch_commit(&cache, url, ABSENT_COMMIT).await.unwrap_err();
+            let error = fetch_commit(&cache, url, url, ABSENT_COMMIT)
+                .await
+                .unwrap_err();
             assert!(
                 matches!(&error, WorkspaceError::Checkout { commit, .. } if commit == ABSENT_COMMIT),
                 "{url}: {error:?}"
@@ -532,7 +597,8 @@ mod tests {
             assert!(!error.is_transient(), "{url}");
         }
         // The repository's own commit is fetched.
-        fetch_commit(&cache, &study.to_string_lossy(), &head)
+        let study_url = study.to_string_lossy();
+        fetch_commit(&cache, &study_url, &study_url, &head)
             .await
             .unwrap();
         assert!(
@@ -572,6 +638,7 @@ mod tests {
             RepoPolicy {
                 allowed_github_orgs: vec!["opensafely".into(), "opensafely-actions".into()],
                 allow_local_repos: allow_local,
+                github_proxy: None,
             },
         )
     }

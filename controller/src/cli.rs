@@ -573,6 +573,8 @@ allowed_images = ["ehrql", "python", "r", "stata-mp", "jupyter", "sqlrunner"]
 [git]
 allowed_orgs = ["opensafely", "opensafely-actions"]
 allow_local_repos = {allow_local_repos}
+# Fetch GitHub repositories through the backend's allow-list proxy (deploy/proxy):
+# proxy = "https://github-proxy.example.org"
 "#,
             work = dir.join(format!("agent-{name}-work")).display(),
             ca = ca_paths.cert.display(),

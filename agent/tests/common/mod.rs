@@ -88,6 +88,7 @@ pub fn docker_config(work_dir: &Path) -> DockerConfig {
         repo_policy: RepoPolicy {
             allowed_github_orgs: vec!["opensafely".into()],
             allow_local_repos: true,
+            github_proxy: None,
         },
         docker_socket: None,
     }

@@ -243,6 +243,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<bool> {
         repo_policy: RepoPolicy {
             allowed_github_orgs: Vec::new(),
             allow_local_repos: true,
+            github_proxy: None,
         },
         docker_socket: None,
     })
