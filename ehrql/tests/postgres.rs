@@ -167,3 +167,70 @@ fn a_failed_run_leaves_the_connection_usable_and_results_match_in_memory() {
     );
     assert_eq!(postgres.rows, memory.rows);
 }
+
+#[test]
+fn integer_overflow_is_null_on_every_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    support::generate_database(&dir.path().join("gen.db"), 60, 11).unwrap();
+    let database = TestDatabase::create();
+    database
+        .connect()
+        .load_database(&sqlite::read_database(&dir.path().join("gen.db")).unwrap())
+        .unwrap();
+    // Birth years are around 1900–2020: every product and sum below leaves 64 bits, while
+    // the small ones stay exact.
+    fs::write(
+        dir.path().join("overflow.py"),
+        "from ehrql import create_dataset\n\
+         from ehrql.tables.core import patients\n\
+         dataset = create_dataset()\n\
+         dataset.define_population(patients.exists_for_patient())\n\
+         year = patients.date_of_birth.year\n\
+         dataset.product = year * 9223372036854775\n\
+         dataset.total = year + 9223372036854775000\n\
+         dataset.difference = (0 - year) - 9223372036854775000\n\
+         dataset.small = year * 2 + 1 - year\n",
+    )
+    .unwrap();
+    let mut outputs = Vec::new();
+    for (engine, dsn) in [
+        ("in_memory", "sqlite:///gen.db"),
+        ("sqlite", "sqlite:///gen.db"),
+        ("postgres", database.url.as_str()),
+    ] {
+        let output = format!("overflow-{engine}.csv");
+        let mut args = vec![
+            "generate-dataset",
+            "overflow.py",
+            "--dsn",
+            dsn,
+            "--output",
+            &output,
+        ];
+        if engine == "in_memory" {
+            args.extend(["--query-engine", "in_memory"]);
+        }
+        let out = ehrql(dir.path(), &args);
+        assert!(out.status.success(), "{engine}: {}", stderr(&out));
+        outputs.push(fs::read_to_string(dir.path().join(output)).unwrap());
+    }
+    let mut lines = outputs[0].lines();
+    assert_eq!(
+        lines.next(),
+        Some("patient_id,product,total,difference,small")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert!(rows.len() > 40, "only {} rows", rows.len());
+    for row in &rows {
+        let fields: Vec<&str> = row.split(',').collect();
+        if !fields[4].is_empty() {
+            assert_eq!(&fields[1..4], ["", "", ""], "overflow not NULL: {row}");
+        }
+    }
+    assert!(
+        rows.iter().any(|row| !row.ends_with(',')),
+        "no birth years at all"
+    );
+    assert_eq!(outputs[0], outputs[1], "in-memory and SQLite disagree");
+    assert_eq!(outputs[0], outputs[2], "in-memory and PostgreSQL disagree");
+}

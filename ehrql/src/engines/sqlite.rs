@@ -157,6 +157,25 @@ fn register_functions(conn: &Connection) -> Result<(), EngineError> {
             _ => SqlValue::Null,
         })
     })?;
+    // Integer +, -, * checked like the in-memory engine: NULL when 64 bits overflow (SQLite's
+    // own operators would silently turn the result into a float).
+    for (name, op) in [
+        (
+            "EHRQL_INT_ADD",
+            i64::checked_add as fn(i64, i64) -> Option<i64>,
+        ),
+        ("EHRQL_INT_SUB", i64::checked_sub),
+        ("EHRQL_INT_MUL", i64::checked_mul),
+    ] {
+        conn.create_scalar_function(name, 2, flags, move |ctx| {
+            Ok(match (ctx.get_raw(0), ctx.get_raw(1)) {
+                (ValueRef::Integer(a), ValueRef::Integer(b)) => {
+                    op(a, b).map_or(SqlValue::Null, SqlValue::Integer)
+                }
+                _ => SqlValue::Null,
+            })
+        })?;
+    }
     let pick = SQLITE_PICK_AGGREGATE;
     conn.create_aggregate_function(pick.first, -1, flags, Pick { last: false })?;
     conn.create_aggregate_function(pick.last, -1, flags, Pick { last: true })?;

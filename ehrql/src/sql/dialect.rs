@@ -6,6 +6,28 @@
 
 use crate::query_model::{ScalarType, Value};
 
+/// An integer operation that can overflow 64 bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntOp {
+    /// `+`.
+    Add,
+    /// `-`.
+    Subtract,
+    /// `*`.
+    Multiply,
+}
+
+impl IntOp {
+    /// The SQL operator.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            IntOp::Add => "+",
+            IntOp::Subtract => "-",
+            IntOp::Multiply => "*",
+        }
+    }
+}
+
 /// A part of a date.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatePart {
@@ -87,6 +109,9 @@ pub trait Dialect {
     fn cast_to_int(&self, x: &str) -> String;
     /// Number to float.
     fn cast_to_float(&self, x: &str) -> String;
+    /// Integer `+`, `-` or `*` (`op`), NULL when the result does not fit 64 bits, as the
+    /// in-memory engine gives (SQLite would turn it into a float, PostgreSQL would raise).
+    fn int_arithmetic(&self, lhs: &str, op: IntOp, rhs: &str) -> String;
     /// Float division; NULL when dividing by zero.
     fn true_divide(&self, lhs: &str, rhs: &str) -> String;
     /// Floor division; NULL when dividing by zero. `int_result` keeps an integer type.
@@ -276,6 +301,16 @@ impl Dialect for SqliteDialect {
 
     fn cast_to_float(&self, x: &str) -> String {
         format!("CAST({x} AS REAL)")
+    }
+
+    fn int_arithmetic(&self, lhs: &str, op: IntOp, rhs: &str) -> String {
+        // Registered by the SQLite engine: checked 64-bit arithmetic.
+        let function = match op {
+            IntOp::Add => "EHRQL_INT_ADD",
+            IntOp::Subtract => "EHRQL_INT_SUB",
+            IntOp::Multiply => "EHRQL_INT_MUL",
+        };
+        format!("{function}({lhs}, {rhs})")
     }
 
     fn true_divide(&self, lhs: &str, rhs: &str) -> String {

@@ -23,7 +23,7 @@ pub mod postgres;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-pub use dialect::{DatePart, Dialect, SqliteDialect};
+pub use dialect::{DatePart, Dialect, IntOp, SqliteDialect};
 pub use postgres::PostgresDialect;
 
 use crate::query_model::{
@@ -1278,6 +1278,14 @@ impl<'a> Compiler<'a> {
             IsNull => d.bool_value(&format!("({} IS NULL)", a[0])),
             Negate => format!("(-{})", a[0]),
             Absolute => format!("abs({})", a[0]),
+            Add | Subtract | Multiply if first_type == Some(ScalarType::Int) => {
+                let int_op = match op {
+                    Add => IntOp::Add,
+                    Subtract => IntOp::Subtract,
+                    _ => IntOp::Multiply,
+                };
+                d.int_arithmetic(&a[0], int_op, &a[1])
+            }
             Add => binary("+"),
             Subtract => binary("-"),
             Multiply => binary("*"),

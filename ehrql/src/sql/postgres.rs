@@ -16,7 +16,7 @@
 //!   loaded by [`crate::engines::postgres`] declare text columns `COLLATE "C"`, so comparisons
 //!   and sorts are by code point, as in SQLite and the in-memory engine.
 
-use super::dialect::{DatePart, Dialect};
+use super::dialect::{DatePart, Dialect, IntOp};
 use crate::query_model::{ScalarType, Value};
 
 /// PostgreSQL (tested against version 15).
@@ -228,6 +228,14 @@ impl Dialect for PostgresDialect {
 
     fn true_divide(&self, lhs: &str, rhs: &str) -> String {
         format!("(CAST({lhs} AS DOUBLE PRECISION) / NULLIF(CAST({rhs} AS DOUBLE PRECISION), 0))")
+    }
+
+    fn int_arithmetic(&self, lhs: &str, op: IntOp, rhs: &str) -> String {
+        // In NUMERIC nothing overflows; ehrql_int gives NULL outside 64 bits.
+        format!(
+            "pg_temp.ehrql_int(CAST({lhs} AS NUMERIC) {} CAST({rhs} AS NUMERIC))",
+            op.symbol()
+        )
     }
 
     fn floor_divide(&self, lhs: &str, rhs: &str, int_result: bool) -> String {
