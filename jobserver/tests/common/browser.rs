@@ -1,99 +1,29 @@
-//! Headless Chromium through Debian's chromedriver (fantoccini), and the few steps every browser
-//! test takes.
+//! The job server's browser tests on the shared headless-Chromium plumbing (`rap-testkit`), and
+//! the few job-server steps every browser test takes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use tokio::time::{Instant, timeout};
+use fantoccini::{Client, Locator};
+pub use rap_testkit::browser::Driver;
+use tokio::time::Instant;
 
 /// How long a page may take to show what a test waits for.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// chromedriver on a free port, killed on drop.
-pub struct Driver {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts chromedriver.
 pub async fn start_driver() -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver is installed at /usr/bin/chromedriver");
-    let stdout = child.stdout.take().unwrap();
-    // Ready when it says so: read its stdout until the line appears.
-    let ready = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.contains("started successfully"));
-        // Keep draining so chromedriver never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ready
-    });
-    assert!(
-        timeout(WAIT, ready).await.unwrap().unwrap(),
-        "chromedriver did not start"
-    );
-    Driver { child, port }
+    Driver::start().await
 }
 
 /// A fresh headless Chromium session with its own profile directory.
-pub async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
-    let args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        &format!("--user-data-dir={}", profile.display()),
-    ];
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("connecting to chromedriver")
+pub async fn browser(driver: &Driver, profile: &Path) -> Client {
+    driver.session(profile, WAIT).await
 }
 
-/// Polls the element's text until it contains `expected`, within a bounded wait.
+/// Waits until the element `css` contains `expected`.
 pub async fn wait_for_text(client: &Client, css: &str, expected: &str) {
-    let deadline = Instant::now() + WAIT;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        if let Ok(element) = client.find(Locator::Css(css)).await {
-            last = element.text().await.unwrap_or_default();
-            if last.contains(expected) {
-                return;
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("{css} never showed {expected:?}; last text {last:?}");
+    rap_testkit::browser::wait_for_text(client, css, expected, WAIT).await;
 }
 
 pub async fn click(client: &Client, locator: Locator<'_>) {
