@@ -19,7 +19,7 @@ use rap_integration::stack::Installation;
 use rap_proto::pb::rap::v1 as pb;
 use rap_proto::testing::{CollectedSpan, OtlpCollector};
 
-use web_forms::{FormClient, between};
+use web_forms::FormClient;
 
 const PROJECT: &str = "sample-study";
 const WORKSPACE: &str = "traced";
@@ -41,54 +41,15 @@ async fn a_job_request_from_the_job_server_is_one_trace_across_every_service() {
 
     // The researcher signs in, creates a workspace for the study and runs `summarise`.
     let mut web = FormClient::new(&up.fields["Job server"]);
-    let signed_in = web
-        .submit(
-            "/login/",
-            "/login/",
-            &[
-                ("username", "researcher"),
-                ("password", up.password("researcher")),
-            ],
-        )
-        .await;
-    assert_eq!(signed_in.status, 303, "sign-in: {}", signed_in.body);
+    web.sign_in("researcher", up.password("researcher")).await;
     let study = format!(
         "file://{}",
         data.canonicalize().unwrap().join("study").display()
     );
-    let created = web
-        .submit(
-            &format!("/{PROJECT}/new-workspace/"),
-            &format!("/{PROJECT}/new-workspace/"),
-            &[
-                ("name", WORKSPACE),
-                ("repo_url", &study),
-                ("branch", "main"),
-                ("purpose", "Tracing test"),
-            ],
-        )
+    web.create_workspace(PROJECT, WORKSPACE, &study).await;
+    let rap_id = web
+        .run_jobs(PROJECT, WORKSPACE, &["summarise"], "local")
         .await;
-    assert_eq!(created.status, 303, "new workspace: {}", created.body);
-    let run_jobs = format!("/{PROJECT}/{WORKSPACE}/run-jobs/");
-    let ran = web
-        .submit(
-            &run_jobs,
-            &run_jobs,
-            &[("requested_actions", "summarise"), ("backend", "local")],
-        )
-        .await;
-    assert_eq!(ran.status, 303, "run jobs: {}", ran.body);
-    // The job server sends the researcher to the workspace's job requests.
-    let logs_page = format!("/{PROJECT}/{WORKSPACE}/logs/");
-    assert_eq!(ran.location.as_deref(), Some(logs_page.as_str()));
-    let logs = web.get(&logs_page).await;
-    let rap_id = between(
-        &logs.body,
-        &format!("<td><a href=\"/{PROJECT}/{WORKSPACE}/"),
-        "/",
-    )
-    .unwrap_or_else(|| panic!("no job request listed: {}", logs.body))
-    .to_owned();
 
     // Both jobs run to the end, followed on the controller's WatchJobs.
     let installation = Installation::init(&data.join("controller"), "local")

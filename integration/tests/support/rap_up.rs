@@ -2,6 +2,7 @@
 //! binary over a fresh data directory, every service on a free port, its summary read back.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,11 +24,18 @@ pub struct RapUp {
 
 /// Starts `rap up` on `data_dir` with `env` added to its environment (its children inherit
 /// it) and reads its summary up to the `Logs:` line.
+#[allow(dead_code)] // a test binary may use only `rap_up_with`
 pub async fn rap_up(data_dir: &Path, env: &[(&str, &str)]) -> RapUp {
+    rap_up_with(data_dir, &[], env).await
+}
+
+/// As [`rap_up`], with `args` added to its command line (e.g. `--study DIR`).
+pub async fn rap_up_with(data_dir: &Path, args: &[&OsStr], env: &[(&str, &str)]) -> RapUp {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rap"))
         .arg("up")
         .arg("--data-dir")
         .arg(data_dir)
+        .args(args)
         .args([
             "--controller-listen",
             "127.0.0.1:0",

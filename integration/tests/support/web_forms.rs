@@ -53,6 +53,67 @@ impl FormClient {
         self.request("POST", action, Some(&body)).await
     }
 
+    /// Signs in through the password form; panics unless the web app accepts it.
+    pub async fn sign_in(&mut self, username: &str, password: &str) {
+        let page = self
+            .submit(
+                "/login/",
+                "/login/",
+                &[("username", username), ("password", password)],
+            )
+            .await;
+        assert_eq!(page.status, 303, "sign-in as {username}: {}", page.body);
+    }
+
+    /// Creates workspace `name` in `project` for branch `main` of the repository at
+    /// `repo_url`; panics unless the web app accepts it.
+    pub async fn create_workspace(&mut self, project: &str, name: &str, repo_url: &str) {
+        let form = format!("/{project}/new-workspace/");
+        let page = self
+            .submit(
+                &form,
+                &form,
+                &[
+                    ("name", name),
+                    ("repo_url", repo_url),
+                    ("branch", "main"),
+                    ("purpose", "An end-to-end test"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, 303, "new workspace {name}: {}", page.body);
+    }
+
+    /// Asks for `actions` of the workspace on `backend` through its Run jobs form; the web app
+    /// sends the user to the workspace's job requests, where the new one is listed first.
+    /// Returns its rap id.
+    pub async fn run_jobs(
+        &mut self,
+        project: &str,
+        workspace: &str,
+        actions: &[&str],
+        backend: &str,
+    ) -> String {
+        let form = format!("/{project}/{workspace}/run-jobs/");
+        let mut fields: Vec<(&str, &str)> = actions
+            .iter()
+            .map(|action| ("requested_actions", *action))
+            .collect();
+        fields.push(("backend", backend));
+        let ran = self.submit(&form, &form, &fields).await;
+        assert_eq!(ran.status, 303, "run jobs: {}", ran.body);
+        let logs_page = format!("/{project}/{workspace}/logs/");
+        assert_eq!(ran.location.as_deref(), Some(logs_page.as_str()));
+        let logs = self.get(&logs_page).await;
+        between(
+            &logs.body,
+            &format!("<td><a href=\"/{project}/{workspace}/"),
+            "/",
+        )
+        .unwrap_or_else(|| panic!("no job request listed: {}", logs.body))
+        .to_owned()
+    }
+
     async fn request(&mut self, method: &str, path: &str, form: Option<&str>) -> Page {
         let mut stream = tokio::net::TcpStream::connect(&self.host).await.unwrap();
         let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {}\r\n", self.host);
