@@ -753,6 +753,11 @@ async fn a_watcher_older_than_the_compacted_change_log_is_told_to_resync() {
              removed): resync with GetJobStatus, then watch after cursor {through}"
         )
     );
+    assert_eq!(
+        status.metadata().get(rap_proto::WATCH_RESUME_AFTER_KEY),
+        Some(&through.into()),
+        "the bound is in metadata for programs"
+    );
 
     // The resync path works: the jobs are still there, and watching after the bound follows.
     assert_eq!(jobs(&mut client, R1).await.len(), 1);

@@ -5,6 +5,10 @@
 //! the request's overall status is then recomputed (spec A6) and a [`RequestChanged`] event is
 //! broadcast for the live pages. On connect, requests stuck in `unknown_error_creating_jobs`
 //! are checked with GetJobStatus: ids the controller never saw become `failed` (A6 step 3).
+//!
+//! A job server away for longer than the controller keeps its change log is told so
+//! (`OUT_OF_RANGE` with the cursor to resume after): it re-reads its active requests' jobs with
+//! GetJobStatus, moves its cursor to that point, and watches on from there.
 
 use std::future::Future;
 use std::time::Duration;
@@ -70,7 +74,17 @@ async fn watch_once(
     let mut stream = link.watch(cursor).await?;
     tracing::info!(cursor, "watching controller job changes");
     resolve_unknown_creations(link, store, events).await?;
-    while let Some(change) = stream.message().await? {
+    loop {
+        let change = match stream.message().await {
+            Ok(Some(change)) => change,
+            Ok(None) => return Ok(()),
+            Err(status) => {
+                return match resume_point(&status) {
+                    Some(resume_after) => resync(link, store, events, resume_after).await,
+                    None => Err(status.into()),
+                };
+            }
+        };
         let Some(job) = change.job else {
             tracing::warn!(cursor = change.cursor, "job change without a job");
             continue;
@@ -91,6 +105,58 @@ async fn watch_once(
             continue;
         }
         store.apply_job_change(change.cursor, &job).await?;
+        refresh_request_status(store, &rap_id)?;
+        let _ = events.send(RequestChanged { rap_id });
+    }
+}
+
+/// The cursor to resume after, if the controller no longer keeps the changes we need.
+fn resume_point(status: &tonic::Status) -> Option<u64> {
+    if status.code() != tonic::Code::OutOfRange {
+        return None;
+    }
+    status
+        .metadata()
+        .get(rap_proto::WATCH_RESUME_AFTER_KEY)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Brings every active request's jobs up to date from GetJobStatus and moves the cursor to
+/// `resume_after`. The snapshot is taken after the controller fixed that bound, so it is at
+/// least as new as every change it removed; changes after the bound are replayed by the next
+/// watch.
+async fn resync(
+    link: &ControllerLink,
+    store: &Store,
+    events: &broadcast::Sender<RequestChanged>,
+    resume_after: u64,
+) -> Result<(), WatchError> {
+    let active: Vec<String> = store
+        .active_job_requests()?
+        .into_iter()
+        .map(|request| request.rap_id.as_str().to_owned())
+        .collect();
+    tracing::warn!(
+        cursor = store.watch_cursor()?,
+        resume_after,
+        requests = active.len(),
+        "the controller no longer keeps our missed changes; re-reading active requests"
+    );
+    let (jobs, _) = if active.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        link.job_status(&active).await?
+    };
+    let mut changed = std::collections::BTreeSet::new();
+    for job in &jobs {
+        store.apply_job_change(resume_after, job).await?;
+        changed.insert(job.rap_id.clone());
+    }
+    store.set_watch_cursor(resume_after).await?;
+    for rap_id in changed {
         refresh_request_status(store, &rap_id)?;
         let _ = events.send(RequestChanged { rap_id });
     }

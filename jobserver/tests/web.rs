@@ -436,6 +436,37 @@ async fn start_watch(h: &mut Harness) -> u64 {
 }
 
 #[tokio::test]
+async fn a_watch_too_old_for_the_change_log_resyncs_from_job_status() {
+    let mut h = Harness::new().await;
+    run(&h, &["generate"]).await;
+    let rap_id = h.fake.submits.lock().unwrap()[0].rap_id.clone();
+    // The controller compacted its log through cursor 40 while we were away; the job finished
+    // meanwhile, and only GetJobStatus can tell.
+    *h.fake.compacted_through.lock().unwrap() = Some(40);
+    let mut done = job(
+        &rap_id,
+        "job1",
+        "generate",
+        pb::State::Succeeded,
+        pb::StatusCode::Succeeded,
+    );
+    done.completed_at = Some(1_700_000_070);
+    h.fake.status_jobs.lock().unwrap().push(done);
+    let mut events = h.state.events.subscribe();
+
+    assert_eq!(start_watch(&mut h).await, 0, "first from the stale cursor");
+    timeout(WAIT, events.recv()).await.unwrap().unwrap();
+    let request = h.store.job_request(&rap_id).unwrap().unwrap();
+    assert_eq!(request.status, RequestStatus::Succeeded);
+    assert_eq!(h.store.watch_cursor().unwrap(), 40);
+    // Then it watches on from the resume point, and later changes arrive as usual.
+    assert_eq!(
+        timeout(WAIT, h.watch_opened.recv()).await.unwrap().unwrap(),
+        40
+    );
+}
+
+#[tokio::test]
 async fn watch_updates_jobs_status_and_live_page() {
     let mut h = Harness::new().await;
     run(&h, &["generate", "analyse"]).await;

@@ -31,3 +31,8 @@ pub mod tls;
 pub mod trace_context;
 
 pub use identity::BackendName;
+
+/// The metadata key on `WatchJobs`' `OUT_OF_RANGE` status: the cursor to watch after once the
+/// watcher has re-read its jobs with `GetJobStatus` (the change log no longer holds the
+/// changes between its cursor and this one).
+pub const WATCH_RESUME_AFTER_KEY: &str = "rap-resume-after";

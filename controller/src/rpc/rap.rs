@@ -132,7 +132,16 @@ impl pb::rap_service_server::RapService for RapService {
                         WatchError::FellBehind { .. } => {
                             Status::resource_exhausted(error.to_string())
                         }
-                        WatchError::Compacted { .. } => Status::out_of_range(error.to_string()),
+                        WatchError::Compacted {
+                            compacted_through, ..
+                        } => {
+                            let mut status = Status::out_of_range(error.to_string());
+                            status.metadata_mut().insert(
+                                rap_proto::WATCH_RESUME_AFTER_KEY,
+                                compacted_through.into(),
+                            );
+                            status
+                        }
                         WatchError::Store(_) => {
                             tracing::error!(%error, "watch stream failed");
                             Status::internal("Unknown error")

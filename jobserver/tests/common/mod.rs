@@ -30,6 +30,11 @@ pub struct FakeRap {
     pub submit_reply: Mutex<Result<pb::SubmitJobResponse, Status>>,
     pub cancels: Mutex<Vec<pb::CancelJobRequest>>,
     pub unrecognised: Mutex<Vec<String>>,
+    /// Jobs GetJobStatus answers with (those of the requests asked about).
+    pub status_jobs: Mutex<Vec<pb::Job>>,
+    /// When set, a watch from an older cursor ends with OUT_OF_RANGE and this resume point,
+    /// as the controller answers once it has compacted its change log.
+    pub compacted_through: Mutex<Option<u64>>,
     pub changes: broadcast::Sender<pb::JobChange>,
     pub watch_opened: mpsc::UnboundedSender<u64>,
 }
@@ -92,8 +97,17 @@ impl pb::rap_service_server::RapService for FakeService {
         check_token(&request)?;
         let unrecognised = self.0.unrecognised.lock().unwrap().clone();
         let asked = request.into_inner().rap_ids;
+        let jobs = self
+            .0
+            .status_jobs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|job| asked.contains(&job.rap_id))
+            .cloned()
+            .collect();
         Ok(GrpcResponse::new(pb::GetJobStatusResponse {
-            jobs: vec![],
+            jobs,
             unrecognised_rap_ids: asked
                 .into_iter()
                 .filter(|id| unrecognised.contains(id))
@@ -108,8 +122,22 @@ impl pb::rap_service_server::RapService for FakeService {
         request: GrpcRequest<pb::WatchJobsRequest>,
     ) -> Result<GrpcResponse<Self::WatchJobsStream>, Status> {
         check_token(&request)?;
+        let after_cursor = request.get_ref().after_cursor;
         let mut changes = self.0.changes.subscribe();
         let (tx, rx) = mpsc::channel(16);
+        if let Some(through) = *self.0.compacted_through.lock().unwrap()
+            && after_cursor < through
+        {
+            let mut status = Status::out_of_range("cursor is older than the change log keeps");
+            status
+                .metadata_mut()
+                .insert(rap_proto::WATCH_RESUME_AFTER_KEY, through.into());
+            tx.try_send(Err(status)).unwrap();
+            let _ = self.0.watch_opened.send(after_cursor);
+            return Ok(GrpcResponse::new(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ));
+        }
         tokio::spawn(async move {
             while let Ok(change) = changes.recv().await {
                 if tx.send(Ok(change)).await.is_err() {
@@ -309,6 +337,8 @@ impl Harness {
             })),
             cancels: Mutex::new(vec![]),
             unrecognised: Mutex::new(vec![]),
+            status_jobs: Mutex::new(vec![]),
+            compacted_through: Mutex::new(None),
             changes,
             watch_opened: watch_tx,
         });
