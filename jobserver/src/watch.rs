@@ -168,18 +168,16 @@ async fn resync(
 /// # Errors
 /// On storage failure.
 pub fn refresh_request_status(store: &Store, rap_id: &RapId) -> Result<(), StoreError> {
-    let Some(mut request) = store.job_request(rap_id.as_str())? else {
-        return Ok(());
-    };
     let jobs = store.jobs_of_request(rap_id.as_str())?;
     let statuses: Vec<&str> = jobs.iter().map(|job| job.status.as_str()).collect();
-    let (new_status, message) =
-        status::aggregate(request.status, request.status_message.as_deref(), &statuses);
-    if new_status != request.status || message != request.status_message {
+    store.update_job_request(rap_id.as_str(), |request| {
+        let (new_status, message) =
+            status::aggregate(request.status, request.status_message.as_deref(), &statuses);
+        let changed = new_status != request.status || message != request.status_message;
         request.status = new_status;
         request.status_message = message;
-        store.put_job_request(&request)?;
-    }
+        changed
+    })?;
     Ok(())
 }
 
@@ -199,12 +197,18 @@ async fn resolve_unknown_creations(
     }
     let (_, unrecognised) = link.job_status(&stuck).await?;
     for rap_id in unrecognised {
-        if let Some(mut request) = store.job_request(&rap_id)?
-            && request.status == RequestStatus::UnknownErrorCreatingJobs
+        let mut failed = false;
+        let request = store.update_job_request(&rap_id, |request| {
+            failed = request.status == RequestStatus::UnknownErrorCreatingJobs;
+            if failed {
+                request.status = RequestStatus::Failed;
+                request.status_message = Some(UNKNOWN_ERROR_CREATING_JOBS.to_owned());
+            }
+            failed
+        })?;
+        if let Some(request) = request
+            && failed
         {
-            request.status = RequestStatus::Failed;
-            request.status_message = Some(UNKNOWN_ERROR_CREATING_JOBS.to_owned());
-            store.put_job_request(&request)?;
             let _ = events.send(RequestChanged {
                 rap_id: request.rap_id,
             });

@@ -67,6 +67,9 @@ pub struct Store {
     releases: sled::Tree,
     release_files: sled::Tree,
     release_file_names: sled::Tree,
+    /// Held while a job request is read, changed and written back, so two updaters (the watch
+    /// task recomputing its status, a cancel adding its actions) never write stale copies.
+    request_updates: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 const WATCH_CURSOR: &[u8] = b"watch_cursor";
@@ -222,6 +225,7 @@ impl Store {
             release_files: db.open_tree("release_files")?,
             release_file_names: db.open_tree("release_file_names")?,
             db,
+            request_updates: Default::default(),
         };
         store.index_job_requests()?;
         Ok(store)
@@ -568,6 +572,30 @@ impl Store {
     ///
     /// # Errors
     /// On storage failure.
+    /// Reads a job request, lets `change` edit it, and writes it back if `change` says it
+    /// changed, with no other update in between. `None` if there is no such request.
+    ///
+    /// # Errors
+    /// On storage failure or a corrupt record.
+    pub fn update_job_request(
+        &self,
+        rap_id: &str,
+        change: impl FnOnce(&mut JobRequest) -> bool,
+    ) -> Result<Option<JobRequest>, StoreError> {
+        // A poisoned lock only means another updater panicked; the records are fine.
+        let _guard = self
+            .request_updates
+            .lock()
+            .unwrap_or_else(|error| error.into_inner());
+        let Some(mut request) = self.job_request(rap_id)? else {
+            return Ok(None);
+        };
+        if change(&mut request) {
+            self.put_job_request(&request)?;
+        }
+        Ok(Some(request))
+    }
+
     pub fn put_job_request(&self, request: &JobRequest) -> Result<(), StoreError> {
         let record = JobRequestRecord::V1 {
             rap_id: request.rap_id.as_str().to_owned(),

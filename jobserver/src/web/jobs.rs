@@ -245,7 +245,7 @@ async fn run_jobs(
             },
         );
     }
-    let mut request = JobRequest {
+    let request = JobRequest {
         rap_id: RapId::generate(),
         backend: selected_backend,
         workspace: run.workspace.name.clone(),
@@ -267,9 +267,15 @@ async fn run_jobs(
         .submit(&request, &run.workspace, &run.project)
         .await;
     let (new_status, message) = status::status_after_create(&outcome);
-    request.status = new_status;
-    request.status_message = message;
-    state.store.put_job_request(&request)?;
+    // Read again under the store's lock: the watch task may have written it meanwhile.
+    let request = state
+        .store
+        .update_job_request(request.rap_id.as_str(), |stored| {
+            stored.status = new_status;
+            stored.status_message = message;
+            true
+        })?
+        .unwrap_or(request);
     // Jobs may already have arrived through the watch stream while we waited.
     crate::watch::refresh_request_status(&state.store, &request.rap_id)?;
     state.store.flush().await?;
@@ -656,7 +662,7 @@ async fn cancel(
 ) -> Result<Response, AppError> {
     ctx.check_csrf(&form)?;
     ctx.require_user()?;
-    let mut request = find_request(&state, &slug, &name, &rap_id)?;
+    let request = find_request(&state, &slug, &name, &rap_id)?;
     if !may_cancel(&state, &ctx, &request)? {
         return Err(AppError::NotFound);
     }
@@ -696,8 +702,14 @@ async fn cancel(
     }
     match state.link.cancel(&request.rap_id, &actions).await {
         Ok(_) => {
-            request.cancelled_actions.extend(actions);
-            state.store.put_job_request(&request)?;
+            // The controller has already cancelled, so the watch task may be writing the
+            // request's new status right now: add the actions to the stored record, not to
+            // the copy read before the call.
+            state.store.update_job_request(&rap_id, |stored| {
+                stored.cancelled_actions.extend(actions);
+                true
+            })?;
+            crate::watch::refresh_request_status(&state.store, &request.rap_id)?;
             let message = match single_action {
                 Some(action) => format!("Your request to cancel \"{action}\" was successful"),
                 None => CANCELLED.to_owned(),
