@@ -237,7 +237,8 @@ fn tpp_rules_map_sex_codes_and_sentinel_dates() {
             "--backend",
             "tpp",
         ],
-        &[],
+        // No `DirectionsAcknowledged` rows: the activation filter is not what is tested here.
+        &[("EHRQL_PERMISSIONS", r#"["include_gp_unactivated"]"#)],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     // Patient 3's registration is at an unknown practice (no Organisation row): not joined.
@@ -257,6 +258,70 @@ fn tpp_rules_map_sex_codes_and_sentinel_dates() {
     assert!(
         text.starts_with("-- Run query 001 / ") && text.contains("CREATE TEMP VIEW patients AS"),
         "{text}"
+    );
+}
+
+/// GP activation: without `include_gp_unactivated`, a patient registered only at a practice
+/// with no `DirectionsAcknowledged` row is excluded, registrations at such practices are not
+/// mapped, and events after the activation end date (the end of the last activated
+/// registration, when an unactivated one ends later) are dropped.
+#[test]
+fn tpp_gp_activation_is_applied_unless_permitted() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("def.py"),
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients, practice_registrations, clinical_events, medications\n\
+         dataset = create_dataset()\ndataset.define_population(patients.exists_for_patient())\n\
+         dataset.events = clinical_events.count_for_patient()\n\
+         dataset.last = clinical_events.sort_by(clinical_events.date).last_for_patient().date\n\
+         dataset.meds = medications.count_for_patient()\n\
+         dataset.regs = practice_registrations.count_for_patient()\n",
+    )
+    .unwrap();
+    let raw = Connection::open(dir.path().join("tpp.db")).unwrap();
+    raw.execute_batch(&tpp::create_raw_tables_sql(SqlFlavour::Sqlite).join(";"))
+        .unwrap();
+    // 1: activated practice 7 throughout. 2: only unactivated practice 8. 3: practice 7 until
+    // 2010-01-01, then practice 8: activation end date 2010-01-01.
+    raw.execute_batch(
+        "INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'M', NULL), (2, '1980-01-01', 'F', NULL),
+             (3, '1980-01-01', 'F', NULL);
+         INSERT INTO \"Organisation\" VALUES (7), (8);
+         INSERT INTO \"DirectionsAcknowledged\" VALUES (7);
+         INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '9999-12-31', 7),
+             (2, '2000-01-01', '9999-12-31', 8), (3, '2000-01-01', '2010-01-01', 7),
+             (3, '2010-01-01', '9999-12-31', 8);
+         INSERT INTO \"CodedEvent_SNOMED\" VALUES (1, '2020-01-01', '1', NULL),
+             (2, '2020-01-01', '1', NULL), (3, '2009-06-01', '1', NULL),
+             (3, '2015-01-01', '1', NULL);
+         INSERT INTO \"MedicationIssue\" VALUES (3, '2010-01-01', 'x'), (3, '2010-01-02', 'x');
+         INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2), (3);",
+    )
+    .unwrap();
+    let run = |permissions: &str| {
+        let out = ehrql(
+            dir.path(),
+            &[
+                "generate-dataset",
+                "def.py",
+                "--dsn",
+                "sqlite:///tpp.db",
+                "--backend",
+                "tpp",
+            ],
+            &[("EHRQL_PERMISSIONS", permissions)],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        run("[]"),
+        "patient_id,events,last,meds,regs\r\n1,1,2020-01-01,0,1\r\n3,1,2009-06-01,1,1\r\n"
+    );
+    assert_eq!(
+        run(r#"["include_gp_unactivated"]"#),
+        "patient_id,events,last,meds,regs\r\n1,1,2020-01-01,0,1\r\n2,1,2020-01-01,0,1\r\n\
+         3,2,2015-01-01,2,2\r\n"
     );
 }
 
@@ -443,6 +508,9 @@ fn tpp_custom_medication_dictionary_comes_from_temp_database_name_on_postgres() 
              INSERT INTO \"MedicationDictionary\" VALUES ('known', '39113311000001107');
              INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'F', '9999-12-31'), (2, '1980-01-01', 'M', '9999-12-31');
              INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2);
+             INSERT INTO \"Organisation\" VALUES (7);
+             INSERT INTO \"DirectionsAcknowledged\" VALUES (7);
+             INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '9999-12-31', 7), (2, '2000-01-01', '9999-12-31', 7);
              INSERT INTO \"MedicationIssue\" VALUES (1, '2020-01-01', 'known'), (2, '2020-01-01', 'custom');",
         )
         .unwrap();

@@ -15,6 +15,7 @@
 //! | `ONS_Deaths` | `Patient_ID`, `dod`, `icd10u`, `ICD10001`…`ICD10015` | `ons_deaths` (first per patient) |
 //! | `PatientsWithTypeOneDissent` | `Patient_ID` | type 1 opt-outs, excluded unless `include_t1oo` |
 //! | `PatientsWithoutNDOO` | `Patient_ID` | patients without a national data opt-out; only they are included unless `include_ndoo` |
+//! | `DirectionsAcknowledged` | `Organisation_ID` | activated practices; applied unless `include_gp_unactivated` |
 //!
 //! Rules applied: dates are the date part of TPP's datetimes, and the sentinel `9999-12-31`
 //! means NULL; sex `M`/`F`/`I` is `male`/`female`/`intersex`, anything else `unknown`; an empty
@@ -26,6 +27,17 @@
 //! remove the opted-out patients from every mapped table instead. That gives the same dataset:
 //! a population may not be True for a patient with no rows in any table (spec §2.5), so an
 //! opted-out patient can never enter it, and variables are only output for the population.
+//!
+//! Activation (unless `include_gp_unactivated`): a practice is activated when it has a
+//! `DirectionsAcknowledged` row. A patient's activation end date is the latest `EndDate` of
+//! their registrations at activated practices when a registration at an unactivated practice
+//! ends later, and the ceiling `9999-12-31` otherwise. Patients with no activated registration are removed like opt-outs;
+//! `practice_registrations` keeps only registrations at activated practices; and the tables
+//! with an activation filter field (`clinical_events.date`, `medications.date`) keep only rows
+//! whose date is on or before the patient's activation end date. Deviation: a NULL date
+//! counts as the ceiling, so it is kept while the activation end date is the ceiling (the
+//! reference's `NULL <= end_date` drops it); this keeps core data with undated events
+//! expressible in raw TPP tables.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +61,8 @@ pub struct TppOptions {
     pub include_t1oo: bool,
     /// `include_ndoo` permission: keep national data opt-outs.
     pub include_ndoo: bool,
+    /// `include_gp_unactivated` permission: skip the GP activation filter.
+    pub include_gp_unactivated: bool,
     /// `TEMP_DATABASE_NAME`: where `CustomMedicationDictionary` lives.
     pub temp_database_name: Option<String>,
 }
@@ -59,6 +73,7 @@ impl TppOptions {
         TppOptions {
             include_t1oo: permissions.contains("include_t1oo"),
             include_ndoo: permissions.contains("include_ndoo"),
+            include_gp_unactivated: permissions.contains("include_gp_unactivated"),
             temp_database_name: temp_database_name.filter(|n| !n.is_empty()),
         }
     }
@@ -115,6 +130,44 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
     let raw_ons_deaths = raw("ONS_Deaths");
     let raw_patientswithtypeonedissent = raw("PatientsWithTypeOneDissent");
     let raw_patientswithoutndoo = raw("PatientsWithoutNDOO");
+    let raw_directionsacknowledged = raw("DirectionsAcknowledged");
+    let activated_org = |alias: &str| {
+        format!(
+            "EXISTS (SELECT 1 FROM {raw_directionsacknowledged} AS da WHERE da.\"Organisation_ID\" = {alias}.\"Organisation_ID\")"
+        )
+    };
+    let raw_end = |alias: &str| match flavour {
+        SqlFlavour::Sqlite => format!("date({alias}.\"EndDate\")"),
+        SqlFlavour::Postgres => format!("CAST({alias}.\"EndDate\" AS DATE)"),
+    };
+    let ceiling = match flavour {
+        SqlFlavour::Sqlite => "'9999-12-31'",
+        SqlFlavour::Postgres => "DATE '9999-12-31'",
+    };
+    // Each activated patient's activation end date (see the module documentation).
+    let activated = format!(
+        "SELECT acked.pid AS patient_id, CASE WHEN unacked.last_end IS NOT NULL \
+         AND unacked.last_end > acked.last_end THEN acked.last_end ELSE {ceiling} END AS end_date \
+         FROM (SELECT ra.\"Patient_ID\" AS pid, MAX({}) AS last_end FROM {raw_registrationhistory} AS ra \
+         WHERE {} GROUP BY ra.\"Patient_ID\") AS acked \
+         LEFT JOIN (SELECT ru.\"Patient_ID\" AS pid, MAX({}) AS last_end FROM {raw_registrationhistory} AS ru \
+         WHERE NOT {} GROUP BY ru.\"Patient_ID\") AS unacked ON unacked.pid = acked.pid",
+        raw_end("ra"),
+        activated_org("ra"),
+        raw_end("ru"),
+        activated_org("ru"),
+    );
+    // Rows dated after the patient's activation end date are dropped.
+    let on_or_before_activation = |alias: &str, date_sql: String| {
+        if options.include_gp_unactivated {
+            String::new()
+        } else {
+            format!(
+                " AND COALESCE({date_sql}, {ceiling}) <= (SELECT act.end_date FROM ({activated}) AS act \
+                 WHERE act.patient_id = {alias}.\"Patient_ID\")"
+            )
+        }
+    };
     let keep = |alias: &str| {
         let mut conditions = vec!["1 = 1".to_string()];
         if !options.include_t1oo {
@@ -125,6 +178,11 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
         if !options.include_ndoo {
             conditions.push(format!(
                 "{alias}.\"Patient_ID\" IN (SELECT \"Patient_ID\" FROM {raw_patientswithoutndoo})"
+            ));
+        }
+        if !options.include_gp_unactivated {
+            conditions.push(format!(
+                "{alias}.\"Patient_ID\" IN (SELECT act.patient_id FROM ({activated}) AS act)"
             ));
         }
         conditions.join(" AND ")
@@ -141,21 +199,28 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
         "practice_registrations" => format!(
             "SELECT r.\"Patient_ID\" AS patient_id, {} AS start_date, {} AS end_date, \
              o.\"Organisation_ID\" AS practice_pseudo_id FROM {raw_registrationhistory} AS r \
-             JOIN {raw_organisation} AS o ON o.\"Organisation_ID\" = r.\"Organisation_ID\" WHERE {}",
+             JOIN {raw_organisation} AS o ON o.\"Organisation_ID\" = r.\"Organisation_ID\" WHERE {}{}",
             date("r.\"StartDate\""),
             date("r.\"EndDate\""),
-            keep("r")
+            keep("r"),
+            if options.include_gp_unactivated {
+                String::new()
+            } else {
+                format!(" AND {}", activated_org("r"))
+            }
         ),
         "clinical_events" => format!(
             "SELECT e.\"Patient_ID\" AS patient_id, {} AS date, CAST(NULL AS TEXT) AS snomedct_code, \
-             e.\"NumericValue\" AS numeric_value FROM {raw_codedevent} AS e WHERE {} \
+             e.\"NumericValue\" AS numeric_value FROM {raw_codedevent} AS e WHERE {}{} \
              UNION ALL \
              SELECT s.\"Patient_ID\" AS patient_id, {} AS date, s.\"ConceptID\" AS snomedct_code, \
-             s.\"NumericValue\" AS numeric_value FROM {raw_codedevent_snomed} AS s WHERE {}",
+             s.\"NumericValue\" AS numeric_value FROM {raw_codedevent_snomed} AS s WHERE {}{}",
             date("e.\"ConsultationDate\""),
             keep("e"),
+            on_or_before_activation("e", date("e.\"ConsultationDate\"")),
             date("s.\"ConsultationDate\""),
-            keep("s")
+            keep("s"),
+            on_or_before_activation("s", date("s.\"ConsultationDate\""))
         ),
         "medications" => {
             let mut dictionary =
@@ -169,9 +234,10 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
             format!(
                 "SELECT m.\"Patient_ID\" AS patient_id, {} AS date, NULLIF(d.\"DMD_ID\", '') AS dmd_code \
                  FROM {raw_medicationissue} AS m LEFT JOIN ({dictionary}) AS d \
-                 ON d.\"MultilexDrug_ID\" = m.\"MultilexDrug_ID\" WHERE {}",
+                 ON d.\"MultilexDrug_ID\" = m.\"MultilexDrug_ID\" WHERE {}{}",
                 date("m.\"ConsultationDate\""),
-                keep("m")
+                keep("m"),
+                on_or_before_activation("m", date("m.\"ConsultationDate\""))
             )
         }
         "ons_deaths" => {
@@ -273,6 +339,7 @@ pub fn raw_tables() -> Vec<RawTable> {
         },
         table("PatientsWithTypeOneDissent", &[("Patient_ID", Int)]),
         table("PatientsWithoutNDOO", &[("Patient_ID", Int)]),
+        table("DirectionsAcknowledged", &[("Organisation_ID", Int)]),
     ]
 }
 
@@ -303,6 +370,9 @@ pub fn create_raw_tables_sql(flavour: SqlFlavour) -> Vec<String> {
 /// NULL dates become the sentinel, sexes become codes, events without a SNOMED code go to
 /// `CodedEvent`, dm+d codes get Multilex ids through `MedicationDictionary`, every practice gets
 /// an `Organisation` row and every patient a `PatientsWithoutNDOO` row (nobody opted out).
+/// Every practice is activated (a `DirectionsAcknowledged` row); a patient with no registration
+/// gets an open-ended one at an activated practice with no `Organisation` row, so they count as
+/// activated (activation end date the ceiling) while `practice_registrations` stays unchanged.
 /// Rows are keyed by raw table name, values in [`raw_tables`] column order.
 pub fn raw_rows_from_core(database: &Database) -> BTreeMap<&'static str, Vec<Vec<Value>>> {
     let sentinel = || Value::Date(crate::query_model::Date::from_ymd(9999, 12, 31).expect("valid"));
@@ -338,8 +408,10 @@ pub fn raw_rows_from_core(database: &Database) -> BTreeMap<&'static str, Vec<Vec
         ]);
     }
     let mut practices = BTreeSet::new();
+    let mut registered = BTreeSet::new();
     for (id, v) in rows("practice_registrations") {
         patients.insert(id);
+        registered.insert(id);
         if let Value::Int(practice) = v[2] {
             practices.insert(practice);
         }
@@ -350,10 +422,15 @@ pub fn raw_rows_from_core(database: &Database) -> BTreeMap<&'static str, Vec<Vec
             v[2].clone(),
         ]);
     }
-    for practice in practices {
+    // A practice id no real practice uses, for the activation-only registrations.
+    let hidden_practice = practices.first().map_or(-1, |first| first.min(&0) - 1);
+    for practice in &practices {
         out.entry("Organisation")
             .or_default()
-            .push(vec![Value::Int(practice)]);
+            .push(vec![Value::Int(*practice)]);
+        out.entry("DirectionsAcknowledged")
+            .or_default()
+            .push(vec![Value::Int(*practice)]);
     }
     for (id, v) in rows("clinical_events") {
         patients.insert(id);
@@ -402,6 +479,23 @@ pub fn raw_rows_from_core(database: &Database) -> BTreeMap<&'static str, Vec<Vec
         let mut row = vec![Value::Int(id), or_sentinel(&v[0])];
         row.extend(v[1..].iter().map(as_text));
         out.entry("ONS_Deaths").or_default().push(row);
+    }
+    let mut hidden_used = false;
+    for id in &patients {
+        if !registered.contains(id) {
+            hidden_used = true;
+            out.entry("RegistrationHistory").or_default().push(vec![
+                Value::Int(*id),
+                sentinel(),
+                sentinel(),
+                Value::Int(hidden_practice),
+            ]);
+        }
+    }
+    if hidden_used {
+        out.entry("DirectionsAcknowledged")
+            .or_default()
+            .push(vec![Value::Int(hidden_practice)]);
     }
     for id in patients {
         out.entry("PatientsWithoutNDOO")
