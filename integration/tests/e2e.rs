@@ -137,6 +137,59 @@ impl Stack {
         .unwrap()
     }
 
+    /// Submits, as `workspace`, a study whose one action `waits` for a file `go` in its job
+    /// directory (so it is certainly still running while the test restarts something), and
+    /// returns the job once it executes.
+    async fn start_waiting_job(&self, workspace: &str) -> pb::Job {
+        let project = "version: '4.0'
+actions:
+  waits:
+    run: python:v2 analysis/waits.sh
+    outputs:
+      moderately_sensitive:
+        table: output/done.csv
+";
+        let script = "while [ ! -e go ]; do sleep 0.2; done\nmkdir -p output\necho done,1 > output/done.csv\n";
+        let repo = self
+            .study(
+                workspace,
+                &[("project.yaml", project), ("analysis/waits.sh", script)],
+            )
+            .await;
+        let (rap_id, n_jobs) = self.submit(&repo, workspace, &["waits"]).await;
+        assert_eq!(n_jobs, 1);
+        let jobs = self
+            .watch(&rap_id, |jobs| {
+                jobs.get("waits")
+                    .is_some_and(|job| job.status_code() == pb::StatusCode::Executing)
+            })
+            .await;
+        jobs["waits"].clone()
+    }
+
+    /// Lets a [`Stack::start_waiting_job`] job finish; checks it succeeded and its output is
+    /// in medium privacy, and returns its final state.
+    async fn finish_waiting_job(&self, waiting: &pb::Job, workspace: &str) -> pb::Job {
+        let job_dir = self
+            .work_dir
+            .join("high_privacy/volumes")
+            .join(&waiting.identifier);
+        std::fs::write(job_dir.join("go"), "").unwrap();
+        let jobs = self.run_to_completion(&waiting.rap_id, 1).await;
+        let waits = jobs["waits"].clone();
+        assert_eq!(
+            waits.status_code(),
+            pb::StatusCode::Succeeded,
+            "{}",
+            waits.status_message
+        );
+        let done = self.work_dir.join(format!(
+            "medium_privacy/workspaces/{workspace}/output/done.csv"
+        ));
+        assert_eq!(std::fs::read_to_string(done).unwrap(), "done,1\n");
+        waits
+    }
+
     async fn run_to_completion(&self, rap_id: &str, n_jobs: usize) -> BTreeMap<String, pb::Job> {
         self.watch(rap_id, |jobs| {
             jobs.len() == n_jobs && jobs.values().all(requests::is_final)
@@ -408,37 +461,8 @@ async fn container_running(name: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_survives_the_agent_being_killed_and_restarted() {
     let mut stack = Stack::start().await;
-    // The job waits for a file the test writes into its job directory after the restart, so
-    // it is certainly still running while the agent is down.
-    let project = "version: '4.0'
-actions:
-  waits:
-    run: python:v2 analysis/waits.sh
-    outputs:
-      moderately_sensitive:
-        table: output/done.csv
-";
-    let repo = stack
-        .study(
-            "waiting",
-            &[
-                ("project.yaml", project),
-                (
-                    "analysis/waits.sh",
-                    "while [ ! -e go ]; do sleep 0.2; done\nmkdir -p output\necho done,1 > output/done.csv\n",
-                ),
-            ],
-        )
-        .await;
-    let (rap_id, _) = stack.submit(&repo, "waiting", &["waits"]).await;
-    let jobs = stack
-        .watch(&rap_id, |jobs| {
-            jobs.get("waits")
-                .is_some_and(|job| job.status_code() == pb::StatusCode::Executing)
-        })
-        .await;
-    let job_id = jobs["waits"].identifier.clone();
-    let started_at = jobs["waits"].started_at;
+    let waiting = stack.start_waiting_job("waiting").await;
+    let job_id = waiting.identifier.clone();
 
     // A real SIGKILL, then a new agent process on the same work directory.
     stack.agent.kill().await.unwrap();
@@ -453,60 +477,17 @@ actions:
         &stack.root,
     )
     .await;
-    let job_dir = stack.work_dir.join("high_privacy/volumes").join(&job_id);
-    std::fs::write(job_dir.join("go"), "").unwrap();
-
-    let jobs = stack.run_to_completion(&rap_id, 1).await;
-    let waits = &jobs["waits"];
-    assert_eq!(
-        waits.status_code(),
-        pb::StatusCode::Succeeded,
-        "{}",
-        waits.status_message
-    );
+    let waits = stack.finish_waiting_job(&waiting, "waiting").await;
     // Adopted, not restarted: the start time is the first run's.
-    assert_eq!(waits.started_at, started_at);
-    let done = stack
-        .work_dir
-        .join("medium_privacy/workspaces/waiting/output/done.csv");
-    assert_eq!(std::fs::read_to_string(done).unwrap(), "done,1\n");
+    assert_eq!(waits.started_at, waiting.started_at);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_survives_the_controller_being_killed_and_restarted() {
     let mut stack = Stack::start().await;
-    // As in the agent restart: the job waits for a file the test writes after the restart.
-    let project = "version: '4.0'
-actions:
-  waits:
-    run: python:v2 analysis/waits.sh
-    outputs:
-      moderately_sensitive:
-        table: output/done.csv
-";
-    let repo = stack
-        .study(
-            "controller-restart",
-            &[
-                ("project.yaml", project),
-                (
-                    "analysis/waits.sh",
-                    "while [ ! -e go ]; do sleep 0.2; done\nmkdir -p output\necho done,1 > output/done.csv\n",
-                ),
-            ],
-        )
-        .await;
     let since = unix_now() - 1;
-    let (rap_id, n_jobs) = stack.submit(&repo, "controller-restart", &["waits"]).await;
-    assert_eq!(n_jobs, 1);
-    let jobs = stack
-        .watch(&rap_id, |jobs| {
-            jobs.get("waits")
-                .is_some_and(|job| job.status_code() == pb::StatusCode::Executing)
-        })
-        .await;
-    let job_id = jobs["waits"].identifier.clone();
-    let started_at = jobs["waits"].started_at;
+    let waiting = stack.start_waiting_job("controller-restart").await;
+    let job_id = waiting.identifier.clone();
 
     // A real SIGKILL, then a new controller on the same data directory and the same ports, so
     // the agent's configured endpoint is valid again; it reconnects by itself (backoff).
@@ -519,19 +500,11 @@ actions:
     )
     .await
     .unwrap();
-    let job_dir = stack.work_dir.join("high_privacy/volumes").join(&job_id);
-    std::fs::write(job_dir.join("go"), "").unwrap();
-
-    let jobs = stack.run_to_completion(&rap_id, 1).await;
-    let waits = &jobs["waits"];
-    assert_eq!(
-        waits.status_code(),
-        pb::StatusCode::Succeeded,
-        "{}",
-        waits.status_message
-    );
+    let waits = stack
+        .finish_waiting_job(&waiting, "controller-restart")
+        .await;
     assert_eq!(waits.identifier, job_id, "the same job, not a new one");
-    assert_eq!(waits.started_at, started_at, "not restarted");
+    assert_eq!(waits.started_at, waiting.started_at, "not restarted");
     // Exactly once: Docker started the job's container a single time.
     let container = format!("os-job-{job_id}");
     let starts = tokio::process::Command::new("docker")
@@ -547,10 +520,6 @@ actions:
         1,
         "{container} started once"
     );
-    let done = stack
-        .work_dir
-        .join("medium_privacy/workspaces/controller-restart/output/done.csv");
-    assert_eq!(std::fs::read_to_string(done).unwrap(), "done,1\n");
 }
 
 fn unix_now() -> u64 {
