@@ -6,23 +6,20 @@
 //! Run: `cargo bench -p rap-agent --bench executor_overhead` (needs the Docker engine and
 //! `scripts/test-images`).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
-};
-use futures_util::StreamExt;
+use common::{IMAGE, bare_container_run};
 use rap_agent::executor::Executor;
 use rap_agent::executor::docker::{DockerConfig, DockerExecutor};
 use rap_agent::job::{JobDefinition, Level4Limits, StudyRepo};
 use rap_agent::layout::Layout;
 use rap_agent::workspace::RepoPolicy;
-
-const IMAGE: &str = "rap.test/busybox:latest";
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("git")
@@ -74,36 +71,6 @@ fn job(index: usize, repo: &Path, commit: &str) -> JobDefinition {
     }
 }
 
-async fn bare_run(docker: &Docker, name: &str) -> anyhow::Result<()> {
-    docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(name).build()),
-            ContainerCreateBody {
-                image: Some(IMAGE.into()),
-                cmd: Some(vec!["true".into()]),
-                // Like the job: no network, so the comparison is not dominated by bridge set-up.
-                host_config: Some(bollard::models::HostConfig {
-                    network_mode: Some("none".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await?;
-    docker.start_container(name, None).await?;
-    let wait = WaitContainerOptionsBuilder::default()
-        .condition("not-running")
-        .build();
-    let _ = docker.wait_container(name, Some(wait)).next().await;
-    docker
-        .remove_container(
-            name,
-            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-        )
-        .await?;
-    Ok(())
-}
-
 fn mean(samples: &[Duration]) -> Duration {
     samples.iter().sum::<Duration>() / u32::try_from(samples.len().max(1)).unwrap_or(1)
 }
@@ -145,7 +112,12 @@ async fn main() -> anyhow::Result<()> {
 
     // One warm-up of each (git cache, image layers).
     executor_run(&executor, &job(usize::MAX, &repo, &commit)).await?;
-    bare_run(&docker, &format!("bench-bare-{}-warm", std::process::id())).await?;
+    bare_container_run(
+        &docker,
+        &format!("bench-bare-{}-warm", std::process::id()),
+        &["true"],
+    )
+    .await?;
 
     let mut through_executor = Vec::new();
     let mut bare = Vec::new();
@@ -154,9 +126,10 @@ async fn main() -> anyhow::Result<()> {
         executor_run(&executor, &job(index, &repo, &commit)).await?;
         through_executor.push(started.elapsed());
         let started = Instant::now();
-        bare_run(
+        bare_container_run(
             &docker,
             &format!("bench-bare-{}-{index}", std::process::id()),
+            &["true"],
         )
         .await?;
         bare.push(started.elapsed());

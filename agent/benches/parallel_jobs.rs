@@ -15,12 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
-};
-use common::{IMAGE, executor, make_repo, new_job, runjob_task, unique_id};
-use futures_util::StreamExt;
+use common::{bare_container_run, executor, make_repo, new_job, runjob_task, unique_id};
 use futures_util::future::try_join_all;
 use rap_agent::layout::Layout;
 use rap_agent::outbox::Outbox;
@@ -30,39 +25,15 @@ use rap_proto::pb::rap::v1 as pb;
 /// The job's command, also run by the bare containers.
 const SCRIPT: &str = "true";
 
-async fn bare_run(docker: &Docker, name: &str) -> anyhow::Result<()> {
-    docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(name).build()),
-            ContainerCreateBody {
-                image: Some(IMAGE.into()),
-                cmd: Some(vec!["sh".into(), "-c".into(), SCRIPT.into()]),
-                host_config: Some(HostConfig {
-                    network_mode: Some("none".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await?;
-    docker.start_container(name, None).await?;
-    let wait = WaitContainerOptionsBuilder::default()
-        .condition("not-running")
-        .build();
-    let _ = docker.wait_container(name, Some(wait)).next().await;
-    docker
-        .remove_container(
-            name,
-            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-        )
-        .await?;
-    Ok(())
-}
-
 async fn bare_runs(docker: &Docker, count: usize) -> anyhow::Result<Duration> {
     let names: Vec<String> = (0..count).map(|_| unique_id("bench-bare")).collect();
     let started = Instant::now();
-    try_join_all(names.iter().map(|name| bare_run(docker, name))).await?;
+    try_join_all(
+        names
+            .iter()
+            .map(|name| bare_container_run(docker, name, &["sh", "-c", SCRIPT])),
+    )
+    .await?;
     Ok(started.elapsed())
 }
 

@@ -364,3 +364,42 @@ pub async fn networks_named(name: &str) -> Vec<bollard::models::Network> {
         .filter(|network| network.name.as_deref() == Some(name))
         .collect()
 }
+
+/// The baseline the benchmarks compare with: `cmd` in the test image as a plain container,
+/// with no network like a job, created, started, awaited and removed through bollard.
+pub async fn bare_container_run(
+    docker: &bollard::Docker,
+    name: &str,
+    cmd: &[&str],
+) -> anyhow::Result<()> {
+    use bollard::query_parameters::{
+        CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    };
+    use futures_util::StreamExt;
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(name).build()),
+            bollard::models::ContainerCreateBody {
+                image: Some(IMAGE.into()),
+                cmd: Some(cmd.iter().map(|arg| (*arg).to_owned()).collect()),
+                host_config: Some(bollard::models::HostConfig {
+                    network_mode: Some("none".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await?;
+    docker.start_container(name, None).await?;
+    let wait = WaitContainerOptionsBuilder::default()
+        .condition("not-running")
+        .build();
+    let _ = docker.wait_container(name, Some(wait)).next().await;
+    docker
+        .remove_container(
+            name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await?;
+    Ok(())
+}
