@@ -11,7 +11,7 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 
-use super::{FileColumn, FileError, typed_value};
+use super::{FileColumn, FileError, check_required_columns, typed_value};
 use crate::query_model::{Date, ScalarType, Value};
 
 pub(super) fn read(path: &Path, columns: &[FileColumn]) -> Result<Vec<Vec<Value>>, FileError> {
@@ -29,18 +29,7 @@ pub(super) fn read(path: &Path, columns: &[FileColumn]) -> Result<Vec<Vec<Value>
         .iter()
         .map(|c| schema.index_of(&c.spec.name).ok())
         .collect();
-    let missing: Vec<String> = columns
-        .iter()
-        .zip(&positions)
-        .filter(|(c, p)| c.required && p.is_none())
-        .map(|(c, _)| c.spec.name.clone())
-        .collect();
-    if !missing.is_empty() {
-        return Err(FileError::MissingColumns {
-            path: path.to_path_buf(),
-            columns: missing,
-        });
-    }
+    check_required_columns(path, columns, &positions)?;
     let mut rows: Vec<Vec<Value>> = Vec::new();
     for batch in reader {
         let batch = batch.map_err(arrow_error)?;

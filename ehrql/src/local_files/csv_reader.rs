@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::{FileColumn, FileError, typed_value};
+use super::{FileColumn, FileError, check_required_columns, typed_value};
 use crate::query_model::{Date, ScalarType, Value};
 
 pub(super) fn read(
@@ -50,18 +50,7 @@ pub(super) fn read(
         .iter()
         .map(|c| header.iter().position(|h| h.trim() == c.spec.name))
         .collect();
-    let missing: Vec<String> = columns
-        .iter()
-        .zip(&positions)
-        .filter(|(c, p)| c.required && p.is_none())
-        .map(|(c, _)| c.spec.name.clone())
-        .collect();
-    if !missing.is_empty() {
-        return Err(FileError::MissingColumns {
-            path: path.to_path_buf(),
-            columns: missing,
-        });
-    }
+    check_required_columns(path, columns, &positions)?;
     let mut rows = Vec::new();
     while let Some((line, fields)) = records
         .next_record()

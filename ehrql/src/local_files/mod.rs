@@ -293,6 +293,29 @@ pub fn write_table_file(
 
 /// Checks a value already of the column's primitive type against the column, and gives it its
 /// ehrQL type (codes become typed codes). The error describes the offending value.
+/// Fails naming every required column the file lacks (`positions[i]` is where `columns[i]`
+/// was found, if anywhere).
+fn check_required_columns(
+    path: &Path,
+    columns: &[FileColumn],
+    positions: &[Option<usize>],
+) -> Result<(), FileError> {
+    let missing: Vec<String> = columns
+        .iter()
+        .zip(positions)
+        .filter(|(c, p)| c.required && p.is_none())
+        .map(|(c, _)| c.spec.name.clone())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(FileError::MissingColumns {
+            path: path.to_path_buf(),
+            columns: missing,
+        })
+    }
+}
+
 fn typed_value(raw: Value, spec: &ColumnSpec) -> Result<Value, String> {
     if raw.is_null() {
         if spec.nullable {
