@@ -105,6 +105,18 @@ async fn releases_page(
     )
 }
 
+/// 404 unless `release_id` is a release of workspace `name`.
+fn check_release_in_workspace(
+    state: &AppState,
+    name: &str,
+    release_id: &str,
+) -> Result<(), AppError> {
+    match state.store.release(release_id)? {
+        Some(release) if release.workspace == name => Ok(()),
+        _ => Err(AppError::NotFound),
+    }
+}
+
 /// One release (the `release_url` handed to Airlock points here).
 async fn release_page(
     State(state): State<AppState>,
@@ -113,14 +125,7 @@ async fn release_page(
 ) -> Result<Response, AppError> {
     ctx.require_user()?;
     check(&state, &ctx, &slug, &name)?;
-    if state
-        .store
-        .release(&release_id)?
-        .filter(|r| r.workspace == name)
-        .is_none()
-    {
-        return Err(AppError::NotFound);
-    }
+    check_release_in_workspace(&state, &name, &release_id)?;
     let files = rows(state.store.release_files_of_release(&release_id)?);
     render(
         &ctx,
@@ -143,14 +148,7 @@ async fn download_zip(
 ) -> Result<Response, AppError> {
     ctx.require_user()?;
     check(&state, &ctx, &slug, &name)?;
-    if state
-        .store
-        .release(&release_id)?
-        .filter(|r| r.workspace == name)
-        .is_none()
-    {
-        return Err(AppError::NotFound);
-    }
+    check_release_in_workspace(&state, &name, &release_id)?;
     let entries = state
         .store
         .release_files_of_release(&release_id)?
