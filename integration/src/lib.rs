@@ -2,8 +2,6 @@
 //! and the end-to-end tests, so what the tests exercise is what an integrator runs.
 //!
 //! Layout:
-//! - [`binaries`]: finding `rap-controller`, `rap-agent`, … next to the running executable or
-//!   on `PATH`.
 //! - [`service`]: one child process with its log file, readiness read from its output
 //!   (`listening on <addr>`), a clean stop (SIGTERM, then SIGKILL) and a kill on drop.
 //! - [`stack`]: an installation (`rap-controller init`), starting the controller, an agent, the
@@ -16,8 +14,10 @@
 //! public contracts (`rap-proto`, command lines, configuration files), as an integrator would.
 //! The one exception is [`local_run`], which links the `rap-agent` library so that a local run
 //! has exactly the agent's container lock-down, output checks and log format.
+//!
+//! The binaries are found by `rap_testkit::binaries` (`RAP_BIN_DIR`, beside the running
+//! executable, or `PATH`), the lookup every crate's tests share.
 
-pub mod binaries;
 pub mod local_run;
 pub mod requests;
 pub mod service;

@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand};
 use rap_integration::local_run::{self, Refusal, RunOptions};
 use rap_integration::service::Service;
 use rap_integration::stack::{self, AgentOptions, Installation, STOP_GRACE};
-use rap_integration::{binaries, study};
+use rap_integration::study;
+use rap_testkit::binaries;
 use tokio::process::Command;
 
 /// The whole RAP on one machine.

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rap_proto::pb::rap::v1 as pb;
+use rap_testkit::binaries;
 use tokio::process::Command;
 use tonic::transport::Channel;
 
-use crate::binaries;
 use crate::service::Service;
 
 /// How long a process may take to print its `listening on` line.

@@ -9,7 +9,8 @@ use std::process::Output;
 #[path = "support/action_images.rs"]
 mod action_images;
 
-use rap_integration::{binaries, study};
+use rap_integration::study;
+use rap_testkit::binaries;
 
 /// A project's `project.yaml` actions run on `busybox:latest` (under `--registry rap.test`).
 fn project(actions: &str) -> tempfile::TempDir {

@@ -1,14 +1,14 @@
 //! The real job server, `rap-jobserver`, as a child process: seeded with its admin commands,
 //! serving its web app over HTTP and its ReleaseService over loopback TLS with a certificate
-//! minted in the test. The binary is found as ripgrep's tests find `rg`: `RAP_BIN_DIR`, else
-//! next to the test executable in `target/<profile>` (build it first with
-//! `cargo build -p rap-jobserver --bins`), else `PATH`.
+//! minted in the test. The binary is found by `rap_testkit::binaries` (build it first with
+//! `cargo build -p rap-jobserver --bins`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use rap_proto::certs::Ca;
+use rap_testkit::binaries;
 use tokio::time::timeout;
 
 use super::browser::WAIT;
@@ -130,43 +130,10 @@ fn cookie_pair(page: &super::pages::Page, name: &str) -> String {
         .to_owned()
 }
 
-/// The path of the binary `name` (see the module doc for where it looks).
-pub fn find_binary(name: &str) -> PathBuf {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(dir) = std::env::var_os("RAP_BIN_DIR") {
-        candidates.push(PathBuf::from(dir));
-    }
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        candidates.push(dir.to_path_buf());
-        if let Some(parent) = dir.parent() {
-            candidates.push(parent.to_path_buf());
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path));
-    }
-    for dir in &candidates {
-        let path = dir.join(name);
-        if is_executable(&path) {
-            return path;
-        }
-    }
-    panic!(
-        "cannot find the {name} binary (build it: cargo build -p rap-jobserver --bins); looked in {candidates:?}"
-    )
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// Runs one admin command on the store in `data_dir` (the server must not be running) and
 /// returns its standard output, trimmed.
 pub fn admin(data_dir: &Path, args: &[&str], password: Option<&str>) -> String {
-    let mut command = Command::new(find_binary("rap-jobserver"));
+    let mut command = Command::new(binaries::find("rap-jobserver").unwrap());
     command.args(args).env("RAP_JOBSERVER_DATA_DIR", data_dir);
     if let Some(password) = password {
         command.env("RAP_JOBSERVER_PASSWORD", password);
@@ -212,7 +179,7 @@ pub async fn serve(dir: &Path, backend_token: String) -> RealJobServer {
     )
     .unwrap();
     let log_path = dir.join("jobserver.log");
-    let mut child = Command::new(find_binary("rap-jobserver"))
+    let mut child = Command::new(binaries::find("rap-jobserver").unwrap())
         .args(["serve", "--config"])
         .arg(&config)
         .env_remove("RAP_JOBSERVER_DATA_DIR")

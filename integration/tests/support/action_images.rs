@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use rap_integration::binaries;
+use rap_testkit::binaries;
 
 /// Builds the images unless they are current; panics with the script's error output.
 pub async fn action_images() {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rap_proto::pb::rap::v1 as pb;
 use rap_proto::tls::TlsPem;
+use rap_testkit::binaries;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -16,29 +17,6 @@ use tonic::transport::Channel;
 
 /// How long the controller may take to start, and the agent to hear from it.
 pub const WAIT: Duration = Duration::from_secs(30);
-
-/// The path of a workspace binary: `RAP_BIN_DIR`, else beside the test executable (which
-/// sits in `target/<profile>/deps`) or one level up, as the integration crate finds them.
-/// Build it first: `cargo build -p rap-controller --bins`.
-pub fn find_binary(name: &str) -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Some(dir) = std::env::var_os("RAP_BIN_DIR") {
-        candidates.push(PathBuf::from(dir));
-    }
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    candidates.push(deps.to_path_buf());
-    candidates.extend(deps.parent().map(Path::to_path_buf));
-    candidates
-        .iter()
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "no {name} in {candidates:?}: build it with `cargo build -p rap-controller --bins`"
-            )
-        })
-}
 
 /// A running `rap-controller serve` on an installation written by `rap-controller init`;
 /// killed on drop, its log printed if the test is failing.
@@ -61,7 +39,7 @@ impl RealController {
     /// `init --dir <dir>/controller --backend <backend> --allow-local-repos`, then `serve` on
     /// ports chosen by the kernel, returning once both listeners are bound.
     pub async fn start(dir: &Path, backend: &str) -> RealController {
-        let binary = find_binary("rap-controller");
+        let binary = binaries::find("rap-controller").unwrap();
         let install = dir.join("controller");
         let init = Command::new(&binary)
             .arg("init")
