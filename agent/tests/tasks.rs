@@ -3,15 +3,36 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
 use pb::ExecutorState as S;
+use rap_agent::executor::docker::DockerExecutor;
 use rap_agent::job::Privacy;
 use rap_agent::layout::Layout;
 use rap_agent::outbox::Outbox;
 use rap_agent::task::Tasks;
 use rap_proto::pb::rap::v1 as pb;
+use tokio::sync::mpsc;
+
+/// What an agent process holds: task runners over `executor` with room for `job_capacity`
+/// jobs (and one database job), the updates they announce, and the outbox in `outbox_dir`
+/// that keeps those updates until acknowledged.
+fn start_agent(
+    executor: DockerExecutor,
+    outbox_dir: &Path,
+    job_capacity: usize,
+) -> (
+    Tasks<DockerExecutor>,
+    mpsc::Receiver<pb::TaskUpdate>,
+    Arc<Outbox>,
+) {
+    let (outbox, updates) = Outbox::open(outbox_dir).unwrap();
+    let outbox = Arc::new(outbox);
+    let tasks = Tasks::new(Arc::new(executor), outbox.clone(), job_capacity, 1);
+    (tasks, updates, outbox)
+}
 
 fn job_results(update: &pb::TaskUpdate) -> &pb::RunJobResults {
     match &update.results {
@@ -25,9 +46,11 @@ async fn a_runjob_task_reports_every_stage_with_agent_timestamps() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
     let work = dir.path().join("work");
-    let executor = Arc::new(executor(&work).await);
-    let (outbox, mut updates) = Outbox::open(&Layout::new(work.clone()).outbox()).unwrap();
-    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let (mut tasks, mut updates, _) = start_agent(
+        executor(&work).await,
+        &Layout::new(work.clone()).outbox(),
+        2,
+    );
     let mut job = new_job(
         &unique_id("stages"),
         &repo,
@@ -66,9 +89,11 @@ async fn a_fatal_error_ends_the_task_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
     let work = dir.path().join("work");
-    let executor = Arc::new(executor(&work).await);
-    let (outbox, mut updates) = Outbox::open(&Layout::new(work.clone()).outbox()).unwrap();
-    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let (mut tasks, mut updates, _) = start_agent(
+        executor(&work).await,
+        &Layout::new(work.clone()).outbox(),
+        2,
+    );
     let mut job = new_job(&unique_id("fatal"), &repo, &commit, "true");
     job.image = "rap.test/python:v2".into();
     tasks.start(runjob_task(&job));
@@ -90,9 +115,7 @@ async fn capacity_holds_a_second_job_until_the_first_finishes() {
     let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
     let work = dir.path().join("work");
     let layout = Layout::new(work.clone());
-    let executor = Arc::new(executor(&work).await);
-    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
-    let mut tasks = Tasks::new(executor, Arc::new(outbox), 1, 1);
+    let (mut tasks, mut updates, _) = start_agent(executor(&work).await, &layout.outbox(), 1);
     let first = new_job(
         &unique_id("cap-a"),
         &repo,
@@ -136,9 +159,7 @@ async fn cancel_while_running_kills_the_container_and_reports_cancelled() {
     let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
     let work = dir.path().join("work");
     let layout = Layout::new(work.clone());
-    let executor = Arc::new(executor(&work).await);
-    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
-    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let (mut tasks, mut updates, _) = start_agent(executor(&work).await, &layout.outbox(), 2);
     let mut job = new_job(
         &unique_id("cancel-task"),
         &repo,
@@ -178,9 +199,7 @@ async fn cancel_before_start_finalizes_as_cancelled_without_running_anything() {
     let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
     let work = dir.path().join("work");
     let layout = Layout::new(work.clone());
-    let executor = Arc::new(executor(&work).await);
-    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
-    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let (mut tasks, mut updates, _) = start_agent(executor(&work).await, &layout.outbox(), 2);
     let job = new_job(&unique_id("cancel-early"), &repo, &commit, "true");
     let cancel = canceljob_task(&job);
     tasks.start(cancel.clone());
@@ -212,9 +231,7 @@ async fn an_agent_killed_mid_job_adopts_the_container_and_finishes_once() {
     let _container = ContainerGuard::for_job(&job);
 
     let started_at = {
-        let executor = Arc::new(executor(&work).await);
-        let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
-        let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+        let (mut tasks, mut updates, _) = start_agent(executor(&work).await, &layout.outbox(), 2);
         tasks.start(runjob_task(&job));
         let executing = loop {
             let update = next_update(&mut updates).await;
@@ -229,11 +246,9 @@ async fn an_agent_killed_mid_job_adopts_the_container_and_finishes_once() {
 
     // A new agent on the same work directory: unacknowledged updates are still queued, and the
     // controller resends the task.
-    let executor = Arc::new(executor(&work).await);
-    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
+    let (mut tasks, mut updates, outbox) = start_agent(executor(&work).await, &layout.outbox(), 2);
     let queued: Vec<S> = outbox.pending().iter().map(stage).collect();
     assert_eq!(queued, vec![S::Preparing, S::Prepared, S::Executing]);
-    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
     tasks.start(runjob_task(&job));
     let adopted = next_update(&mut updates).await;
     assert_eq!(stage(&adopted), S::Executing, "adopted, not prepared again");
@@ -250,19 +265,14 @@ async fn an_agent_killed_mid_job_adopts_the_container_and_finishes_once() {
     tasks.shutdown().await;
 
     // Once more after the end: the same result is reported again, nothing re-runs.
-    let executor = Arc::new(executor_for(&work).await);
-    let (outbox, mut updates) = Outbox::open(&dir.path().join("outbox-2")).unwrap();
-    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let (mut tasks, mut updates, _) =
+        start_agent(executor(&work).await, &dir.path().join("outbox-2"), 2);
     tasks.start(runjob_task(&job));
     let again = next_update(&mut updates).await;
     assert!(again.complete);
     assert_eq!(stage(&again), S::Finalized);
     assert_eq!(job_results(&again), &results);
     tasks.shutdown().await;
-}
-
-async fn executor_for(work: &std::path::Path) -> rap_agent::executor::docker::DockerExecutor {
-    executor(work).await
 }
 
 /// Builds `rap.test/dbstatus:latest` from the busybox image: an `in_maintenance_mode` command
@@ -337,13 +347,11 @@ async fn a_dbstatus_task_runs_the_check_on_the_database_network_and_reports_its_
     config.allowed_images = vec!["busybox".into(), "dbstatus".into()];
     config.database_network = network.clone();
     config.database_url = rap_agent::executor::docker::DatabaseUrl::new("mssql://u:p@db/x".into());
-    let executor = Arc::new(
-        rap_agent::executor::docker::DockerExecutor::connect(config)
-            .await
-            .unwrap(),
+    let (mut tasks, mut updates, _) = start_agent(
+        DockerExecutor::connect(config).await.unwrap(),
+        &Layout::new(work.clone()).outbox(),
+        2,
     );
-    let (outbox, mut updates) = Outbox::open(&Layout::new(work.clone()).outbox()).unwrap();
-    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
     let task = |id: &str, image: &str| pb::Task {
         id: id.into(),
         backend: "test".into(),
@@ -393,9 +401,7 @@ async fn a_new_task_for_a_running_job_takes_it_over_without_a_second_container()
     let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
     let work = dir.path().join("work");
     let layout = Layout::new(work.clone());
-    let executor = Arc::new(executor(&work).await);
-    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
-    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let (mut tasks, mut updates, _) = start_agent(executor(&work).await, &layout.outbox(), 2);
     let mut job = new_job(
         &unique_id("takeover"),
         &repo,
@@ -467,9 +473,7 @@ async fn metrics_continue_across_an_agent_restart_and_reach_the_final_result() {
     let _container = ContainerGuard::for_job(&job);
 
     {
-        let executor = Arc::new(executor(&work).await);
-        let (outbox, _updates) = Outbox::open(&layout.outbox()).unwrap();
-        let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+        let (mut tasks, _updates, _) = start_agent(executor(&work).await, &layout.outbox(), 2);
         tasks.start(runjob_task(&job));
         // The first agent's samples of the busy phase reach the disk (bounded wait).
         within(async {
@@ -489,9 +493,7 @@ async fn metrics_continue_across_an_agent_restart_and_reach_the_final_result() {
         tasks.abort();
     }
 
-    let executor = Arc::new(executor(&work).await);
-    let (outbox, mut updates) = Outbox::open(&layout.outbox()).unwrap();
-    let mut tasks = Tasks::new(executor, Arc::new(outbox), 2, 1);
+    let (mut tasks, mut updates, _) = start_agent(executor(&work).await, &layout.outbox(), 2);
     tasks.start(runjob_task(&job));
     let adopted = next_update(&mut updates).await;
     assert_eq!(stage(&adopted), S::Executing, "adopted, not prepared again");

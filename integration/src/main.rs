@@ -218,11 +218,7 @@ async fn start_all(
         database_network: args.database_network.clone(),
         allowed_images: ACTION_IMAGES.map(|image| image.to_owned()).to_vec(),
     };
-    stack::ensure_docker_network(&args.database_network).await?;
-    stack::check_agent(installation, &agent_endpoint, &agent_options)
-        .await
-        .context("the agent's configuration (missing images? run scripts/action-images)")?;
-    let agent = stack::start_agent(
+    let agent = stack::start_checked_agent(
         installation,
         &agent_endpoint,
         &agent_options,

@@ -170,12 +170,27 @@ fn agent_command(
     Ok(command)
 }
 
-/// Runs `rap-agent check` with exactly the configuration [`start_agent`] uses: directories,
-/// certificates and their backend, Docker, every allowed image present, the database URL.
+/// Starts the agent as [`start_agent`] does once `rap-agent check` has passed on exactly the
+/// same configuration (directories, certificates and their backend, Docker, every allowed
+/// image present, the database URL): a misconfiguration fails here with the agent's report,
+/// not later as jobs that never run.
 ///
 /// # Errors
-/// A check failed; the message is the agent's report.
-pub async fn check_agent(
+/// A check failed (the message is the agent's report), or the agent cannot be started.
+pub async fn start_checked_agent(
+    installation: &Installation,
+    agent_endpoint: &str,
+    options: &AgentOptions,
+    log: &Path,
+) -> anyhow::Result<Service> {
+    check_agent(installation, agent_endpoint, options)
+        .await
+        .context("the agent's configuration (missing images? run scripts/action-images)")?;
+    start_agent(installation, agent_endpoint, options, log).await
+}
+
+/// Runs `rap-agent check` with the configuration [`start_agent`] uses.
+async fn check_agent(
     installation: &Installation,
     agent_endpoint: &str,
     options: &AgentOptions,

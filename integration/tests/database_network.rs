@@ -10,14 +10,15 @@ use std::time::Duration;
 
 #[path = "support/action_images.rs"]
 mod action_images;
+#[path = "support/backend.rs"]
+mod backend;
 #[path = "support/postgres.rs"]
 mod postgres;
 
+use backend::Backend;
 use postgres::{Postgres, docker};
 use rap_integration::requests;
-use rap_integration::service::Service;
-use rap_integration::stack::{self, AgentOptions, Controller, Installation};
-use rap_integration::study;
+use rap_integration::stack::{self, AgentOptions};
 use rap_proto::pb::rap::v1 as pb;
 
 const REQUEST_DEADLINE: Duration = Duration::from_secs(180);
@@ -72,48 +73,6 @@ actions:
         probe: output/probe.txt
 "
     )
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-async fn start_stack(
-    root: &Path,
-    options: &AgentOptions,
-) -> (Installation, Controller, Service, PathBuf) {
-    let installation = Installation::init(&root.join("controller"), BACKEND)
-        .await
-        .unwrap();
-    let controller = stack::start_controller(
-        &installation,
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &root.join("logs/controller.log"),
-    )
-    .await
-    .unwrap();
-    stack::check_agent(&installation, &controller.agent_endpoint, options)
-        .await
-        .unwrap();
-    let agent = stack::start_agent(
-        &installation,
-        &controller.agent_endpoint,
-        options,
-        &root.join("logs/agent.log"),
-    )
-    .await
-    .unwrap();
-    (installation, controller, agent, options.work_dir.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,15 +144,22 @@ async fn a_database_action_reads_postgres_only_through_the_database_network() {
         database_network: db.network.clone(),
         allowed_images: vec!["ehrql".into(), "python".into()],
     };
-    let (installation, controller, agent, work_dir) = start_stack(&root, &options).await;
+    let Backend {
+        installation,
+        controller,
+        agent,
+    } = Backend::start(&root, BACKEND, &options).await;
+    let work_dir = options.work_dir.clone();
 
-    let source = root.join("study-source");
-    copy_dir(&study::sample_study(), &source);
-    std::fs::write(source.join("project.yaml"), project(&db.name)).unwrap();
-    std::fs::write(source.join("analysis/probe.sh"), PROBE).unwrap();
-    let repo = study::commit_study(&source, &root.join("study"))
-        .await
-        .unwrap();
+    let repo = backend::sample_study_with(
+        &root,
+        "study",
+        &[
+            ("project.yaml", &project(&db.name)),
+            ("analysis/probe.sh", PROBE),
+        ],
+    )
+    .await;
 
     let mut client = stack::rap_client(&installation, &controller.rap_endpoint)
         .await

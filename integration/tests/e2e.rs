@@ -13,11 +13,14 @@ use tokio::io::AsyncBufReadExt;
 #[path = "support/action_images.rs"]
 mod action_images;
 use action_images::action_images;
+#[path = "support/backend.rs"]
+mod backend;
+use backend::Backend;
 
 use rap_integration::requests;
 use rap_integration::service::Service;
 use rap_integration::stack::{self, AgentOptions, Controller, Installation};
-use rap_integration::study::{self, StudyRepo};
+use rap_integration::study::StudyRepo;
 use rap_proto::pb::rap::v1 as pb;
 
 /// How long a whole job request may take (images are local; the sample study takes seconds).
@@ -42,28 +45,14 @@ impl Stack {
         action_images().await;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        let installation = Installation::init(&root.join("controller"), BACKEND)
-            .await
-            .unwrap();
-        let controller = stack::start_controller(
-            &installation,
-            "127.0.0.1:0",
-            "127.0.0.1:0",
-            &root.join("logs/controller.log"),
-        )
-        .await
-        .unwrap();
         let work_dir = root.join("backend");
         // The configuration `init` wrote, with the harness's overrides, passes the agent's
         // own checks (certificates and backend, Docker, images, database URL).
-        stack::check_agent(
-            &installation,
-            &controller.agent_endpoint,
-            &agent_options(&work_dir),
-        )
-        .await
-        .unwrap();
-        let agent = start_agent(&installation, &controller, &work_dir, &root).await;
+        let Backend {
+            installation,
+            controller,
+            agent,
+        } = Backend::start(&root, BACKEND, &agent_options(&work_dir)).await;
         Stack {
             installation,
             controller,
@@ -76,16 +65,7 @@ impl Stack {
 
     /// Commits `files` (path, text) over the sample study into a fresh repository.
     async fn study(&self, name: &str, files: &[(&str, &str)]) -> StudyRepo {
-        let source = self.root.join(format!("{name}-source"));
-        copy_dir(&study::sample_study(), &source);
-        for (path, text) in files {
-            let path = source.join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        study::commit_study(&source, &self.root.join(name))
-            .await
-            .unwrap()
+        backend::sample_study_with(&self.root, name, files).await
     }
 
     async fn client(&self) -> pb::rap_service_client::RapServiceClient<tonic::transport::Channel> {
@@ -221,19 +201,6 @@ async fn start_agent(
     )
     .await
     .unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
