@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use rap_proto::pb::rap::v1 as pb;
 use tokio::sync::broadcast;
 
 use crate::controller_link::{ControllerLink, job_from_proto};
@@ -34,24 +35,67 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = ReconnectBackoff::new();
     loop {
-        tokio::select! {
+        let session = tokio::select! {
             () = &mut shutdown => return,
-            result = watch_once(&link, &store, &events) => {
-                match result {
-                    Ok(()) => tracing::info!("controller closed the watch stream; reconnecting"),
-                    Err(error) => tracing::warn!("watch stream failed: {error}"),
-                }
+            session = watch_once(&link, &store, &events) => session,
+        };
+        let delay = match session {
+            Session::NotConnected(error) => {
+                tracing::warn!("cannot watch the controller: {error}");
+                backoff.after_failed_connection()
             }
-        }
+            Session::Ended(Ok(())) => {
+                tracing::info!("controller closed the watch stream; reconnecting");
+                backoff.after_session()
+            }
+            Session::Ended(Err(error)) => {
+                tracing::warn!("watch stream failed: {error}");
+                backoff.after_session()
+            }
+        };
         // A wait before reconnecting, so a controller that is down is not hammered; it is
         // cut short by shutdown.
         tokio::select! {
             () = &mut shutdown => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The wait before the first reconnection attempt.
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(200);
+/// The longest wait between attempts while the controller stays unreachable.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+
+/// The waits between reconnection attempts: doubling up to [`MAX_RECONNECT_DELAY`] while
+/// attempts fail to connect, and back to [`FIRST_RECONNECT_DELAY`] once a stream was
+/// established, so one disconnect after a long healthy session is retried at once rather
+/// than after the longest wait.
+#[derive(Debug)]
+struct ReconnectBackoff {
+    next: Duration,
+}
+
+impl ReconnectBackoff {
+    fn new() -> ReconnectBackoff {
+        ReconnectBackoff {
+            next: FIRST_RECONNECT_DELAY,
+        }
+    }
+
+    /// The wait after an attempt that never established the stream.
+    fn after_failed_connection(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(MAX_RECONNECT_DELAY);
+        delay
+    }
+
+    /// The wait after a stream that was established and then ended, cleanly or not.
+    fn after_session(&mut self) -> Duration {
+        self.next = FIRST_RECONNECT_DELAY;
+        self.after_failed_connection()
     }
 }
 
@@ -65,14 +109,44 @@ enum WatchError {
     Stream(#[from] tonic::Status),
 }
 
+/// How one watch session ended.
+enum Session {
+    /// The stream was never established (the controller is unreachable or refused us).
+    NotConnected(WatchError),
+    /// The stream was established, then the controller closed it (`Ok`) or it broke.
+    Ended(Result<(), WatchError>),
+}
+
 async fn watch_once(
     link: &ControllerLink,
     store: &Store,
     events: &broadcast::Sender<RequestChanged>,
-) -> Result<(), WatchError> {
-    let cursor = store.watch_cursor()?;
-    let mut stream = link.watch(cursor).await?;
+) -> Session {
+    let (cursor, stream) = match connect(link, store).await {
+        Ok(connected) => connected,
+        Err(error) => return Session::NotConnected(error),
+    };
     tracing::info!(cursor, "watching controller job changes");
+    Session::Ended(follow(link, store, events, stream).await)
+}
+
+/// Opens the stream after the persisted cursor.
+async fn connect(
+    link: &ControllerLink,
+    store: &Store,
+) -> Result<(u64, tonic::Streaming<pb::JobChange>), WatchError> {
+    let cursor = store.watch_cursor()?;
+    let stream = link.watch(cursor).await?;
+    Ok((cursor, stream))
+}
+
+/// Applies the changes on an established stream until it ends.
+async fn follow(
+    link: &ControllerLink,
+    store: &Store,
+    events: &broadcast::Sender<RequestChanged>,
+    mut stream: tonic::Streaming<pb::JobChange>,
+) -> Result<(), WatchError> {
     resolve_unknown_creations(link, store, events).await?;
     loop {
         let change = match stream.message().await {
@@ -215,4 +289,36 @@ async fn resolve_unknown_creations(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_waits_double_up_to_the_cap_while_connecting_fails() {
+        let mut backoff = ReconnectBackoff::new();
+        let waits: Vec<u128> = (0..10)
+            .map(|_| backoff.after_failed_connection().as_millis())
+            .collect();
+        assert_eq!(
+            waits,
+            [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]
+        );
+    }
+
+    #[test]
+    fn a_session_that_connected_resets_the_wait_to_the_first() {
+        let mut backoff = ReconnectBackoff::new();
+        for _ in 0..10 {
+            backoff.after_failed_connection();
+        }
+        // The controller came back and the stream ran (the bug: this waited 30 s).
+        assert_eq!(backoff.after_session(), FIRST_RECONNECT_DELAY);
+        // Another healthy session that breaks: still the first wait, not a doubled one.
+        assert_eq!(backoff.after_session(), FIRST_RECONNECT_DELAY);
+        // A controller that stays down afterwards is backed off from the start again.
+        assert_eq!(backoff.after_failed_connection(), FIRST_RECONNECT_DELAY * 2);
+        assert_eq!(backoff.after_failed_connection(), FIRST_RECONNECT_DELAY * 4);
+    }
 }
