@@ -27,7 +27,7 @@ use crate::frontend::Definition;
 use crate::frontend::json::{LoadError, load_definition};
 use crate::frontend::language::{self, LanguageError};
 use crate::local_files::{self, FileColumn};
-use crate::output::{FileSink, StdoutSink};
+use crate::output::{OutputError, OutputTarget};
 use crate::sql::{Statement, StatementKind};
 
 /// Exit code: bad arguments or a malformed/invalid definition file.
@@ -273,13 +273,13 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             let backend = backend_from_flag(backend.as_deref())?;
             let definition = load(&definition)?;
             let dataset = &definition.dataset;
+            let table_count = 1 + dataset.events().len();
             let Some(dsn) = dsn.filter(|d| !d.is_empty()) else {
                 // Without a database, the definition's own claims stand in for the
                 // permissions a real run would be granted.
-                let claimed = Permissions::new(definition.claimed_permissions.iter().cloned());
-                backends::check_permissions(dataset, &claimed)
+                backends::check_claimed_permissions(dataset, &definition.claimed_permissions)
                     .map_err(|e| fail(EXIT_PERMISSIONS, e))?;
-                return write_output(output.as_deref(), |sink| {
+                return write_output(output.as_deref(), table_count, |sink| {
                     if let Some(path) = &dummy_data_file {
                         return copy_dummy_data_file(path, dataset, sink);
                     }
@@ -314,7 +314,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                 let views = backend_views(backend, SqlFlavour::Sqlite, dataset, &permissions)?;
                 sqlite_engine(&dsn, query_engine, &views)?
             };
-            write_output(output.as_deref(), |sink| {
+            write_output(output.as_deref(), table_count, |sink| {
                 engine.run(dataset, sink).map_err(engine_failure)
             })
         }
@@ -402,23 +402,23 @@ pub const EXIT_FILE_VALIDATION: u8 = 11;
 /// Exit code: the dataset reads data it has no permission for.
 pub const EXIT_PERMISSIONS: u8 = 12;
 
-/// Streams a result into `--output` (written atomically) or, without one, CSV on stdout.
+/// Streams `table_count` result tables into `--output` (a file, or a `DIR/:format` directory
+/// of one file per table; written atomically) or, without one, CSV on stdout.
 fn write_output(
     output: Option<&Path>,
+    table_count: usize,
     produce: impl FnOnce(&mut dyn RowSink) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
-    match output {
-        Some(output) => {
-            let mut sink = FileSink::create(output).map_err(|e| fail(EXIT_USAGE, e))?;
-            produce(&mut sink)?;
-            sink.finish().map_err(|e| fail(1, e))
-        }
-        None => {
-            let mut sink = StdoutSink::new();
-            produce(&mut sink)?;
-            sink.finish().map_err(|e| fail(1, anyhow::anyhow!(e)))
-        }
-    }
+    let target = OutputTarget::parse(output).map_err(|e| fail(EXIT_USAGE, e))?;
+    let mut sink = target.open(table_count).map_err(|e| {
+        let code = match e {
+            OutputError::SingleFileForTables { .. } => EXIT_FILE_VALIDATION,
+            _ => EXIT_USAGE,
+        };
+        fail(code, e)
+    })?;
+    produce(&mut sink)?;
+    sink.finish().map_err(|e| fail(1, e))
 }
 
 /// `--dummy-data-file`: the file's rows, checked against the dataset's columns, become the
@@ -429,6 +429,14 @@ fn copy_dummy_data_file(
     sink: &mut dyn RowSink,
 ) -> Result<(), Failure> {
     let specs = table_specs(dataset);
+    if specs.len() > 1 {
+        return Err(fail(
+            EXIT_USAGE,
+            anyhow::anyhow!(
+                "--dummy-data-file cannot provide event tables yet: use --dummy-tables or generated dummy data"
+            ),
+        ));
+    }
     let (name, columns) = &specs[0];
     let file_columns: Vec<FileColumn> = columns
         .iter()

@@ -382,18 +382,47 @@ fn event_tables_need_the_event_level_data_permission() {
     let out = ehrql(dir.path(), &["generate-dataset", "def.json"], &[]);
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("requires the 'event_level_data' permission"),
+        stderr(&out).contains(
+            "    * event_level_data: required in order to use the `dataset.add_event_table()` method"
+        ) && stderr(&out).contains("    claim_permissions(\"event_level_data\")"),
         "{}",
         stderr(&out)
     );
-    // Claimed, the check passes (and the engine then says what it lacks).
+    // A real run reads EHRQL_PERMISSIONS.
+    fs::write(dir.path().join("empty.db"), b"").unwrap();
+    let real = |permissions: &str| {
+        ehrql(
+            dir.path(),
+            &["generate-dataset", "def.json", "--output", "real/:csv"],
+            &[
+                ("DATABASE_URL", "sqlite:///empty.db"),
+                ("EHRQL_PERMISSIONS", permissions),
+            ],
+        )
+    };
+    let out = real("[]");
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Missing permissions are:\n\n    * event_level_data: required"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("real").exists());
+    // Claimed, the dummy run writes both tables.
     fs::write(
         dir.path().join("claimed.json"),
         definition.replace(r#"{"tuple": []}"#, r#"{"tuple": ["event_level_data"]}"#),
     )
     .unwrap();
-    let out = ehrql(dir.path(), &["generate-dataset", "claimed.json"], &[]);
-    assert_ne!(out.status.code(), Some(12), "{}", stderr(&out));
+    let out = ehrql(
+        dir.path(),
+        &["generate-dataset", "claimed.json", "--output", "out/:csv"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events = fs::read_to_string(dir.path().join("out/events.csv")).unwrap();
+    assert!(events.starts_with("patient_id,date\r\n"), "{events}");
+    assert!(dir.path().join("out/dataset.csv").is_file());
 }
 
 #[test]

@@ -521,7 +521,23 @@ const REFUSED: &[(&str, &str)] = &[
     ),
     (
         "from ehrql import create_dataset\ndataset = create_dataset()\ndataset.add_event_table('e')\n",
-        "dataset_definition.py:3:9: add_event_table() (event-level data) is not supported in a dataset definition",
+        "dataset_definition.py:3:1: event tables must be defined with at least one column",
+    ),
+    (
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\ndataset.add_event_table('e', sex=patients.sex)\n",
+        "dataset_definition.py:4:1: event tables must have columns with more than one value per patient; for single values per patient use dataset variables",
+    ),
+    (
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import clinical_events as c, medications as m\ndataset = create_dataset()\ndataset.add_event_table('e', a=c.date, b=m.date)\n",
+        "dataset_definition.py:4:1: cannot combine series drawn from different tables; create a new event table for these series",
+    ),
+    (
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients, clinical_events as c\ndataset = create_dataset()\ndataset.age = patients.date_of_birth.year\ndataset.add_event_table('age', d=c.date)\n",
+        "dataset_definition.py:5:1: 'age' is already set and cannot be reassigned",
+    ),
+    (
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import clinical_events as c\ndataset = create_dataset()\ndataset.add_event_table('e', patient_id=c.date)\n",
+        "dataset_definition.py:4:1: 'patient_id' is not an allowed column name",
     ),
     (
         "from ehrql.tables.core import patients\nx = getattr(patients, '__dict__')\n",

@@ -92,42 +92,131 @@ impl Permissions {
     }
 }
 
-/// The dataset reads something it has no permission for (spec §3.5).
+/// The dataset reads something it has no permission for (spec §3.5). Displayed as the
+/// reference words it: for a real run, the missing permissions; for a dummy run, also the
+/// `claim_permissions(...)` call that would allow it.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{what} requires the '{permission}' permission, which this run does not have (real runs: \
-     EHRQL_PERMISSIONS from the project's analysis scope; dummy runs: claim_permissions(...))"
-)]
 pub struct PermissionError {
-    /// What needs it: a table, or event-level output.
-    pub what: String,
-    /// The missing permission.
-    pub permission: String,
+    /// Each missing permission and what needs it.
+    pub missing: Vec<(String, String)>,
+    /// For dummy runs, the permissions the definition claimed.
+    pub claimed: Option<Vec<String>>,
 }
 
-/// Checks that every table the dataset reads, and its event tables, are permitted.
+impl std::fmt::Display for PermissionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list: Vec<String> = self
+            .missing
+            .iter()
+            .map(|(name, why)| format!("    * {name}: {why}"))
+            .collect();
+        let list = list.join("\n");
+        match &self.claimed {
+            None => write!(
+                f,
+                "You do not currently have all the permissions needed for this action.\n\n\
+                 Missing permissions are:\n\n{list}\n\n\
+                 If you think this is a mistake and that you should have these permissions \
+                 please contact OpenSAFELY support."
+            ),
+            Some(claimed) => {
+                let claim_list: Vec<String> = claimed
+                    .iter()
+                    .chain(self.missing.iter().map(|(name, _)| name))
+                    .map(|p| format!("\"{p}\""))
+                    .collect();
+                write!(
+                    f,
+                    "Some of the tables or features you are using require special permission to use with real\n\
+                     patient data. The permissions needed are:\n\n{list}\n\n\
+                     You can continue to work on your code using dummy data by \u{201c}claiming\u{201d} \
+                     the required permisions:\n\n    from ehrql import claim_permissions\n    \
+                     claim_permissions({})\n\n\
+                     Note that you will only be able to run your code against real data if you actually have these\n\
+                     permissions assigned by the OpenSAFELY team. For more information see:\n\
+                     https://docs.opensafely.org/ehrql/reference/language/#permissions",
+                    claim_list.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// Checks that every table the dataset reads, and its event tables, are permitted
+/// (`EHRQL_PERMISSIONS` of a real run).
 ///
 /// # Errors
-/// The first missing permission, in table-name order.
+/// Every missing permission: tables' in permission order, then `event_level_data`.
 pub fn check_permissions(
     dataset: &Dataset,
     permissions: &Permissions,
 ) -> Result<(), PermissionError> {
-    if !dataset.events().is_empty() && !permissions.contains("event_level_data") {
-        return Err(PermissionError {
-            what: "an event table (add_event_table)".into(),
-            permission: "event_level_data".into(),
-        });
+    let missing = missing_permissions(dataset, permissions);
+    if missing.is_empty() {
+        return Ok(());
     }
-    for table in crate::dummy_data::tables_used(dataset) {
-        if let Some(permission) = &table.schema.required_permission
-            && !permissions.contains(permission)
-        {
-            return Err(PermissionError {
-                what: format!("table '{}'", table.schema.name),
-                permission: permission.clone(),
-            });
+    Err(PermissionError {
+        missing,
+        claimed: None,
+    })
+}
+
+/// [`check_permissions`] for a dummy-data run, against the definition's
+/// `claim_permissions(...)`.
+///
+/// # Errors
+/// As [`check_permissions`], with the claim that would allow the run.
+pub fn check_claimed_permissions(
+    dataset: &Dataset,
+    claimed: &[String],
+) -> Result<(), PermissionError> {
+    let missing = missing_permissions(dataset, &Permissions::new(claimed.iter().cloned()));
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut unique: Vec<String> = Vec::new();
+    for permission in claimed {
+        if !unique.contains(permission) {
+            unique.push(permission.clone());
         }
     }
-    Ok(())
+    Err(PermissionError {
+        missing,
+        claimed: Some(unique),
+    })
+}
+
+/// Missing permissions and why each is needed, as the reference describes them.
+fn missing_permissions(dataset: &Dataset, permissions: &Permissions) -> Vec<(String, String)> {
+    let mut tables_by_permission: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for table in crate::dummy_data::tables_used(dataset) {
+        if let Some(permission) = &table.schema.required_permission {
+            let module = table.schema.module.trim_start_matches("ehrql.tables.");
+            tables_by_permission
+                .entry(permission.clone())
+                .or_default()
+                .push(format!("`{module}.{}`", table.schema.name));
+        }
+    }
+    let mut missing = Vec::new();
+    for (permission, names) in tables_by_permission {
+        if permissions.contains(&permission) {
+            continue;
+        }
+        let tables = match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => {
+                format!("{} and {last} tables", rest.join(", "))
+            }
+            _ => format!("{} table", names.join("")),
+        };
+        missing.push((permission, format!("required for access to the {tables}")));
+    }
+    if !dataset.events().is_empty() && !permissions.contains("event_level_data") {
+        missing.push((
+            "event_level_data".to_string(),
+            "required in order to use the `dataset.add_event_table()` method".to_string(),
+        ));
+    }
+    missing
 }

@@ -33,27 +33,37 @@ impl MemoryEngine {
 
 impl Engine for MemoryEngine {
     fn run(&mut self, dataset: &Dataset, sink: &mut dyn RowSink) -> Result<(), EngineError> {
-        if !dataset.events().is_empty() {
-            return Err(EngineError::Unsupported(
-                "event tables (add_event_table)".into(),
-            ));
-        }
         check_supported(dataset)?;
         let specs = table_specs(dataset);
         sink.begin_table(&specs[0].0, &specs[0].1)
             .map_err(EngineError::Sink)?;
+        let mut population = Vec::new();
         let mut row = Vec::with_capacity(dataset.variables().len() + 1);
         for patient_id in self.database.patient_ids() {
             let mut eval = PatientEval::new(dataset, &self.database, patient_id);
             if eval.scalar(dataset.population()).as_bool() != Some(true) {
                 continue;
             }
+            population.push(patient_id);
             row.clear();
             row.push(Value::Int(patient_id));
             for (_, id) in dataset.variables() {
                 row.push(eval.scalar(*id));
             }
             sink.row(&row).map_err(EngineError::Sink)?;
+        }
+        // Event tables: each population patient's rows of the table's domain, in row order.
+        for ((_, frame), (name, columns)) in dataset.events().iter().zip(&specs[1..]) {
+            sink.begin_table(name, columns).map_err(EngineError::Sink)?;
+            for patient_id in &population {
+                let mut eval = PatientEval::new(dataset, &self.database, *patient_id);
+                for values in eval.event_rows(*frame) {
+                    row.clear();
+                    row.push(Value::Int(*patient_id));
+                    row.extend(values);
+                    sink.row(&row).map_err(EngineError::Sink)?;
+                }
+            }
         }
         Ok(())
     }
@@ -306,6 +316,27 @@ impl<'a> PatientEval<'a> {
             }
             Node::SeriesCollectionFrame { .. } => Ev::Rows(Rc::new(vec![])),
         }
+    }
+
+    /// The rows of an event table (`SeriesCollectionFrame`): its members' values at each row
+    /// of its domain (patient-level members repeated on every row).
+    fn event_rows(&mut self, frame: NodeId) -> Vec<Vec<Value>> {
+        let graph = self.graph;
+        let Node::SeriesCollectionFrame { members } = graph.node(frame) else {
+            return Vec::new();
+        };
+        let Domain::Many(domain) = graph.info(frame).domain else {
+            return Vec::new();
+        };
+        let Ev::Rows(rows) = self.eval(domain) else {
+            return Vec::new();
+        };
+        let n = self.n_rows(domain);
+        let columns: Vec<Rc<Vec<Value>>> =
+            members.iter().map(|(_, m)| self.column(*m, n)).collect();
+        rows.iter()
+            .map(|p| columns.iter().map(|c| c[*p].clone()).collect())
+            .collect()
     }
 
     /// Number of the patient's rows in the root table of a many-rows domain.

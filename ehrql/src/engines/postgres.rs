@@ -216,6 +216,8 @@ impl Engine for PostgresEngine {
             self.execute(view)?;
         }
         let total = statements.len();
+        // Results queries come in `table_specs` order: the dataset, then each event table.
+        let mut results_seen = 0;
         let client = &self.client;
         self.runtime.block_on(async {
             for (i, statement) in statements.iter().enumerate() {
@@ -225,7 +227,10 @@ impl Engine for PostgresEngine {
                         client.batch_execute(&statement.sql).await?
                     }
                     StatementKind::Results => {
-                        let (name, columns) = &specs[0];
+                        let (name, columns) = specs.get(results_seen).ok_or_else(|| {
+                            EngineError::Unsupported("a results query without a table".into())
+                        })?;
+                        results_seen += 1;
                         sink.begin_table(name, columns).map_err(EngineError::Sink)?;
                         let rows = client
                             .query_raw(statement.sql.as_str(), std::iter::empty::<i64>())

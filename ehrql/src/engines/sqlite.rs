@@ -338,6 +338,8 @@ impl Engine for SqliteEngine {
             dataset_sql(dataset).map_err(|e| EngineError::Unsupported(e.to_string()))?;
         let specs = table_specs(dataset);
         let total = statements.len();
+        // Results queries come in `table_specs` order: the dataset, then each event table.
+        let mut results_seen = 0;
         for (i, statement) in statements.iter().enumerate() {
             let started = std::time::Instant::now();
             match statement.kind {
@@ -345,7 +347,10 @@ impl Engine for SqliteEngine {
                     self.conn.execute_batch(&statement.sql)?
                 }
                 StatementKind::Results => {
-                    let (name, columns) = &specs[0];
+                    let (name, columns) = specs.get(results_seen).ok_or_else(|| {
+                        EngineError::Unsupported("a results query without a table".into())
+                    })?;
+                    results_seen += 1;
                     sink.begin_table(name, columns).map_err(EngineError::Sink)?;
                     let mut stmt = self.conn.prepare(&statement.sql)?;
                     let mut rows = stmt.query([])?;

@@ -45,7 +45,14 @@ pub(super) fn read(path: &Path, columns: &[FileColumn]) -> Result<Vec<Vec<Value>
                         expected: column.spec.ty,
                     }
                 })?,
-                None => vec![Value::Null; batch.num_rows()],
+                // A column the file may omit reads as NULL, even where the schema forbids
+                // NULL: nothing reads it.
+                None => {
+                    for row in &mut rows[first_row..] {
+                        row.push(Value::Null);
+                    }
+                    continue;
+                }
             };
             for (i, raw) in values.into_iter().enumerate() {
                 let value =

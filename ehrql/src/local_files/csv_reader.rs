@@ -68,8 +68,13 @@ pub(super) fn read(
         }
         let mut row = Vec::with_capacity(columns.len());
         for (column, position) in columns.iter().zip(&positions) {
-            let text = position.map_or("", |p| fields[p].as_str());
-            let value = parse(text, column.spec.ty)
+            // A column the file may omit reads as NULL, even where the schema forbids NULL:
+            // nothing reads it.
+            let Some(position) = position else {
+                row.push(Value::Null);
+                continue;
+            };
+            let value = parse(fields[*position].as_str(), column.spec.ty)
                 .and_then(|raw| typed_value(raw, &column.spec))
                 .map_err(|problem| FileError::BadValue {
                     path: path.to_path_buf(),

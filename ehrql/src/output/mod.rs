@@ -60,6 +60,200 @@ pub enum OutputError {
     /// The Arrow writer failed.
     #[error("writing Arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// `DIR/:ext` with an extension we do not write.
+    #[error("':{0}' is not a supported format, must be one of: `:arrow`, `:csv`, `:csv.gz`")]
+    UnsupportedDirectoryFormat(String),
+    /// Several tables (event tables) for a single-file output.
+    #[error(
+        "Attempting to write {count} tables, but output only supports a single table\n  \
+         Instead of -> {path}\n         try -> {suggestion}"
+    )]
+    SingleFileForTables {
+        /// How many tables there are.
+        count: usize,
+        /// The file given.
+        path: String,
+        /// The directory form to use instead.
+        suggestion: String,
+    },
+}
+
+/// Where result tables go (spec §6.3): CSV on the console, one file, or a directory holding
+/// one file per table (`DIR/:csv`, `DIR:csv.gz`, `DIR/:arrow`), named by the url-quoted table
+/// name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputTarget {
+    /// CSV on stdout; with several tables, each is preceded by its name.
+    Console,
+    /// One file, format by extension: only one table fits.
+    File(PathBuf),
+    /// A directory of `<quoted table name><extension>` files.
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// `.csv`, `.csv.gz` or `.arrow`.
+        extension: &'static str,
+    },
+}
+
+impl OutputTarget {
+    /// Reads `--output`: no path is the console; a last component `NAME:ext` (or `:ext`) is a
+    /// directory `NAME` (or the parent) of `.ext` files; anything else a file.
+    ///
+    /// # Errors
+    /// A directory format or file extension we do not write.
+    pub fn parse(path: Option<&Path>) -> Result<OutputTarget, OutputError> {
+        let Some(path) = path else {
+            return Ok(OutputTarget::Console);
+        };
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Some((stem, format)) = name.rsplit_once(':') else {
+            Format::from_path(path)
+                .ok_or_else(|| OutputError::UnsupportedExtension(path.to_path_buf()))?;
+            return Ok(OutputTarget::File(path.to_path_buf()));
+        };
+        let extension = match format {
+            "csv" => ".csv",
+            "csv.gz" => ".csv.gz",
+            "arrow" => ".arrow",
+            other => return Err(OutputError::UnsupportedDirectoryFormat(other.to_string())),
+        };
+        let dir = if stem.is_empty() {
+            path.parent().map_or_else(PathBuf::new, Path::to_path_buf)
+        } else {
+            path.with_file_name(stem)
+        };
+        Ok(OutputTarget::Directory { dir, extension })
+    }
+
+    /// Checks that the target can hold `count` tables, before anything runs: a single file
+    /// takes one, and the error says which directory to use instead.
+    ///
+    /// # Errors
+    /// [`OutputError::SingleFileForTables`].
+    pub fn check_table_count(&self, count: usize) -> Result<(), OutputError> {
+        match self {
+            OutputTarget::File(path) if count > 1 => {
+                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+                let parent = path.parent().unwrap_or(Path::new(""));
+                let extension = path
+                    .extension()
+                    .map_or_else(String::new, |e| e.to_string_lossy().into_owned());
+                Err(OutputError::SingleFileForTables {
+                    count,
+                    path: path.display().to_string(),
+                    suggestion: format!(
+                        "{}/:{extension}",
+                        parent.join(stem.unwrap_or_default()).display()
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A sink writing `table_count` tables to this target.
+    ///
+    /// # Errors
+    /// An unsupported extension, or the file cannot be created.
+    pub fn open(&self, table_count: usize) -> Result<TablesSink, OutputError> {
+        self.check_table_count(table_count)?;
+        Ok(match self {
+            OutputTarget::Console => TablesSink::Console(StdoutSink::new(table_count)),
+            OutputTarget::File(path) => TablesSink::File(FileSink::create(path)?),
+            OutputTarget::Directory { dir, extension } => TablesSink::Directory {
+                dir: dir.clone(),
+                extension,
+                files: Vec::new(),
+            },
+        })
+    }
+}
+
+/// The file of table `name` in an output directory: its url-quoted name (every byte but
+/// ASCII letters, digits and `_.-~` percent-encoded, as Python's `quote(name, safe="")`) and
+/// the extension.
+pub fn table_file_name(name: &str, extension: &str) -> String {
+    let mut out = String::new();
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"_.-~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out.push_str(extension);
+    out
+}
+
+/// Writes result tables to an [`OutputTarget`]. Files appear only when [`TablesSink::finish`]
+/// succeeds.
+pub enum TablesSink {
+    /// CSV on stdout.
+    Console(StdoutSink),
+    /// One file.
+    File(FileSink),
+    /// One file per table, all renamed into place at the end.
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// The files' extension.
+        extension: &'static str,
+        /// The tables begun so far (the last one is being written).
+        files: Vec<FileSink>,
+    },
+}
+
+impl TablesSink {
+    /// Finishes every file (or flushes stdout).
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn finish(self) -> Result<(), OutputError> {
+        match self {
+            TablesSink::Console(sink) => sink.finish().map_err(|e| OutputError::Io {
+                path: PathBuf::from("<stdout>"),
+                source: io::Error::other(e.to_string()),
+            }),
+            TablesSink::File(sink) => sink.finish(),
+            TablesSink::Directory { files, .. } => {
+                for file in files {
+                    file.finish()?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl RowSink for TablesSink {
+    fn begin_table(&mut self, name: &str, columns: &[ColumnSpec]) -> Result<(), SinkError> {
+        match self {
+            TablesSink::Console(sink) => sink.begin_table(name, columns),
+            TablesSink::File(sink) => sink.begin_table(name, columns),
+            TablesSink::Directory {
+                dir,
+                extension,
+                files,
+            } => {
+                let mut file = FileSink::create(&dir.join(table_file_name(name, extension)))?;
+                file.begin_table(name, columns)?;
+                files.push(file);
+                Ok(())
+            }
+        }
+    }
+
+    fn row(&mut self, row: &[Value]) -> Result<(), SinkError> {
+        match self {
+            TablesSink::Console(sink) => sink.row(row),
+            TablesSink::File(sink) => sink.row(row),
+            TablesSink::Directory { files, .. } => match files.last_mut() {
+                Some(file) => file.row(row),
+                None => Err("row before table".into()),
+            },
+        }
+    }
 }
 
 /// A sink that writes one table to a file, atomically on [`FileSink::finish`].
@@ -187,15 +381,23 @@ impl RowSink for FileSink {
     }
 }
 
-/// A sink writing CSV to stdout (no `--output`).
+/// A sink writing CSV to stdout (no `--output`). With several tables (event tables), each is
+/// preceded by its name, and tables are separated by a blank line, as the reference's console
+/// output does.
 pub struct StdoutSink {
     writer: Option<csv::CsvWriter>,
+    tables: usize,
+    print_names: bool,
 }
 
 impl StdoutSink {
-    /// A sink on stdout.
-    pub fn new() -> StdoutSink {
-        StdoutSink { writer: None }
+    /// A sink on stdout for `table_count` tables.
+    pub fn new(table_count: usize) -> StdoutSink {
+        StdoutSink {
+            writer: None,
+            tables: 0,
+            print_names: table_count > 1,
+        }
     }
 
     /// Flushes.
@@ -210,15 +412,21 @@ impl StdoutSink {
     }
 }
 
-impl Default for StdoutSink {
-    fn default() -> Self {
-        StdoutSink::new()
-    }
-}
-
 impl RowSink for StdoutSink {
-    fn begin_table(&mut self, _name: &str, columns: &[ColumnSpec]) -> Result<(), SinkError> {
-        let mut w = csv::CsvWriter::new(csv::CsvOut::Stdout(io::BufWriter::new(io::stdout())));
+    fn begin_table(&mut self, name: &str, columns: &[ColumnSpec]) -> Result<(), SinkError> {
+        use std::io::Write;
+        if let Some(previous) = self.writer.take() {
+            Box::new(previous).finish()?;
+        }
+        let mut out = io::BufWriter::new(io::stdout());
+        if self.tables > 0 {
+            out.write_all(b"\n\n")?;
+        }
+        self.tables += 1;
+        if self.print_names {
+            writeln!(out, "{name}")?;
+        }
+        let mut w = csv::CsvWriter::new(csv::CsvOut::Stdout(out));
         w.begin(columns)?;
         self.writer = Some(w);
         Ok(())

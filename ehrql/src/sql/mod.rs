@@ -60,16 +60,12 @@ pub struct Statement {
     pub sql: String,
 }
 
-/// Compiles `dataset` to statements in execution order.
+/// Compiles `dataset` to statements in execution order: the results queries are the
+/// dataset's, then one per event table, in definition order.
 ///
 /// # Errors
-/// Event tables, measures parameters, or anything else not yet supported.
+/// Measures parameters, or anything else not yet supported.
 pub fn compile(dataset: &Dataset, dialect: &dyn Dialect) -> Result<Vec<Statement>, CompileError> {
-    if !dataset.events().is_empty() {
-        return Err(CompileError::Unsupported(
-            "event tables (add_event_table)".into(),
-        ));
-    }
     let mut compiler = Compiler::new(dataset, dialect)?;
     compiler.compile()
 }
@@ -359,6 +355,9 @@ impl<'a> Compiler<'a> {
             self.compile_population()?;
         }
         self.compile_results()?;
+        for (_, frame) in self.dataset.events() {
+            self.compile_event_table(*frame)?;
+        }
         let mut statements = std::mem::take(&mut self.statements);
         statements.extend(self.cleanup.iter().rev().map(|t| Statement {
             kind: StatementKind::Cleanup,
@@ -886,6 +885,52 @@ impl<'a> Compiler<'a> {
             columns.join(", "),
             self.scan_joins(&scope)
         );
+        self.statements.push(Statement {
+            kind: StatementKind::Results,
+            sql,
+        });
+        Ok(())
+    }
+
+    /// An event table's results query: its members over the rows of their domain, for
+    /// population patients; patient-level members are joined on the row's patient.
+    fn compile_event_table(&mut self, frame: NodeId) -> Result<(), CompileError> {
+        let d = self.dialect;
+        let Node::SeriesCollectionFrame { members } = self.graph.node(frame).clone() else {
+            return Err(CompileError::Unsupported(
+                "an event table that is not a SeriesCollectionFrame".into(),
+            ));
+        };
+        let domain = self.graph.info(frame).domain;
+        let root = self
+            .domain_root(domain)
+            .ok_or_else(|| CompileError::Unsupported("an event table without a table".into()))?;
+        let mut scope = Scope::new("base.patient_id".into(), Some(root));
+        let mut columns = vec!["base.patient_id AS patient_id".to_string()];
+        for (name, id) in &members {
+            let sql = self.expr(*id, &mut scope)?;
+            let sql = if self.graph.scalar_type(*id) == Some(ScalarType::Bool) {
+                d.bool_value(&sql)
+            } else {
+                sql
+            };
+            columns.push(format!("{sql} AS {}", d.ident(name)));
+        }
+        let mut filters: Vec<String> = self
+            .conditions_sql(domain, &mut scope)?
+            .into_iter()
+            .collect();
+        filters.extend(self.semi_join());
+        let mut sql = format!(
+            "SELECT {} FROM {} AS base{}",
+            columns.join(", "),
+            self.table_sql(root)?,
+            self.scan_joins(&scope)
+        );
+        if !filters.is_empty() {
+            sql.push_str(&format!(" WHERE {}", filters.join(" AND ")));
+        }
+        sql.push_str(" ORDER BY base.patient_id");
         self.statements.push(Statement {
             kind: StatementKind::Results,
             sql,

@@ -45,6 +45,8 @@ const MAX_ITEMS_CREATED: u64 = 5_000_000;
 pub(super) struct DatasetState {
     pub(super) population: Option<(NodeId, TextSize)>,
     pub(super) variables: Vec<(String, NodeId)>,
+    /// Event tables (`add_event_table`): name and `SeriesCollectionFrame`.
+    pub(super) events: Vec<(String, NodeId)>,
     pub(super) dummy_data_config: DummyDataConfig,
 }
 
@@ -175,9 +177,11 @@ pub(super) fn run<'a>(body: &'a [Stmt], base_dir: &'a Path) -> R<Definition> {
         });
     };
     let dataset =
-        Dataset::new(interp.graph, population, state.variables, vec![]).map_err(|e| Fail {
-            at: population_at,
-            kind: ErrorKind::Query(e),
+        Dataset::new(interp.graph, population, state.variables, state.events).map_err(|e| {
+            Fail {
+                at: population_at,
+                kind: ErrorKind::Query(e),
+            }
         })?;
     Ok(Definition {
         dataset,

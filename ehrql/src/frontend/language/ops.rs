@@ -6,6 +6,7 @@
 //! a string next to a code series becomes that code).
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rustpython_ruff_python_ast::{CmpOp, Operator, UnaryOp};
 
@@ -13,8 +14,8 @@ use super::error::ErrorKind;
 use super::interp::{Args, Interp, iterate};
 use super::value::{DurationUnit, Obj};
 use crate::query_model::{
-    AggregateKind, Date, Domain, FunctionOp, Kind, Literal, NodeId, Position, ScalarType,
-    SeriesType, Value, is_valid_variable_name,
+    AggregateKind, Date, Domain, FunctionOp, Kind, Literal, NodeId, Position, QueryError,
+    ScalarType, SeriesType, Value, is_valid_variable_name,
 };
 
 type Result<T> = std::result::Result<T, ErrorKind>;
@@ -259,10 +260,9 @@ impl<'a> Interp<'a> {
                 super::builtins::module_attr(self, &m, name)
             }
             Obj::Dataset(index) => match name {
-                "define_population" | "add_column" | "configure_dummy_data" => method(object),
-                "add_event_table" => Err(ErrorKind::NotSupported(
-                    "add_event_table() (event-level data)".into(),
-                )),
+                "define_population" | "add_column" | "configure_dummy_data" | "add_event_table" => {
+                    method(object)
+                }
                 _ => {
                     let found = self.datasets[*index]
                         .variables
@@ -518,11 +518,87 @@ impl<'a> Interp<'a> {
                 }
                 Ok(Obj::None)
             }
+            "add_event_table" => {
+                let [table] = fixed::<1>(args.positional, name)?;
+                let Obj::Str(table) = table else {
+                    return Err(ErrorKind::Type(format!(
+                        "add_event_table() needs the table name as a string, not {}",
+                        table.describe()
+                    )));
+                };
+                self.add_event_table(index, &table, args.keywords)?;
+                Ok(Obj::None)
+            }
             _ => Err(ErrorKind::NoAttribute {
                 on: "the dataset".into(),
                 name: name.to_string(),
             }),
         }
+    }
+
+    /// The naming rules shared by variables, event tables and their columns (`context`),
+    /// which share one namespace per dataset (or per event table).
+    fn check_attribute_name(name: &str, already_defined: bool, context: &str) -> Result<()> {
+        if already_defined {
+            return Err(ErrorKind::Dataset(format!(
+                "'{name}' is already set and cannot be reassigned"
+            )));
+        }
+        if RESERVED_NAMES.contains(&name) {
+            return Err(ErrorKind::Dataset(format!(
+                "'{name}' is not an allowed {context} name"
+            )));
+        }
+        if !is_valid_variable_name(name) {
+            return Err(ErrorKind::Dataset(format!(
+                "{context} names must start with a letter, and contain only alphanumeric characters and underscores (you defined a {context} '{name}')"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `dataset.add_event_table(name, column=series, …)`: an event table of many-rows series
+    /// from one table (patient-level series are repeated on each row).
+    fn add_event_table(
+        &mut self,
+        index: usize,
+        table: &str,
+        columns: Vec<(String, Obj<'a>)>,
+    ) -> Result<()> {
+        let state = &self.datasets[index];
+        let defined = state.variables.iter().any(|(n, _)| n == table)
+            || state.events.iter().any(|(n, _)| n == table);
+        Self::check_attribute_name(table, defined, "table")?;
+        if columns.is_empty() {
+            return Err(ErrorKind::Dataset(
+                "event tables must be defined with at least one column".into(),
+            ));
+        }
+        let mut members: Vec<(Arc<str>, NodeId)> = Vec::new();
+        for (column, value) in columns {
+            Self::check_attribute_name(&column, false, "column")?;
+            let Obj::Series(node) = value else {
+                return Err(ErrorKind::Type(format!(
+                    "invalid column '{column}':\nExpecting an ehrQL series, got {}",
+                    value.describe()
+                )));
+            };
+            members.push((Arc::from(column.as_str()), node));
+        }
+        let frame = self
+            .graph
+            .series_collection_frame(members)
+            .map_err(|e| match e {
+                QueryError::PatientDomain { .. } => ErrorKind::Type(
+                    "event tables must have columns with more than one value per patient; for single values per patient use dataset variables".into(),
+                ),
+                QueryError::DomainMismatch { .. } => ErrorKind::Dataset(
+                    "cannot combine series drawn from different tables; create a new event table for these series".into(),
+                ),
+                other => ErrorKind::Query(other),
+            })?;
+        self.datasets[index].events.push((table.to_string(), frame));
+        Ok(())
     }
 
     /// `dataset.<name> = value` or `dataset.add_column(name, value)` (spec §2.5 naming rules).
@@ -532,25 +608,10 @@ impl<'a> Interp<'a> {
                 "Cannot set variable 'population'; use define_population() instead".into(),
             ));
         }
-        if RESERVED_NAMES.contains(&name) {
-            return Err(ErrorKind::Dataset(format!(
-                "'{name}' is not an allowed variable name"
-            )));
-        }
-        if !is_valid_variable_name(name) {
-            return Err(ErrorKind::Dataset(format!(
-                "Variable names must start with a letter, and contain only alphanumeric characters and underscores (you defined a variable '{name}')"
-            )));
-        }
-        if self.datasets[index]
-            .variables
-            .iter()
-            .any(|(n, _)| n == name)
-        {
-            return Err(ErrorKind::Dataset(format!(
-                "'{name}' is already set and cannot be reassigned"
-            )));
-        }
+        let state = &self.datasets[index];
+        let defined = state.variables.iter().any(|(n, _)| n == name)
+            || state.events.iter().any(|(n, _)| n == name);
+        Self::check_attribute_name(name, defined, "variable")?;
         let node = match value {
             Obj::Series(n) => n,
             Obj::Frame(_) => {
