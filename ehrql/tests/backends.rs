@@ -221,7 +221,7 @@ fn tpp_rules_map_sex_codes_and_sentinel_dates() {
         "INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'M', '9999-12-31 00:00:00'),
              (2, '1990-01-01', 'F', '2020-02-03 10:11:12'), (3, '2000-01-01', 'I', NULL),
              (4, '2010-01-01', 'X', NULL), (5, '2010-01-01', 'U', NULL);
-         INSERT INTO \"Organisation\" VALUES (7);
+         INSERT INTO \"Organisation\" (\"Organisation_ID\") VALUES (7);
          INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '9999-12-31', 7),
              (2, '2001-01-01', '2019-05-06 00:00:00', 7), (3, '2001-01-01', '2002-01-01', 8);
          INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2), (3), (4), (5);",
@@ -286,15 +286,15 @@ fn tpp_gp_activation_is_applied_unless_permitted() {
     raw.execute_batch(
         "INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'M', NULL), (2, '1980-01-01', 'F', NULL),
              (3, '1980-01-01', 'F', NULL);
-         INSERT INTO \"Organisation\" VALUES (7), (8);
+         INSERT INTO \"Organisation\" (\"Organisation_ID\") VALUES (7), (8);
          INSERT INTO \"DirectionsAcknowledged\" VALUES (7);
          INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '9999-12-31', 7),
              (2, '2000-01-01', '9999-12-31', 8), (3, '2000-01-01', '2010-01-01', 7),
              (3, '2010-01-01', '9999-12-31', 8);
-         INSERT INTO \"CodedEvent_SNOMED\" VALUES (1, '2020-01-01', '1', NULL),
+         INSERT INTO \"CodedEvent_SNOMED\" (\"Patient_ID\", \"ConsultationDate\", \"ConceptID\", \"NumericValue\") VALUES (1, '2020-01-01', '1', NULL),
              (2, '2020-01-01', '1', NULL), (3, '2009-06-01', '1', NULL),
              (3, '2015-01-01', '1', NULL);
-         INSERT INTO \"MedicationIssue\" VALUES (3, '2010-01-01', 'x'), (3, '2010-01-02', 'x');
+         INSERT INTO \"MedicationIssue\" (\"Patient_ID\", \"ConsultationDate\", \"MultilexDrug_ID\") VALUES (3, '2010-01-01', 'x'), (3, '2010-01-02', 'x');
          INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2), (3);",
     )
     .unwrap();
@@ -447,20 +447,11 @@ fn tpp_backend_gives_the_core_backends_dataset_on_postgres() {
     );
 }
 
-/// `create-dummy-tables --backend tpp` writes the raw TPP tables; loaded into a database, the
-/// `tpp` backend turns them back into the dataset the dummy data gives directly.
-#[test]
-fn dummy_tpp_tables_load_into_a_database_that_gives_the_dummy_dataset() {
-    let (dir, _) = study();
-    let out = ehrql(
-        dir.path(),
-        &["create-dummy-tables", STUDY, "raw", "--backend", "tpp"],
-        &[],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let raw = Connection::open(dir.path().join("tpp.db")).unwrap();
-    raw.execute_batch(&tpp::create_raw_tables_sql(SqlFlavour::Sqlite).join(";"))
-        .unwrap();
+/// SQL creating the raw TPP tables and loading the files `create-dummy-tables --backend tpp`
+/// wrote to `dir`.
+fn raw_files_sql(dir: &Path, flavour: SqlFlavour) -> String {
+    let mut sql = tpp::create_raw_tables_sql(flavour).join(";\n");
+    sql.push_str(";\n");
     for table in tpp::raw_tables() {
         let columns: Vec<FileColumn> = table
             .columns
@@ -476,40 +467,201 @@ fn dummy_tpp_tables_load_into_a_database_that_gives_the_dummy_dataset() {
                 required: true,
             })
             .collect();
-        let path = dir.path().join(format!("raw/{}.csv", table.name));
+        let path = dir.join(format!("{}.csv", table.name));
         for row in local_files::read_rows(&path, &columns).unwrap() {
             let values: Vec<String> = row.iter().map(sql_literal).collect();
-            raw.execute(
-                &format!(
-                    "INSERT INTO \"{}\" VALUES ({})",
-                    table.name,
-                    values.join(", ")
-                ),
-                [],
-            )
-            .unwrap();
+            sql.push_str(&format!(
+                "INSERT INTO \"{}\" VALUES ({});\n",
+                table.name,
+                values.join(", ")
+            ));
         }
     }
-    let dummy = ehrql(dir.path(), &["generate-dataset", STUDY], &[]);
-    assert!(dummy.status.success(), "{}", stderr(&dummy));
-    let from_tpp = ehrql(
-        dir.path(),
-        &[
-            "generate-dataset",
-            STUDY,
-            "--dsn",
-            "sqlite:///tpp.db",
-            "--backend",
-            "tpp",
-        ],
-        &[],
-    );
-    assert!(from_tpp.status.success(), "{}", stderr(&from_tpp));
+    sql
+}
+
+/// `create-dummy-tables` writes the generated source tables in ehrQL's shape and, with
+/// `--backend tpp`, the same data as raw TPP tables. The dummy run, `--dummy-tables` over the
+/// ehrQL-shaped files, and the `tpp` backend over the raw tables loaded into SQLite and into
+/// PostgreSQL all give the same CSV, which is returned.
+fn assert_dummy_tables_round_trip(dir: &Path, study: &str, patients: usize) -> String {
+    let create = |args: &[&str]| {
+        let mut full = vec!["create-dummy-tables", study];
+        full.extend(args);
+        let out = ehrql(dir, &full, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    create(&["core"]);
+    create(&["raw", "--backend", "tpp"]);
+    let run = |args: &[&str]| {
+        let mut full = vec!["generate-dataset", study];
+        full.extend(args);
+        let out = ehrql(dir, &full, &[]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dummy = run(&[]);
+    assert_eq!(patient_ids(dummy.as_bytes()).len(), patients);
     assert_eq!(
-        String::from_utf8_lossy(&from_tpp.stdout),
-        String::from_utf8_lossy(&dummy.stdout)
+        run(&["--dummy-tables", "core"]),
+        dummy,
+        "ehrQL-shaped tables"
     );
-    assert_eq!(patient_ids(&dummy.stdout).len(), 50);
+    Connection::open(dir.join("tpp.db"))
+        .unwrap()
+        .execute_batch(&raw_files_sql(&dir.join("raw"), SqlFlavour::Sqlite))
+        .unwrap();
+    let tpp = ["--backend", "tpp"];
+    assert_eq!(
+        run(&[&["--dsn", "sqlite:///tpp.db"][..], &tpp].concat()),
+        dummy,
+        "tpp backend on SQLite"
+    );
+    let postgres = postgres_support::TestDatabase::create();
+    postgres
+        .connect()
+        .execute(&raw_files_sql(&dir.join("raw"), SqlFlavour::Postgres))
+        .unwrap();
+    assert_eq!(
+        run(&[&["--dsn", postgres.url.as_str()][..], &tpp].concat()),
+        dummy,
+        "tpp backend on PostgreSQL"
+    );
+    dummy
+}
+
+#[test]
+fn dummy_core_study_tables_give_the_dummy_dataset_on_every_backend() {
+    let (dir, _) = study();
+    assert_dummy_tables_round_trip(dir.path(), STUDY, 50);
+}
+
+/// A study importing from `ehrql.tables.tpp` (addresses, practice attributes, vaccinations,
+/// HES with a diagnosis codelist, CTV3 events, ethnicity, households, place of death).
+#[test]
+fn dummy_tpp_study_tables_give_the_dummy_dataset_on_every_backend() {
+    let (dir, _) = study();
+    let csv = assert_dummy_tables_round_trip(dir.path(), "analysis/tpp_study.py", 60);
+    // The data exercises the new tables: each of these columns has values.
+    let mut lines = csv.split("\r\n").filter(|l| !l.is_empty());
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    for column in [
+        "region",
+        "stp",
+        "systmone_for_a_year",
+        "imd",
+        "imd_quintile",
+        "ethnicity",
+        "household_size",
+        "last_flu",
+        "last_vaccine_product",
+        "first_hf_admission",
+        "critical_care_days",
+        "smoking_code",
+        "smoking_consultation",
+        "death_place",
+    ] {
+        let i = header.iter().position(|h| *h == column).unwrap();
+        assert!(
+            rows.iter()
+                .any(|r| !r[i].is_empty() && r[i] != "F" && r[i] != "0"),
+            "no values in {column}:\n{csv}"
+        );
+    }
+}
+
+/// The `appointments` table needs the `appointments` permission: claimed in dummy runs,
+/// granted through `EHRQL_PERMISSIONS` in real ones (exit 12 otherwise, with the reference's
+/// message). Its TPP mapping names status codes, drops duplicate rows and applies GP
+/// activation to `booked_date`; HES tables are read from the current table from the archive
+/// cut-off month and from `_ARCHIVED` before it.
+#[test]
+fn tpp_appointments_need_their_permission_and_map_hes_and_appointment_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let definition = "from ehrql import create_dataset\n\
+         from ehrql.tables.tpp import patients, appointments, apcs\n\
+         dataset = create_dataset()\ndataset.define_population(patients.exists_for_patient())\n\
+         dataset.appointments = appointments.count_for_patient()\n\
+         dataset.status = appointments.sort_by(appointments.booked_date).last_for_patient().status\n\
+         dataset.admissions = apcs.count_for_patient()\n\
+         dataset.first_admission = apcs.sort_by(apcs.admission_date).first_for_patient().admission_date\n";
+    fs::write(dir.path().join("def.py"), definition).unwrap();
+    let out = ehrql(dir.path(), &["generate-dataset", "def.py"], &[]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "The permissions needed are:\n\n    * appointments: required for access to the \
+             `tpp.appointments` table\n\nYou can continue to work on your code using dummy data \
+             by \u{201c}claiming\u{201d} the required permisions:\n\n    from ehrql import \
+             claim_permissions\n    claim_permissions(\"appointments\")"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(
+        dir.path().join("claimed.py"),
+        format!(
+            "{definition}from ehrql import claim_permissions\nclaim_permissions(\"appointments\")\n"
+        ),
+    )
+    .unwrap();
+    let out = ehrql(dir.path(), &["generate-dataset", "claimed.py"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let raw = Connection::open(dir.path().join("tpp.db")).unwrap();
+    raw.execute_batch(&tpp::create_raw_tables_sql(SqlFlavour::Sqlite).join(";"))
+        .unwrap();
+    // 1: activated throughout. 2: activated until 2010-01-01, then at unactivated practice 8.
+    raw.execute_batch(
+        "INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'M', NULL), (2, '1980-01-01', 'F', NULL);
+         INSERT INTO \"Organisation\" (\"Organisation_ID\") VALUES (7), (8);
+         INSERT INTO \"DirectionsAcknowledged\" VALUES (7);
+         INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '9999-12-31', 7),
+             (2, '2000-01-01', '2010-01-01', 7), (2, '2010-01-01', '9999-12-31', 8);
+         INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2);
+         INSERT INTO \"Appointment\" VALUES (10, 1, '2020-01-01 09:00:00', '2020-01-02', '9999-12-31', 2),
+             (10, 1, '2020-01-01 09:00:00', '2020-01-02', '9999-12-31', 2),
+             (11, 1, '2021-01-01', '2021-01-02', '2021-01-02', 4),
+             (12, 2, '2009-01-01', '2009-01-02', NULL, 16), (13, 2, '2015-01-01', NULL, NULL, 0);
+         INSERT INTO \"APCS\" (\"Patient_ID\", \"APCS_Ident\", \"Admission_Date\", \"Der_Activity_Month\")
+             VALUES (1, 1, '2024-01-01', '202401'), (1, 2, '2022-01-01', '202201');
+         INSERT INTO \"APCS_ARCHIVED\" (\"Patient_ID\", \"APCS_Ident\", \"Admission_Date\", \"Der_Activity_Month\")
+             VALUES (1, 2, '2022-01-01', '202201'), (1, 1, '2024-01-01', '202401');",
+    )
+    .unwrap();
+    let run = |permissions: &str| {
+        ehrql(
+            dir.path(),
+            &[
+                "generate-dataset",
+                "def.py",
+                "--dsn",
+                "sqlite:///tpp.db",
+                "--backend",
+                "tpp",
+            ],
+            &[("EHRQL_PERMISSIONS", permissions)],
+        )
+    };
+    let out = run("[]");
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "You do not currently have all the permissions needed for this action.\n\n\
+             Missing permissions are:\n\n    * appointments: required for access to the \
+             `tpp.appointments` table\n\nIf you think this is a mistake"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(r#"["appointments"]"#);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "patient_id,appointments,status,admissions,first_admission\r\n\
+         1,2,Finished,2,2022-01-01\r\n2,1,Patient Walked Out,0,\r\n"
+    );
 }
 
 /// With `TEMP_DATABASE_NAME`, dm+d codes also come from that database's (PostgreSQL: schema's)
@@ -537,10 +689,10 @@ fn tpp_custom_medication_dictionary_comes_from_temp_database_name_on_postgres() 
              INSERT INTO \"MedicationDictionary\" VALUES ('known', '39113311000001107');
              INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'F', '9999-12-31'), (2, '1980-01-01', 'M', '9999-12-31');
              INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2);
-             INSERT INTO \"Organisation\" VALUES (7);
+             INSERT INTO \"Organisation\" (\"Organisation_ID\") VALUES (7);
              INSERT INTO \"DirectionsAcknowledged\" VALUES (7);
              INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '9999-12-31', 7), (2, '2000-01-01', '9999-12-31', 7);
-             INSERT INTO \"MedicationIssue\" VALUES (1, '2020-01-01', 'known'), (2, '2020-01-01', 'custom');",
+             INSERT INTO \"MedicationIssue\" (\"Patient_ID\", \"ConsultationDate\", \"MultilexDrug_ID\") VALUES (1, '2020-01-01', 'known'), (2, '2020-01-01', 'custom');",
         )
         .unwrap();
     let run = |env: &[(&str, &str)]| {

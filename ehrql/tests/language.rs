@@ -512,8 +512,8 @@ const REFUSED: &[(&str, &str)] = &[
         "dataset_definition.py:1:5: the value is too large (more than 1000000 items, or an integer overflow)",
     ),
     (
-        "from ehrql.tables.tpp import patients\n",
-        "dataset_definition.py:1:30: there is no table 'patients' in 'ehrql.tables.tpp' (tables are available from: ehrql.tables.core, tests.spec.tables)",
+        "from ehrql.tables.tpp import opa_diag\n",
+        "dataset_definition.py:1:30: there is no table 'opa_diag' in 'ehrql.tables.tpp' (tables are available from: ehrql.tables.core, tests.spec.tables, ehrql.tables.tpp)",
     ),
     (
         "from ehrql import create_dataset\nfrom ehrql.tables.core import clinical_events, medications\ndataset = create_dataset()\nx = clinical_events.date == medications.date\n",

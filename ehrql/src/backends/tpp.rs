@@ -42,7 +42,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{BackendError, Permissions};
-use crate::engines::Database;
+use crate::engines::{Database, TableData};
 use crate::query_model::{ScalarType, Value};
 
 /// Where the views will run.
@@ -79,14 +79,13 @@ impl TppOptions {
     }
 }
 
-/// The `ehrql.tables.core` tables this backend provides.
-pub const TABLES: [&str; 5] = [
-    "patients",
-    "practice_registrations",
-    "clinical_events",
-    "medications",
-    "ons_deaths",
-];
+/// The ehrQL tables this backend provides: `ehrql.tables.core`'s and those of
+/// `ehrql.tables.tpp` implemented here (each view has the columns of the larger, tpp, schema).
+pub const TABLES: [&str; 12] = crate::tables::TPP_TABLES;
+
+/// HES tables are split between the current table and a static `_ARCHIVED` copy around this
+/// `Der_Activity_Month` (the two overlap; each row is taken from one side of the cut).
+const HES_ARCHIVE_CUTOFF: &str = "202304";
 
 /// `CREATE TEMP VIEW` statements mapping each ehrQL table in `tables` onto the raw tables.
 ///
@@ -113,6 +112,30 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
         SqlFlavour::Postgres => {
             format!("NULLIF(CAST({column} AS DATE), DATE '9999-12-31')")
         }
+    };
+    // Columns TPP stores as dates (or datetimes) with no sentinel.
+    let plain_date = |column: &str| match flavour {
+        SqlFlavour::Sqlite => format!("date({column})"),
+        SqlFlavour::Postgres => format!("CAST({column} AS DATE)"),
+    };
+    let int = match flavour {
+        SqlFlavour::Sqlite => "INTEGER",
+        SqlFlavour::Postgres => "BIGINT",
+    };
+    // A HES query over the current table (rows from the cut-off month on) and the archive
+    // (rows before it): `query(suffix)` is the query for one table, ending in a WHERE that is
+    // extended with the cut on `alias`'s `Der_Activity_Month`.
+    let hes_union = |alias: &str, query: &dyn Fn(&str) -> String| {
+        [("", ">="), ("_ARCHIVED", "<")]
+            .iter()
+            .map(|(suffix, op)| {
+                format!(
+                    "{} AND {alias}.\"Der_Activity_Month\" {op} '{HES_ARCHIVE_CUTOFF}'",
+                    query(suffix)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
     };
     // SQLite compares names case-insensitively, so `"ONS_Deaths"` would find the temporary
     // view `ons_deaths` itself: raw tables are named with their schema there.
@@ -198,10 +221,13 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
         ),
         "practice_registrations" => format!(
             "SELECT r.\"Patient_ID\" AS patient_id, {} AS start_date, {} AS end_date, \
-             o.\"Organisation_ID\" AS practice_pseudo_id FROM {raw_registrationhistory} AS r \
+             o.\"Organisation_ID\" AS practice_pseudo_id, NULLIF(o.\"STPCode\", '') AS practice_stp, \
+             NULLIF(o.\"Region\", '') AS practice_nuts1_region_name, \
+             {} AS practice_systmone_go_live_date FROM {raw_registrationhistory} AS r \
              JOIN {raw_organisation} AS o ON o.\"Organisation_ID\" = r.\"Organisation_ID\" WHERE {}{}",
             date("r.\"StartDate\""),
             date("r.\"EndDate\""),
+            plain_date("o.\"GoLiveDate\""),
             keep("r"),
             if options.include_gp_unactivated {
                 String::new()
@@ -211,10 +237,12 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
         ),
         "clinical_events" => format!(
             "SELECT e.\"Patient_ID\" AS patient_id, {} AS date, CAST(NULL AS TEXT) AS snomedct_code, \
-             e.\"NumericValue\" AS numeric_value FROM {raw_codedevent} AS e WHERE {}{} \
+             e.\"CTV3Code\" AS ctv3_code, e.\"NumericValue\" AS numeric_value, \
+             e.\"Consultation_ID\" AS consultation_id FROM {raw_codedevent} AS e WHERE {}{} \
              UNION ALL \
              SELECT s.\"Patient_ID\" AS patient_id, {} AS date, s.\"ConceptID\" AS snomedct_code, \
-             s.\"NumericValue\" AS numeric_value FROM {raw_codedevent_snomed} AS s WHERE {}{}",
+             CAST(NULL AS TEXT) AS ctv3_code, s.\"NumericValue\" AS numeric_value, \
+             s.\"Consultation_ID\" AS consultation_id FROM {raw_codedevent_snomed} AS s WHERE {}{}",
             date("e.\"ConsultationDate\""),
             keep("e"),
             on_or_before_activation("e", date("e.\"ConsultationDate\"")),
@@ -232,7 +260,8 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
                 ));
             }
             format!(
-                "SELECT m.\"Patient_ID\" AS patient_id, {} AS date, NULLIF(d.\"DMD_ID\", '') AS dmd_code \
+                "SELECT m.\"Patient_ID\" AS patient_id, {} AS date, NULLIF(d.\"DMD_ID\", '') AS dmd_code, \
+                 m.\"Consultation_ID\" AS consultation_id \
                  FROM {raw_medicationissue} AS m LEFT JOIN ({dictionary}) AS d \
                  ON d.\"MultilexDrug_ID\" = m.\"MultilexDrug_ID\" WHERE {}{}",
                 date("m.\"ConsultationDate\""),
@@ -247,8 +276,9 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
             let cause_names: Vec<String> =
                 (1..=15).map(|i| format!("cause_of_death_{i:02}")).collect();
             format!(
-                "SELECT patient_id, date, underlying_cause_of_death, {} FROM (\
+                "SELECT patient_id, date, underlying_cause_of_death, {}, place FROM (\
                  SELECT o.\"Patient_ID\" AS patient_id, {} AS date, o.\"icd10u\" AS underlying_cause_of_death, {}, \
+                 o.\"Place_of_occurrence\" AS place, \
                  ROW_NUMBER() OVER (PARTITION BY o.\"Patient_ID\" ORDER BY o.\"dod\", o.\"icd10u\") AS death_rank \
                  FROM {raw_ons_deaths} AS o WHERE {}) AS ranked WHERE death_rank = 1",
                 cause_names.join(", "),
@@ -257,9 +287,143 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
                 keep("o")
             )
         }
+        "addresses" => format!(
+            "SELECT a.\"Patient_ID\" AS patient_id, a.\"PatientAddress_ID\" AS address_id, \
+             {} AS start_date, {} AS end_date, a.\"AddressType\" AS address_type, \
+             NULLIF(a.\"RuralUrbanClassificationCode\", -1) AS rural_urban_classification, \
+             NULLIF(a.\"ImdRankRounded\", -1) AS imd_rounded, \
+             CASE WHEN a.\"MSOACode\" NOT IN ('NPC', '') THEN a.\"MSOACode\" END AS msoa_code, \
+             CASE WHEN a.\"MSOACode\" NOT IN ('NPC', '') THEN TRUE ELSE FALSE END AS has_postcode, \
+             CASE WHEN c.\"PatientAddress_ID\" IS NOT NULL THEN TRUE ELSE FALSE END AS care_home_is_potential_match, \
+             CASE c.\"LocationRequiresNursing\" WHEN 'Y' THEN TRUE WHEN 'N' THEN FALSE END AS care_home_requires_nursing, \
+             CASE c.\"LocationDoesNotRequireNursing\" WHEN 'Y' THEN TRUE WHEN 'N' THEN FALSE END AS care_home_does_not_require_nursing \
+             FROM {} AS a LEFT JOIN {} AS c ON c.\"PatientAddress_ID\" = a.\"PatientAddress_ID\" WHERE {}",
+            date("a.\"StartDate\""),
+            date("a.\"EndDate\""),
+            raw("PatientAddress"),
+            raw("PotentialCareHomeAddress"),
+            keep("a")
+        ),
+        "apcs" => hes_union("a", &|suffix: &str| {
+            format!(
+                "SELECT a.\"Patient_ID\" AS patient_id, a.\"APCS_Ident\" AS apcs_ident, \
+                 {} AS admission_date, {} AS discharge_date, \
+                 a.\"Discharge_Destination\" AS discharge_destination, a.\"Discharge_Method\" AS discharge_method, \
+                 a.\"Spell_Core_HRG_SUS\" AS spell_core_hrg_sus, a.\"Admission_Method\" AS admission_method, \
+                 d.\"Spell_Primary_Diagnosis\" AS primary_diagnosis, d.\"Spell_Secondary_Diagnosis\" AS secondary_diagnosis, \
+                 a.\"Der_Diagnosis_All\" AS all_diagnoses, a.\"Der_Procedure_All\" AS all_procedures, \
+                 CAST(d.\"Spell_PbR_CC_Day\" AS {int}) AS days_in_critical_care, \
+                 a.\"Patient_Classification\" AS patient_classification \
+                 FROM {} AS a LEFT JOIN {} AS d ON d.\"APCS_Ident\" = a.\"APCS_Ident\" WHERE {}",
+                plain_date("a.\"Admission_Date\""),
+                plain_date("a.\"Discharge_Date\""),
+                raw(&format!("APCS{suffix}")),
+                raw(&format!("APCS_Der{suffix}")),
+                keep("a")
+            )
+        }),
+        "emergency_care_attendances" => hes_union("e", &|suffix: &str| {
+            let diagnoses: Vec<String> = (1..=24)
+                .map(|i| format!("d.\"EC_Diagnosis_{i:02}\" AS diagnosis_{i:02}"))
+                .collect();
+            format!(
+                "SELECT e.\"Patient_ID\" AS patient_id, e.\"EC_Ident\" AS id, {} AS arrival_date, \
+                 e.\"Discharge_Destination_SNOMED_CT\" AS discharge_destination, {} \
+                 FROM {} AS e LEFT JOIN {} AS d ON d.\"EC_Ident\" = e.\"EC_Ident\" WHERE {}",
+                plain_date("e.\"Arrival_Date\""),
+                diagnoses.join(", "),
+                raw(&format!("EC{suffix}")),
+                raw(&format!("EC_Diagnosis{suffix}")),
+                keep("e")
+            )
+        }),
+        "ethnicity_from_sus" => {
+            // Each patient's most frequent national ethnicity code over the SUS tables, the
+            // alphabetically last on a tie; "not stated" and "not known" codes are skipped.
+            let codes = [
+                ("APCS", "Ethnic_Group"),
+                ("EC", "Ethnic_Category"),
+                ("OPA", "Ethnic_Category"),
+            ]
+            .iter()
+            .map(|(table, column)| {
+                hes_union("s", &|suffix: &str| {
+                    format!(
+                        "SELECT s.\"Patient_ID\" AS pid, substr(s.\"{column}\", 1, 1) AS code \
+                             FROM {} AS s WHERE {}",
+                        raw(&format!("{table}{suffix}")),
+                        keep("s")
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+            format!(
+                "SELECT pid AS patient_id, code FROM (SELECT pid, code, ROW_NUMBER() OVER \
+                 (PARTITION BY pid ORDER BY COUNT(code) DESC, code DESC) AS code_rank \
+                 FROM ({codes}) AS codes WHERE code IS NOT NULL AND code NOT IN ('', '9', 'Z') \
+                 GROUP BY pid, code) AS ranked WHERE code_rank = 1"
+            )
+        }
+        "household_memberships_2020" => format!(
+            "SELECT m.\"Patient_ID\" AS patient_id, NULLIF(h.\"Household_ID\", 0) AS household_pseudo_id, \
+             NULLIF(h.\"HouseholdSize\", 0) AS household_size FROM {} AS m \
+             LEFT JOIN {} AS h ON h.\"Household_ID\" = m.\"Household_ID\" WHERE {}",
+            raw("HouseholdMember"),
+            raw("Household"),
+            keep("m")
+        ),
+        "appointments" => {
+            let statuses: Vec<String> = APPOINTMENT_STATUSES
+                .iter()
+                .map(|(code, name)| format!("WHEN {code} THEN '{name}'"))
+                .collect();
+            // The raw table has duplicate rows: DISTINCT, as in the reference.
+            format!(
+                "SELECT DISTINCT a.\"Appointment_ID\" AS appointment_id, a.\"Patient_ID\" AS patient_id, \
+                 {} AS booked_date, {} AS start_date, {} AS seen_date, \
+                 CASE a.\"Status\" {} END AS status FROM {} AS a WHERE {}{}",
+                plain_date("a.\"BookedDate\""),
+                plain_date("a.\"StartDate\""),
+                date("a.\"SeenDate\""),
+                statuses.join(" "),
+                raw("Appointment"),
+                keep("a"),
+                on_or_before_activation("a", plain_date("a.\"BookedDate\""))
+            )
+        }
+        "vaccinations" => format!(
+            "SELECT v.\"Patient_ID\" AS patient_id, v.\"Vaccination_ID\" AS vaccination_id, \
+             {} AS date, r.\"VaccinationContent\" AS target_disease, v.\"VaccinationName\" AS product_name \
+             FROM {} AS v LEFT JOIN {} AS r ON r.\"VaccinationName_ID\" = v.\"VaccinationName_ID\" WHERE {}{}",
+            plain_date("v.\"VaccinationDate\""),
+            raw("Vaccination"),
+            raw("VaccinationReference"),
+            keep("v"),
+            on_or_before_activation("v", plain_date("v.\"VaccinationDate\""))
+        ),
         _ => return None,
     })
 }
+
+/// `Appointment.Status` codes and their names.
+const APPOINTMENT_STATUSES: [(i64, &str); 15] = [
+    (0, "Booked"),
+    (1, "Arrived"),
+    (2, "Did Not Attend"),
+    (3, "In Progress"),
+    (4, "Finished"),
+    (5, "Requested"),
+    (6, "Blocked"),
+    (8, "Visit"),
+    (9, "Waiting"),
+    (10, "Cancelled by Patient"),
+    (11, "Cancelled by Unit"),
+    (12, "Cancelled by Other Service"),
+    (14, "No Access Visit"),
+    (15, "Cancelled Due To Death"),
+    (16, "Patient Walked Out"),
+];
 
 /// A raw TPP table: its name and typed columns.
 #[derive(Clone, Debug)]
@@ -283,7 +447,44 @@ pub fn raw_tables() -> Vec<RawTable> {
         ("icd10u".to_string(), Str),
     ];
     ons.extend((1..=15).map(|i| (format!("ICD10{i:03}"), Str)));
-    vec![
+    ons.push(("Place_of_occurrence".to_string(), Str));
+    let apcs: &[(&str, ScalarType)] = &[
+        ("Patient_ID", Int),
+        ("APCS_Ident", Int),
+        ("Admission_Date", Date),
+        ("Discharge_Date", Date),
+        ("Discharge_Destination", Str),
+        ("Discharge_Method", Str),
+        ("Spell_Core_HRG_SUS", Str),
+        ("Admission_Method", Str),
+        ("Der_Diagnosis_All", Str),
+        ("Der_Procedure_All", Str),
+        ("Patient_Classification", Str),
+        ("Ethnic_Group", Str),
+        ("Der_Activity_Month", Str),
+    ];
+    let apcs_der: &[(&str, ScalarType)] = &[
+        ("APCS_Ident", Int),
+        ("Spell_PbR_CC_Day", Str),
+        ("Spell_Primary_Diagnosis", Str),
+        ("Spell_Secondary_Diagnosis", Str),
+    ];
+    let ec: &[(&str, ScalarType)] = &[
+        ("Patient_ID", Int),
+        ("EC_Ident", Int),
+        ("Arrival_Date", Date),
+        ("Discharge_Destination_SNOMED_CT", Str),
+        ("Ethnic_Category", Str),
+        ("Der_Activity_Month", Str),
+    ];
+    let mut ec_diagnosis = vec![("EC_Ident".to_string(), Int)];
+    ec_diagnosis.extend((1..=24).map(|i| (format!("EC_Diagnosis_{i:02}"), Str)));
+    let opa: &[(&str, ScalarType)] = &[
+        ("Patient_ID", Int),
+        ("Ethnic_Category", Str),
+        ("Der_Activity_Month", Str),
+    ];
+    let mut tables = vec![
         table(
             "Patient",
             &[
@@ -302,7 +503,15 @@ pub fn raw_tables() -> Vec<RawTable> {
                 ("Organisation_ID", Int),
             ],
         ),
-        table("Organisation", &[("Organisation_ID", Int)]),
+        table(
+            "Organisation",
+            &[
+                ("Organisation_ID", Int),
+                ("STPCode", Str),
+                ("Region", Str),
+                ("GoLiveDate", Date),
+            ],
+        ),
         table(
             "CodedEvent",
             &[
@@ -310,6 +519,7 @@ pub fn raw_tables() -> Vec<RawTable> {
                 ("ConsultationDate", Date),
                 ("CTV3Code", Str),
                 ("NumericValue", Float),
+                ("Consultation_ID", Int),
             ],
         ),
         table(
@@ -319,6 +529,7 @@ pub fn raw_tables() -> Vec<RawTable> {
                 ("ConsultationDate", Date),
                 ("ConceptID", Str),
                 ("NumericValue", Float),
+                ("Consultation_ID", Int),
             ],
         ),
         table(
@@ -327,6 +538,7 @@ pub fn raw_tables() -> Vec<RawTable> {
                 ("Patient_ID", Int),
                 ("ConsultationDate", Date),
                 ("MultilexDrug_ID", Str),
+                ("Consultation_ID", Int),
             ],
         ),
         table(
@@ -340,7 +552,76 @@ pub fn raw_tables() -> Vec<RawTable> {
         table("PatientsWithTypeOneDissent", &[("Patient_ID", Int)]),
         table("PatientsWithoutNDOO", &[("Patient_ID", Int)]),
         table("DirectionsAcknowledged", &[("Organisation_ID", Int)]),
-    ]
+        table(
+            "PatientAddress",
+            &[
+                ("Patient_ID", Int),
+                ("PatientAddress_ID", Int),
+                ("StartDate", Date),
+                ("EndDate", Date),
+                ("AddressType", Int),
+                ("RuralUrbanClassificationCode", Int),
+                ("ImdRankRounded", Int),
+                ("MSOACode", Str),
+            ],
+        ),
+        table(
+            "PotentialCareHomeAddress",
+            &[
+                ("PatientAddress_ID", Int),
+                ("LocationRequiresNursing", Str),
+                ("LocationDoesNotRequireNursing", Str),
+            ],
+        ),
+        table("APCS", apcs),
+        table("APCS_ARCHIVED", apcs),
+        table("APCS_Der", apcs_der),
+        table("APCS_Der_ARCHIVED", apcs_der),
+        table("EC", ec),
+        table("EC_ARCHIVED", ec),
+        table("OPA", opa),
+        table("OPA_ARCHIVED", opa),
+        table(
+            "Appointment",
+            &[
+                ("Appointment_ID", Int),
+                ("Patient_ID", Int),
+                ("BookedDate", Date),
+                ("StartDate", Date),
+                ("SeenDate", Date),
+                ("Status", Int),
+            ],
+        ),
+        table(
+            "HouseholdMember",
+            &[("Patient_ID", Int), ("Household_ID", Int)],
+        ),
+        table(
+            "Household",
+            &[("Household_ID", Int), ("HouseholdSize", Int)],
+        ),
+        table(
+            "Vaccination",
+            &[
+                ("Patient_ID", Int),
+                ("Vaccination_ID", Int),
+                ("VaccinationDate", Date),
+                ("VaccinationName", Str),
+                ("VaccinationName_ID", Int),
+            ],
+        ),
+        table(
+            "VaccinationReference",
+            &[("VaccinationName_ID", Int), ("VaccinationContent", Str)],
+        ),
+    ];
+    for name in ["EC_Diagnosis", "EC_Diagnosis_ARCHIVED"] {
+        tables.push(RawTable {
+            name,
+            columns: ec_diagnosis.clone(),
+        });
+    }
+    tables
 }
 
 /// `CREATE TABLE` statements for the raw tables.
@@ -366,90 +647,120 @@ pub fn create_raw_tables_sql(flavour: SqlFlavour) -> Vec<String> {
         .collect()
 }
 
-/// The raw TPP rows equivalent to `database`'s core tables (the inverse of the mapping):
-/// NULL dates become the sentinel, sexes become codes, events without a SNOMED code go to
-/// `CodedEvent`, dm+d codes get Multilex ids through `MedicationDictionary`, every practice gets
-/// an `Organisation` row and every patient a `PatientsWithoutNDOO` row (nobody opted out).
+/// The raw TPP rows equivalent to `database`'s ehrQL tables (the inverse of the mapping):
+/// NULL dates become the sentinel where the mapping reads one, NULL numbers `-1` or `0` where
+/// it maps those to NULL, sexes and appointment statuses become codes, events without a
+/// SNOMED code go to `CodedEvent`, dm+d codes get Multilex ids through `MedicationDictionary`,
+/// vaccination target diseases come through `VaccinationReference`, HES rows go to the current
+/// tables (after the archive cut-off), each `ethnicity_from_sus` code becomes one `OPA` row,
+/// every practice gets an `Organisation` row (its attributes from its first registration) and
+/// every patient a `PatientsWithoutNDOO` row (nobody opted out).
 /// Every practice is activated (a `DirectionsAcknowledged` row); a patient with no registration
 /// gets an open-ended one at an activated practice with no `Organisation` row, so they count as
 /// activated (activation end date the ceiling) while `practice_registrations` stays unchanged.
+/// Data the raw tables cannot express (two rows sharing a join key with different details, an
+/// event with both a CTV3 and a SNOMED CT code) does not round-trip; the dummy data generator
+/// never makes it.
 /// Rows are keyed by raw table name, values in [`raw_tables`] column order.
 pub fn raw_rows_from_core(database: &Database) -> BTreeMap<&'static str, Vec<Vec<Value>>> {
     let sentinel = || Value::Date(crate::query_model::Date::from_ymd(9999, 12, 31).expect("valid"));
-    let or_sentinel = |v: &Value| if v.is_null() { sentinel() } else { v.clone() };
-    let as_text = |v: &Value| match v.as_str() {
+    let or_sentinel = |v: Value| if v.is_null() { sentinel() } else { v };
+    let or_int = |v: Value, null: i64| if v.is_null() { Value::Int(null) } else { v };
+    let text = |v: Value| match v.as_str() {
         Some(s) => Value::Str(s.into()),
         None => Value::Null,
     };
+    let flag = |v: Value| match v.as_bool() {
+        Some(true) => Value::Str("Y".into()),
+        Some(false) => Value::Str("N".into()),
+        None => Value::Null,
+    };
+    // A HES month after the archive cut-off: rows go to the current tables.
+    let current_month = || Value::Str("202401".into());
     let mut out: BTreeMap<&'static str, Vec<Vec<Value>>> = BTreeMap::new();
     for table in raw_tables() {
         out.insert(table.name, Vec::new());
     }
-    let rows = |name: &str| {
-        database
-            .table(name)
-            .map(|t| t.rows.clone())
-            .unwrap_or_default()
-    };
     let mut patients = BTreeSet::new();
-    for (id, v) in rows("patients") {
-        patients.insert(id);
-        let sex = match v[1].as_str() {
+    let mut push = |table: &'static str, row: Vec<Value>| {
+        out.entry(table).or_default().push(row);
+    };
+    let mut rows = |name: &str| {
+        let rows = core_rows(database, name);
+        patients.extend(rows.iter().map(|(id, _)| *id));
+        rows
+    };
+    for (id, r) in rows("patients") {
+        let sex = match r.get("sex").as_str() {
             Some("male") => "M",
             Some("female") => "F",
             Some("intersex") => "I",
             _ => "U",
         };
-        out.entry("Patient").or_default().push(vec![
-            Value::Int(id),
-            v[0].clone(),
-            Value::Str(sex.into()),
-            or_sentinel(&v[2]),
-        ]);
+        push(
+            "Patient",
+            vec![
+                Value::Int(id),
+                r.get("date_of_birth"),
+                Value::Str(sex.into()),
+                or_sentinel(r.get("date_of_death")),
+            ],
+        );
     }
-    let mut practices = BTreeSet::new();
+    let mut practices: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
     let mut registered = BTreeSet::new();
-    for (id, v) in rows("practice_registrations") {
-        patients.insert(id);
+    for (id, r) in rows("practice_registrations") {
         registered.insert(id);
-        if let Value::Int(practice) = v[2] {
-            practices.insert(practice);
+        if let Value::Int(practice) = r.get("practice_pseudo_id") {
+            practices.entry(practice).or_insert_with(|| {
+                vec![
+                    Value::Int(practice),
+                    r.get("practice_stp"),
+                    r.get("practice_nuts1_region_name"),
+                    r.get("practice_systmone_go_live_date"),
+                ]
+            });
         }
-        out.entry("RegistrationHistory").or_default().push(vec![
-            Value::Int(id),
-            or_sentinel(&v[0]),
-            or_sentinel(&v[1]),
-            v[2].clone(),
-        ]);
+        push(
+            "RegistrationHistory",
+            vec![
+                Value::Int(id),
+                or_sentinel(r.get("start_date")),
+                or_sentinel(r.get("end_date")),
+                r.get("practice_pseudo_id"),
+            ],
+        );
     }
     // A practice id no real practice uses, for the activation-only registrations.
-    let hidden_practice = practices.first().map_or(-1, |first| first.min(&0) - 1);
-    for practice in &practices {
-        out.entry("Organisation")
-            .or_default()
-            .push(vec![Value::Int(*practice)]);
-        out.entry("DirectionsAcknowledged")
-            .or_default()
-            .push(vec![Value::Int(*practice)]);
+    let hidden_practice = practices
+        .keys()
+        .next()
+        .map_or(-1, |first| first.min(&0) - 1);
+    for (practice, organisation) in practices {
+        push("Organisation", organisation);
+        push("DirectionsAcknowledged", vec![Value::Int(practice)]);
     }
-    for (id, v) in rows("clinical_events") {
-        patients.insert(id);
-        let (table, code) = if v[1].is_null() {
-            ("CodedEvent", Value::Null)
+    for (id, r) in rows("clinical_events") {
+        let snomed = text(r.get("snomedct_code"));
+        let (table, code) = if snomed.is_null() {
+            ("CodedEvent", text(r.get("ctv3_code")))
         } else {
-            ("CodedEvent_SNOMED", as_text(&v[1]))
+            ("CodedEvent_SNOMED", snomed)
         };
-        out.entry(table).or_default().push(vec![
-            Value::Int(id),
-            or_sentinel(&v[0]),
-            code,
-            v[2].clone(),
-        ]);
+        push(
+            table,
+            vec![
+                Value::Int(id),
+                or_sentinel(r.get("date")),
+                code,
+                r.get("numeric_value"),
+                r.get("consultation_id"),
+            ],
+        );
     }
     let mut multilex: BTreeMap<String, String> = BTreeMap::new();
-    for (id, v) in rows("medications") {
-        patients.insert(id);
-        let drug = match v[1].as_str() {
+    for (id, r) in rows("medications") {
+        let drug = match r.get("dmd_code").as_str() {
             Some(dmd) => {
                 let next = format!("{}", multilex.len() + 1);
                 Value::Str(
@@ -463,44 +774,220 @@ pub fn raw_rows_from_core(database: &Database) -> BTreeMap<&'static str, Vec<Vec
             // A drug the dictionary does not know: the left join gives no dm+d code.
             None => Value::Str("unknown".into()),
         };
-        out.entry("MedicationIssue").or_default().push(vec![
-            Value::Int(id),
-            or_sentinel(&v[0]),
-            drug,
-        ]);
+        push(
+            "MedicationIssue",
+            vec![
+                Value::Int(id),
+                or_sentinel(r.get("date")),
+                drug,
+                r.get("consultation_id"),
+            ],
+        );
     }
     for (dmd, drug) in multilex {
-        out.entry("MedicationDictionary")
-            .or_default()
-            .push(vec![Value::Str(drug.into()), Value::Str(dmd.into())]);
+        push(
+            "MedicationDictionary",
+            vec![Value::Str(drug.into()), Value::Str(dmd.into())],
+        );
     }
-    for (id, v) in rows("ons_deaths") {
-        patients.insert(id);
-        let mut row = vec![Value::Int(id), or_sentinel(&v[0])];
-        row.extend(v[1..].iter().map(as_text));
-        out.entry("ONS_Deaths").or_default().push(row);
+    for (id, r) in rows("ons_deaths") {
+        let mut row = vec![
+            Value::Int(id),
+            or_sentinel(r.get("date")),
+            text(r.get("underlying_cause_of_death")),
+        ];
+        row.extend((1..=15).map(|i| text(r.get(&format!("cause_of_death_{i:02}")))));
+        row.push(r.get("place"));
+        push("ONS_Deaths", row);
+    }
+    for (id, r) in rows("addresses") {
+        push(
+            "PatientAddress",
+            vec![
+                Value::Int(id),
+                r.get("address_id"),
+                or_sentinel(r.get("start_date")),
+                or_sentinel(r.get("end_date")),
+                r.get("address_type"),
+                or_int(r.get("rural_urban_classification"), -1),
+                or_int(r.get("imd_rounded"), -1),
+                r.get("msoa_code"),
+            ],
+        );
+        if r.get("care_home_is_potential_match").as_bool() == Some(true) {
+            push(
+                "PotentialCareHomeAddress",
+                vec![
+                    r.get("address_id"),
+                    flag(r.get("care_home_requires_nursing")),
+                    flag(r.get("care_home_does_not_require_nursing")),
+                ],
+            );
+        }
+    }
+    for (id, r) in rows("apcs") {
+        push(
+            "APCS",
+            vec![
+                Value::Int(id),
+                r.get("apcs_ident"),
+                r.get("admission_date"),
+                r.get("discharge_date"),
+                r.get("discharge_destination"),
+                r.get("discharge_method"),
+                r.get("spell_core_hrg_sus"),
+                r.get("admission_method"),
+                r.get("all_diagnoses"),
+                r.get("all_procedures"),
+                r.get("patient_classification"),
+                Value::Null,
+                current_month(),
+            ],
+        );
+        let critical_care = match r.get("days_in_critical_care") {
+            Value::Int(days) => Value::Str(days.to_string().into()),
+            _ => Value::Null,
+        };
+        push(
+            "APCS_Der",
+            vec![
+                r.get("apcs_ident"),
+                critical_care,
+                text(r.get("primary_diagnosis")),
+                text(r.get("secondary_diagnosis")),
+            ],
+        );
+    }
+    for (id, r) in rows("emergency_care_attendances") {
+        push(
+            "EC",
+            vec![
+                Value::Int(id),
+                r.get("id"),
+                r.get("arrival_date"),
+                text(r.get("discharge_destination")),
+                Value::Null,
+                current_month(),
+            ],
+        );
+        let mut diagnoses = vec![r.get("id")];
+        diagnoses.extend((1..=24).map(|i| text(r.get(&format!("diagnosis_{i:02}")))));
+        push("EC_Diagnosis", diagnoses);
+    }
+    for (id, r) in rows("ethnicity_from_sus") {
+        push("OPA", vec![Value::Int(id), r.get("code"), current_month()]);
+    }
+    let mut households = BTreeMap::new();
+    for (id, r) in rows("household_memberships_2020") {
+        let household = r.get("household_pseudo_id");
+        if let Value::Int(household) = household {
+            households
+                .entry(household)
+                .or_insert_with(|| or_int(r.get("household_size"), 0));
+        }
+        push("HouseholdMember", vec![Value::Int(id), household]);
+    }
+    for (household, size) in households {
+        push("Household", vec![Value::Int(household), size]);
+    }
+    for (appointment, (id, r)) in rows("appointments").into_iter().enumerate() {
+        let status = r.get("status");
+        let code = APPOINTMENT_STATUSES
+            .iter()
+            .find(|(_, name)| status.as_str() == Some(name))
+            .map_or(Value::Null, |(code, _)| Value::Int(*code));
+        push(
+            "Appointment",
+            vec![
+                Value::Int(appointment as i64 + 1),
+                Value::Int(id),
+                r.get("booked_date"),
+                r.get("start_date"),
+                or_sentinel(r.get("seen_date")),
+                code,
+            ],
+        );
+    }
+    // One vaccine name id per (product, target disease): the reference table gives the
+    // target disease (none for a NULL one).
+    let mut vaccine_names: BTreeMap<(Option<String>, Option<String>), i64> = BTreeMap::new();
+    for (id, r) in rows("vaccinations") {
+        let product = r.get("product_name");
+        let target = r.get("target_disease").as_str().map(String::from);
+        let next = vaccine_names.len() as i64 + 1;
+        let name_id = *vaccine_names
+            .entry((product.as_str().map(String::from), target))
+            .or_insert(next);
+        push(
+            "Vaccination",
+            vec![
+                Value::Int(id),
+                r.get("vaccination_id"),
+                r.get("date"),
+                product,
+                Value::Int(name_id),
+            ],
+        );
+    }
+    for ((_, target), name_id) in vaccine_names {
+        if let Some(target) = target {
+            push(
+                "VaccinationReference",
+                vec![Value::Int(name_id), Value::Str(target.into())],
+            );
+        }
     }
     let mut hidden_used = false;
     for id in &patients {
         if !registered.contains(id) {
             hidden_used = true;
-            out.entry("RegistrationHistory").or_default().push(vec![
-                Value::Int(*id),
-                sentinel(),
-                sentinel(),
-                Value::Int(hidden_practice),
-            ]);
+            push(
+                "RegistrationHistory",
+                vec![
+                    Value::Int(*id),
+                    sentinel(),
+                    sentinel(),
+                    Value::Int(hidden_practice),
+                ],
+            );
         }
     }
     if hidden_used {
-        out.entry("DirectionsAcknowledged")
-            .or_default()
-            .push(vec![Value::Int(hidden_practice)]);
+        push("DirectionsAcknowledged", vec![Value::Int(hidden_practice)]);
     }
     for id in patients {
-        out.entry("PatientsWithoutNDOO")
-            .or_default()
-            .push(vec![Value::Int(id)]);
+        push("PatientsWithoutNDOO", vec![Value::Int(id)]);
     }
     out
+}
+
+/// The rows of ehrQL table `name` in `database` (none if it is absent).
+fn core_rows<'d>(database: &'d Database, name: &str) -> Vec<(i64, CoreRow<'d>)> {
+    database
+        .table(name)
+        .map(|t| {
+            t.rows
+                .iter()
+                .map(|(id, values)| (*id, CoreRow { table: t, values }))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One row of an ehrQL table, read by column name (NULL for a column its schema lacks, as
+/// when core-shaped data is written as TPP tables).
+struct CoreRow<'a> {
+    table: &'a TableData,
+    values: &'a [Value],
+}
+
+impl CoreRow<'_> {
+    fn get(&self, column: &str) -> Value {
+        self.table
+            .schema
+            .columns
+            .iter()
+            .position(|c| c.name == column)
+            .map_or(Value::Null, |i| self.values[i].clone())
+    }
 }

@@ -83,6 +83,7 @@ pub fn generate(definition: &Definition, today: Date) -> Result<DummyData, Dummy
         today,
         earliest: Date::from_ymd(1900, 1, 1).unwrap_or(today),
         int_span: (2 * target as i64).max(100),
+        next_id: 0,
     };
     let mut accepted: Vec<Vec<(i64, Vec<Value>)>> = vec![Vec::new(); tables.len()];
     let started = Instant::now();
@@ -191,6 +192,8 @@ struct Generator<'a> {
     today: Date,
     earliest: Date,
     int_span: i64,
+    /// The last identifier handed out to a join-key column (see [`Generator::representable`]).
+    next_id: i64,
 }
 
 impl Generator<'_> {
@@ -273,7 +276,70 @@ impl Generator<'_> {
         {
             values.swap(start, end);
         }
+        self.representable(info, &mut values);
         values
+    }
+
+    /// Keeps a row within what the TPP backend's raw tables can express, so that dummy tables
+    /// written with `create-dummy-tables --backend tpp` map back to the same data: columns
+    /// the mapping joins raw tables on are unique identifiers, a practice's attributes are a
+    /// function of its id (they live on its one `Organisation` row), flags the mapping
+    /// derives from other columns agree with them, values TPP uses to mean "unknown" are NULL,
+    /// and an event has a CTV3 or a SNOMED CT code, not both (they come from different raw
+    /// tables).
+    fn representable(&mut self, info: &TableInfo, values: &mut [Value]) {
+        let columns = &info.schema.columns;
+        let position = |name: &str| columns.iter().position(|c| c.name == name);
+        let read = |name: &str| info.columns.iter().any(|c| c == name);
+        let key = match info.schema.name.as_str() {
+            "addresses" => Some("address_id"),
+            "apcs" => Some("apcs_ident"),
+            "emergency_care_attendances" => Some("id"),
+            "household_memberships_2020" => Some("household_pseudo_id"),
+            _ => None,
+        };
+        if let Some(i) = key.and_then(position) {
+            self.next_id += 1;
+            values[i] = Value::Int(self.next_id);
+        }
+        // TPP writes an unknown household size as 0.
+        if let Some(size) = position("household_size")
+            && values[size] == Value::Int(0)
+        {
+            values[size] = Value::Null;
+        }
+        if let (Some(msoa), Some(has_postcode)) = (position("msoa_code"), position("has_postcode"))
+        {
+            values[has_postcode] = Value::Bool(!values[msoa].is_null());
+        }
+        if let Some(matched) = position("care_home_is_potential_match") {
+            let is_match = values[matched].as_bool() == Some(true);
+            values[matched] = Value::Bool(is_match);
+            for flag in [
+                "care_home_requires_nursing",
+                "care_home_does_not_require_nursing",
+            ] {
+                if let Some(i) = position(flag).filter(|_| !is_match) {
+                    values[i] = Value::Null;
+                }
+            }
+        }
+        if let (Some(snomed), Some(ctv3)) = (position("snomedct_code"), position("ctv3_code"))
+            && !values[snomed].is_null()
+            && !values[ctv3].is_null()
+        {
+            let drop = if self.rng.chance(0.5) { snomed } else { ctv3 };
+            values[drop] = Value::Null;
+        }
+        if let Some(Value::Int(practice)) = position("practice_pseudo_id").map(|i| &values[i]) {
+            let practice = *practice;
+            let attributes = practice_attributes(practice, columns);
+            for (name, value) in attributes {
+                if let Some(i) = position(name) {
+                    values[i] = if read(name) { value } else { Value::Null };
+                }
+            }
+        }
     }
 
     fn value(
@@ -373,8 +439,56 @@ impl Generator<'_> {
                     .collect();
                 Value::Str(codes.join("||").into())
             }
-            ScalarType::Str => Value::Str(self.letters(8).into()),
+            ScalarType::Str => match column.constraints.iter().find_map(|c| match c {
+                Constraint::Regex(pattern) => Some(*pattern),
+                _ => None,
+            }) {
+                Some(pattern) => Value::Str(self.matching(pattern).into()),
+                None => Value::Str(self.letters(8).into()),
+            },
         }
+    }
+
+    /// A string matching `pattern`, in the small regex dialect of the table schemas: literal
+    /// characters and `[...]` classes (with `a-z` ranges), each optionally repeated `{n}`
+    /// times.
+    fn matching(&mut self, pattern: &str) -> String {
+        let mut out = String::new();
+        let mut chars = pattern.chars().peekable();
+        while let Some(c) = chars.next() {
+            let choices: Vec<char> = if c == '[' {
+                let mut class = Vec::new();
+                let mut previous = None;
+                while let Some(c) = chars.next() {
+                    match (c, previous) {
+                        (']', _) => break,
+                        ('-', Some(low)) if chars.peek().is_some_and(|c| *c != ']') => {
+                            let high = chars.next().unwrap_or(low);
+                            class.extend((low..=high).skip(1));
+                            previous = None;
+                        }
+                        (c, _) => {
+                            class.push(c);
+                            previous = Some(c);
+                        }
+                    }
+                }
+                class
+            } else {
+                vec![c]
+            };
+            let mut count = 1;
+            if chars.peek() == Some(&'{') {
+                chars.next();
+                let digits: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                count = digits.parse().unwrap_or(1);
+            }
+            for _ in 0..count {
+                let i = self.rng.range(0, choices.len() as i64 - 1) as usize;
+                out.extend(choices.get(i));
+            }
+        }
+        out
     }
 
     fn date_between(&mut self, start: Date, end: Date) -> Date {
@@ -416,9 +530,60 @@ impl Generator<'_> {
     }
 }
 
+/// A practice's STP, region and SystmOne go-live date, derived from its id (some NULL).
+fn practice_attributes(practice: i64, columns: &[ColumnSchema]) -> Vec<(&'static str, Value)> {
+    let n = practice.unsigned_abs();
+    let region = columns
+        .iter()
+        .find(|c| c.name == "practice_nuts1_region_name")
+        .and_then(ColumnSchema::categories)
+        .and_then(|regions| regions.get(n as usize % regions.len()).cloned())
+        .filter(|_| n % 11 != 5)
+        .unwrap_or(Value::Null);
+    let stp = if n % 13 == 7 {
+        Value::Null
+    } else {
+        Value::Str(format!("E540000{:02}", n % 100).into())
+    };
+    let go_live = Date::from_ymd(1995, 1, 1)
+        .and_then(|d| d.add_days((n * 97 % 9_000) as i64))
+        .filter(|_| n % 17 != 3)
+        .map_or(Value::Null, Value::Date);
+    vec![
+        ("practice_stp", stp),
+        ("practice_nuts1_region_name", region),
+        ("practice_systmone_go_live_date", go_live),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regex_constrained_strings_match_their_pattern() {
+        let mut generator = Generator {
+            rng: Rng::from_seed(SEED),
+            tables: &[],
+            today: Date::from_ymd(2025, 1, 1).unwrap(),
+            earliest: Date::from_ymd(1900, 1, 1).unwrap(),
+            int_span: 100,
+            next_id: 0,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            let stp = generator.matching("E540000[0-9]{2}");
+            assert_eq!(stp.len(), 9, "{stp}");
+            assert!(stp.starts_with("E540000"), "{stp}");
+            assert!(stp[7..].bytes().all(|b| b.is_ascii_digit()), "{stp}");
+            seen.insert(stp);
+            let msoa = generator.matching("E020[0-9]{5}");
+            assert!(msoa.starts_with("E020") && msoa.len() == 9, "{msoa}");
+        }
+        // Every digit is drawn, including 0 and 9.
+        assert!(seen.contains("E54000000") || seen.iter().any(|s| s.ends_with('0')));
+        assert!(seen.iter().any(|s| s.ends_with('9')));
+    }
 
     #[test]
     fn generated_codes_have_their_systems_shape() {
@@ -428,6 +593,7 @@ mod tests {
             today: Date::from_ymd(2025, 1, 1).unwrap(),
             earliest: Date::from_ymd(1900, 1, 1).unwrap(),
             int_span: 100,
+            next_id: 0,
         };
         for system in CodeSystem::ALL {
             for _ in 0..200 {

@@ -417,7 +417,9 @@ fn decode(value: ValueRef<'_>, ty: ScalarType, column: &str) -> Result<Value, En
 }
 
 /// Reads every registry table present in a SQLite database into a [`Database`], so the
-/// in-memory engine can run over the same data (`--query-engine in_memory`).
+/// in-memory engine can run over the same data (`--query-engine in_memory`). Where schemas
+/// share a table name (`clinical_events` in core and tpp), the widest one whose columns the
+/// table has is read.
 ///
 /// # Errors
 /// SQLite errors, or values that do not fit their column types.
@@ -425,15 +427,24 @@ pub fn read_database(path: &Path) -> Result<Database, EngineError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let dialect = SqliteDialect;
     let mut database = Database::new();
+    let mut by_name: std::collections::BTreeMap<String, Vec<_>> = Default::default();
     for schema in crate::tables::all_tables() {
-        let present: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?1",
-            [&schema.name],
-            |row| row.get(0),
-        )?;
-        if present == 0 {
+        by_name.entry(schema.name.clone()).or_default().push(schema);
+    }
+    for (name, mut candidates) in by_name {
+        let present: std::collections::HashSet<String> = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")?
+            .query_map([&name], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        if present.is_empty() {
             continue;
         }
+        // Widest first; when none fits, the narrowest, whose missing column is then an error.
+        candidates.sort_by_key(|schema| std::cmp::Reverse(schema.columns.len()));
+        let fits = candidates
+            .iter()
+            .position(|schema| schema.columns.iter().all(|c| present.contains(&c.name)));
+        let schema = candidates.swap_remove(fits.unwrap_or(candidates.len() - 1));
         let columns: Vec<String> = schema
             .columns
             .iter()

@@ -98,6 +98,38 @@ impl MultiCodeSystem {
             MultiCodeSystem::Opcs4 => "OPCS4MultiCodeString",
         }
     }
+
+    /// The system of the codes it packs.
+    pub fn code_system(self) -> CodeSystem {
+        match self {
+            MultiCodeSystem::Icd10 => CodeSystem::Icd10,
+            MultiCodeSystem::Opcs4 => CodeSystem::Opcs4,
+        }
+    }
+
+    /// Whether `prefix` may be searched for (the reference's regexes): a code of the system or
+    /// a prefix of one. ICD-10: a letter then 0–4 digits, or two digits, `X` and an optional
+    /// digit. OPCS-4: a letter other than `I` then 0–3 digits.
+    pub fn is_valid_prefix(self, prefix: &str) -> bool {
+        let b = prefix.as_bytes();
+        let Some((first, rest)) = b.split_first() else {
+            return false;
+        };
+        let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+        match self {
+            MultiCodeSystem::Icd10 => {
+                first.is_ascii_uppercase()
+                    && ((rest.len() <= 4 && digits(rest))
+                        || (matches!(rest.len(), 3 | 4)
+                            && digits(&rest[..2])
+                            && rest[2] == b'X'
+                            && digits(&rest[3..])))
+            }
+            MultiCodeSystem::Opcs4 => {
+                first.is_ascii_uppercase() && *first != b'I' && rest.len() <= 3 && digits(rest)
+            }
+        }
+    }
 }
 
 /// The type of a single value.

@@ -3,11 +3,13 @@
 //! permissions and constraints live here).
 //!
 //! Provided: `ehrql.tables.core` (`patients`, `practice_registrations`, `clinical_events`,
-//! `medications`, `ons_deaths`) and the conformance suite's `tests.spec.tables`
+//! `medications`, `ons_deaths`), the tables of `ehrql.tables.tpp` that typical studies use
+//! (see [`TPP_TABLES`]; its `patients` *is* the core table, as in the reference, so it is keyed
+//! `ehrql.tables.core`), and the conformance suite's `tests.spec.tables`
 //! (`patient_level_table`, `event_level_table`).
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::query_model::{CodeSystem, MultiCodeSystem, ScalarType, Value};
 
@@ -23,6 +25,8 @@ pub enum Constraint {
     FirstOfMonth,
     /// One of these values, in declaration order.
     Categorical(Vec<Value>),
+    /// Strings matching this regular expression (literals, `[..]` classes, `{n}` counts).
+    Regex(&'static str),
     /// An integer range with a step.
     ClosedRange {
         /// Smallest value.
@@ -120,8 +124,33 @@ fn table(
     })
 }
 
-/// The trusted table named by a serialized `external_ref`.
+const CORE: &str = "ehrql.tables.core";
+const TPP: &str = "ehrql.tables.tpp";
+
+/// The tables `ehrql.tables.tpp` provides here (a subset of the reference's 29).
+pub const TPP_TABLES: [&str; 12] = [
+    "addresses",
+    "apcs",
+    "appointments",
+    "clinical_events",
+    "emergency_care_attendances",
+    "ethnicity_from_sus",
+    "household_memberships_2020",
+    "medications",
+    "ons_deaths",
+    "patients",
+    "practice_registrations",
+    "vaccinations",
+];
+
+/// The trusted table named by a serialized `external_ref`, or imported by a definition.
+/// `ehrql.tables.tpp.patients` is the core table (the reference's tpp module re-exports it).
 pub fn lookup(module: &str, name: &str) -> Option<Arc<TableSchema>> {
+    let module = if module == TPP && name == "patients" {
+        CORE
+    } else {
+        module
+    };
     all_tables()
         .into_iter()
         .find(|t| t.module == module && t.name == name)
@@ -129,16 +158,15 @@ pub fn lookup(module: &str, name: &str) -> Option<Arc<TableSchema>> {
 
 /// Every table in the registry.
 pub fn all_tables() -> Vec<Arc<TableSchema>> {
+    static REGISTRY: OnceLock<Vec<Arc<TableSchema>>> = OnceLock::new();
+    REGISTRY.get_or_init(build_registry).clone()
+}
+
+fn build_registry() -> Vec<Arc<TableSchema>> {
     use Constraint::*;
     use ScalarType::*;
-    const CORE: &str = "ehrql.tables.core";
     const SPEC: &str = "tests.spec.tables";
-    let sex = Categorical(
-        ["female", "male", "intersex", "unknown"]
-            .iter()
-            .map(|s| Value::Str((*s).into()))
-            .collect(),
-    );
+    let sex = strings(&["female", "male", "intersex", "unknown"]);
     let mut ons_columns = vec![
         col("date", Date, vec![]),
         col("underlying_cause_of_death", Code(CodeSystem::Icd10), vec![]),
@@ -174,7 +202,12 @@ pub fn all_tables() -> Vec<Arc<TableSchema>> {
         ]);
         columns
     };
-    vec![
+    let registration_columns = vec![
+        col("start_date", Date, vec![NotNull]),
+        col("end_date", Date, vec![]),
+        col("practice_pseudo_id", Int, vec![NotNull]),
+    ];
+    let mut tables = vec![
         table(
             CORE,
             "patients",
@@ -189,13 +222,9 @@ pub fn all_tables() -> Vec<Arc<TableSchema>> {
             CORE,
             "practice_registrations",
             false,
-            vec![
-                col("start_date", Date, vec![NotNull]),
-                col("end_date", Date, vec![]),
-                col("practice_pseudo_id", Int, vec![NotNull]),
-            ],
+            registration_columns.clone(),
         ),
-        table(CORE, "ons_deaths", true, ons_columns),
+        table(CORE, "ons_deaths", true, ons_columns.clone()),
         table(
             CORE,
             "clinical_events",
@@ -217,6 +246,221 @@ pub fn all_tables() -> Vec<Arc<TableSchema>> {
         ),
         table(SPEC, "patient_level_table", true, spec_columns(true)),
         table(SPEC, "event_level_table", false, spec_columns(false)),
+    ];
+    tables.extend(tpp_tables(registration_columns, ons_columns));
+    tables
+}
+
+fn strings(values: &[&str]) -> Constraint {
+    Constraint::Categorical(values.iter().map(|s| Value::Str((*s).into())).collect())
+}
+
+/// `ehrql.tables.tpp` (spec §3.4): names, types, constraints and permissions as in the
+/// reference. The core tables it extends come first in their columns, as Python's subclassing
+/// orders them.
+fn tpp_tables(
+    mut registration_columns: Vec<ColumnSchema>,
+    mut ons_columns: Vec<ColumnSchema>,
+) -> Vec<Arc<TableSchema>> {
+    use Constraint::*;
+    use ScalarType::*;
+    registration_columns.extend([
+        col("practice_stp", Str, vec![Regex("E540000[0-9]{2}")]),
+        col(
+            "practice_nuts1_region_name",
+            Str,
+            vec![strings(&[
+                "North East",
+                "North West",
+                "Yorkshire and The Humber",
+                "East Midlands",
+                "West Midlands",
+                "East",
+                "London",
+                "South East",
+                "South West",
+            ])],
+        ),
+        col("practice_systmone_go_live_date", Date, vec![]),
+    ]);
+    ons_columns.push(col(
+        "place",
+        Str,
+        vec![strings(&[
+            "Care Home",
+            "Elsewhere",
+            "Home",
+            "Hospice",
+            "Hospital",
+            "Other communal establishment",
+        ])],
+    ));
+    let mut ec_columns = vec![
+        col("id", Int, vec![NotNull]),
+        col("arrival_date", Date, vec![]),
+        col("discharge_destination", Code(CodeSystem::SnomedCt), vec![]),
+    ];
+    ec_columns.extend((1..=24).map(|i| {
+        col(
+            &format!("diagnosis_{i:02}"),
+            Code(CodeSystem::SnomedCt),
+            vec![],
+        )
+    }));
+    let appointment_statuses = [
+        "Booked",
+        "Arrived",
+        "Did Not Attend",
+        "In Progress",
+        "Finished",
+        "Requested",
+        "Blocked",
+        "Visit",
+        "Waiting",
+        "Cancelled by Patient",
+        "Cancelled by Unit",
+        "Cancelled by Other Service",
+        "No Access Visit",
+        "Cancelled Due To Death",
+        "Patient Walked Out",
+    ];
+    let ethnicity_codes: Vec<String> = "ABCDEFGHJKLMNPRS".chars().map(String::from).collect();
+    let ethnicity_codes: Vec<&str> = ethnicity_codes.iter().map(String::as_str).collect();
+    let mut appointments = table(
+        TPP,
+        "appointments",
+        false,
+        vec![
+            col("booked_date", Date, vec![]),
+            col("start_date", Date, vec![]),
+            col("seen_date", Date, vec![]),
+            col("status", Str, vec![strings(&appointment_statuses)]),
+        ],
+    );
+    Arc::make_mut(&mut appointments).required_permission = Some("appointments".into());
+    vec![
+        table(
+            TPP,
+            "addresses",
+            false,
+            vec![
+                col("address_id", Int, vec![]),
+                col("start_date", Date, vec![]),
+                col("end_date", Date, vec![]),
+                col(
+                    "address_type",
+                    Int,
+                    vec![Categorical(vec![
+                        Value::Int(0),
+                        Value::Int(1),
+                        Value::Int(3),
+                    ])],
+                ),
+                col(
+                    "rural_urban_classification",
+                    Int,
+                    vec![ClosedRange {
+                        min: 1,
+                        max: 8,
+                        step: 1,
+                    }],
+                ),
+                col(
+                    "imd_rounded",
+                    Int,
+                    vec![ClosedRange {
+                        min: 0,
+                        max: 32_800,
+                        step: 100,
+                    }],
+                ),
+                col("msoa_code", Str, vec![Regex("E020[0-9]{5}")]),
+                col("has_postcode", Bool, vec![]),
+                col("care_home_is_potential_match", Bool, vec![]),
+                col("care_home_requires_nursing", Bool, vec![]),
+                col("care_home_does_not_require_nursing", Bool, vec![]),
+            ],
+        ),
+        table(
+            TPP,
+            "apcs",
+            false,
+            vec![
+                col("apcs_ident", Int, vec![NotNull]),
+                col("admission_date", Date, vec![]),
+                col("discharge_date", Date, vec![]),
+                col("discharge_destination", Str, vec![]),
+                col("discharge_method", Str, vec![]),
+                col("spell_core_hrg_sus", Str, vec![]),
+                col("admission_method", Str, vec![]),
+                col("primary_diagnosis", Code(CodeSystem::Icd10), vec![]),
+                col("secondary_diagnosis", Code(CodeSystem::Icd10), vec![]),
+                col(
+                    "all_diagnoses",
+                    MultiCodeString(MultiCodeSystem::Icd10),
+                    vec![],
+                ),
+                col(
+                    "all_procedures",
+                    MultiCodeString(MultiCodeSystem::Opcs4),
+                    vec![],
+                ),
+                col("days_in_critical_care", Int, vec![]),
+                col("patient_classification", Str, vec![]),
+            ],
+        ),
+        appointments,
+        table(
+            TPP,
+            "clinical_events",
+            false,
+            vec![
+                col("date", Date, vec![]),
+                col("snomedct_code", Code(CodeSystem::SnomedCt), vec![]),
+                col("ctv3_code", Code(CodeSystem::Ctv3), vec![]),
+                col("numeric_value", Float, vec![]),
+                col("consultation_id", Int, vec![]),
+            ],
+        ),
+        table(TPP, "emergency_care_attendances", false, ec_columns),
+        table(
+            TPP,
+            "ethnicity_from_sus",
+            true,
+            vec![col("code", Str, vec![strings(&ethnicity_codes)])],
+        ),
+        table(
+            TPP,
+            "household_memberships_2020",
+            true,
+            vec![
+                col("household_pseudo_id", Int, vec![]),
+                col("household_size", Int, vec![]),
+            ],
+        ),
+        table(
+            TPP,
+            "medications",
+            false,
+            vec![
+                col("date", Date, vec![]),
+                col("dmd_code", Code(CodeSystem::Dmd), vec![]),
+                col("consultation_id", Int, vec![]),
+            ],
+        ),
+        table(TPP, "ons_deaths", true, ons_columns),
+        table(TPP, "practice_registrations", false, registration_columns),
+        table(
+            TPP,
+            "vaccinations",
+            false,
+            vec![
+                col("vaccination_id", Int, vec![]),
+                col("date", Date, vec![]),
+                col("target_disease", Str, vec![]),
+                col("product_name", Str, vec![]),
+            ],
+        ),
     ]
 }
 
@@ -238,6 +482,26 @@ mod tests {
             ScalarType::Code(CodeSystem::SnomedCt)
         );
         assert!(lookup("ehrql.tables.core", "nonexistent").is_none());
-        assert!(lookup("ehrql.tables.tpp", "patients").is_none());
+        // The tpp module's patients is the core table.
+        assert_eq!(lookup("ehrql.tables.tpp", "patients").unwrap().module, CORE);
+    }
+
+    #[test]
+    fn every_tpp_table_is_registered() {
+        for name in TPP_TABLES {
+            assert!(lookup(TPP, name).is_some(), "{name}");
+        }
+        let events = lookup(TPP, "clinical_events").unwrap();
+        assert_eq!(events.columns[2].name, "ctv3_code");
+        let appointments = lookup(TPP, "appointments").unwrap();
+        assert_eq!(
+            appointments.required_permission.as_deref(),
+            Some("appointments")
+        );
+        let registrations = lookup(TPP, "practice_registrations").unwrap();
+        assert_eq!(
+            registrations.column("practice_stp").unwrap().constraints,
+            vec![Constraint::Regex("E540000[0-9]{2}")]
+        );
     }
 }

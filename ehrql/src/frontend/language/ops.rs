@@ -279,6 +279,11 @@ impl<'a> Interp<'a> {
                 if FRAME_METHODS.contains(&name) || self.table_helper(frame, name) {
                     return method(object);
                 }
+                if matches!(name, "imd_quintile" | "imd_decile")
+                    && self.has_column(frame, "imd_rounded")
+                {
+                    return self.imd_band(frame, if name == "imd_quintile" { 5 } else { 10 });
+                }
                 let table = self.graph.frame_table(frame).map(|t| t.name.clone());
                 match table {
                     Some(t) if name == "patient_id" || self.has_column(frame, name) => {
@@ -360,9 +365,19 @@ impl<'a> Interp<'a> {
         match name {
             "age_on" => needs(&["date_of_birth"]),
             "is_alive_on" | "is_dead_on" => needs(&["date_of_death"]),
-            "for_patient_on" | "spanning" | "exists_for_patient_on" => {
+            "for_patient_on" => {
+                needs(&["start_date", "end_date", "practice_pseudo_id"])
+                    || needs(&["start_date", "end_date", "address_id", "has_postcode"])
+            }
+            "spanning" | "exists_for_patient_on" => {
                 needs(&["start_date", "end_date", "practice_pseudo_id"])
             }
+            "spanning_with_systmone" => needs(&[
+                "start_date",
+                "end_date",
+                "practice_pseudo_id",
+                "practice_systmone_go_live_date",
+            ]),
             "cause_of_death_is_in" => needs(&["underlying_cause_of_death", "cause_of_death_01"]),
             _ => false,
         }
@@ -729,18 +744,44 @@ impl<'a> Interp<'a> {
                 let date = self.node_for(&date, Some(ScalarType::Date))?;
                 let start = self.column(frame, "start_date")?;
                 let end = self.column(frame, "end_date")?;
-                let id = self.column(frame, "practice_pseudo_id")?;
                 let started = self.func(FunctionOp::Le, vec![start, date])?;
-                let mut regs = self.graph.filter(frame, started)?;
+                let mut rows = self.graph.filter(frame, started)?;
                 let ended = self.func(FunctionOp::Lt, vec![end, date])?;
                 let not = self.func(FunctionOp::Not, vec![ended])?;
                 let null = self.func(FunctionOp::IsNull, vec![ended])?;
                 let keep = self.func(FunctionOp::Or, vec![not, null])?;
-                regs = self.graph.filter(regs, keep)?;
-                for key in [id, end, start] {
-                    regs = self.graph.sort(regs, key)?;
+                rows = self.graph.filter(rows, keep)?;
+                // Sort keys, least significant first (each sort is applied on top of the
+                // previous). Registrations: start, end, practice. Addresses prefer a known
+                // postcode, then start, end, address id.
+                let keys = if self.has_column(frame, "practice_pseudo_id") {
+                    vec![self.column(frame, "practice_pseudo_id")?, end, start]
+                } else {
+                    let has_postcode = self.column(frame, "has_postcode")?;
+                    let one = self.graph.value(Literal::Scalar(Value::Int(1)))?;
+                    let zero = self.graph.value(Literal::Scalar(Value::Int(0)))?;
+                    let postcode_first = self
+                        .graph
+                        .case(vec![(has_postcode, Some(one))], Some(zero))?;
+                    vec![
+                        self.column(frame, "address_id")?,
+                        end,
+                        start,
+                        postcode_first,
+                    ]
+                };
+                for key in keys {
+                    rows = self.graph.sort(rows, key)?;
                 }
-                Ok(Obj::Frame(self.graph.pick(regs, Position::Last)?))
+                Ok(Obj::Frame(self.graph.pick(rows, Position::Last)?))
+            }
+            "spanning_with_systmone" => {
+                let [start, end] = fixed::<2>(args.only_positional(name)?, name)?;
+                let spanning = self.spanning(frame, &start, &end)?;
+                let start = self.node_for(&start, Some(ScalarType::Date))?;
+                let go_live = self.column(frame, "practice_systmone_go_live_date")?;
+                let live = self.func(FunctionOp::Le, vec![go_live, start])?;
+                Ok(Obj::Frame(self.graph.filter(spanning, live)?))
             }
             "cause_of_death_is_in" => {
                 let [codelist] = fixed::<1>(args.only_positional(name)?, name)?;
@@ -766,6 +807,38 @@ impl<'a> Interp<'a> {
                 name: name.to_string(),
             }),
         }
+    }
+
+    /// `addresses.imd_quintile` / `imd_decile`: the rounded IMD rank banded into `bands`
+    /// labels ("1 (most deprived)" … "N (least deprived)", else "unknown"), on the reference's
+    /// boundaries (`int(32844 * k / bands)`).
+    fn imd_band(&mut self, frame: NodeId, bands: i64) -> Result<Obj<'a>> {
+        let imd = self.column(frame, "imd_rounded")?;
+        let mut cases = Vec::new();
+        for k in 1..=bands {
+            let label = match k {
+                1 => "1 (most deprived)".to_string(),
+                k if k == bands => format!("{k} (least deprived)"),
+                k => k.to_string(),
+            };
+            let bound = self
+                .graph
+                .value(Literal::Scalar(Value::Int(32_844 * k / bands)))?;
+            let mut condition = self.func(FunctionOp::Le, vec![imd, bound])?;
+            if k == 1 {
+                let zero = self.graph.value(Literal::Scalar(Value::Int(0)))?;
+                let non_negative = self.func(FunctionOp::Ge, vec![imd, zero])?;
+                condition = self.func(FunctionOp::And, vec![non_negative, condition])?;
+            }
+            let label = self
+                .graph
+                .value(Literal::Scalar(Value::Str(label.into())))?;
+            cases.push((condition, Some(label)));
+        }
+        let unknown = self
+            .graph
+            .value(Literal::Scalar(Value::Str("unknown".into())))?;
+        Ok(Obj::Series(self.graph.case(cases, Some(unknown))?))
     }
 
     /// Registrations covering the whole of `start`..`end`.
@@ -925,14 +998,14 @@ impl<'a> Interp<'a> {
             }
             "contains" => {
                 let [needle] = fixed::<1>(args.only_positional(name)?, name)?;
-                let needle = self.node_for(&needle, Some(ScalarType::Str))?;
+                let needle = self.contains_needle(ty, &needle)?;
                 self.series_of(FunctionOp::StringContains, vec![series, needle])
             }
             "contains_any_of" => {
                 let [needles] = fixed::<1>(args.only_positional(name)?, name)?;
                 let mut combined: Option<NodeId> = None;
                 for needle in iterate(&needles)? {
-                    let needle = self.node_for(&needle, Some(ScalarType::Str))?;
+                    let needle = self.contains_needle(ty, &needle)?;
                     let test = self.func(FunctionOp::StringContains, vec![series, needle])?;
                     combined = Some(match combined {
                         None => test,
@@ -948,6 +1021,29 @@ impl<'a> Interp<'a> {
                 name: name.to_string(),
             }),
         }
+    }
+
+    /// The string `contains` looks for. On a multi-code string (`apcs.all_diagnoses`) it must
+    /// be a code of that system, or a string that is a valid code or prefix of one, as in the
+    /// reference; its text is what is searched for.
+    fn contains_needle(&mut self, ty: Option<ScalarType>, needle: &Obj<'a>) -> Result<NodeId> {
+        let Some(ScalarType::MultiCodeString(multi)) = ty else {
+            return self.node_for(needle, Some(ScalarType::Str));
+        };
+        let system = multi.code_system();
+        let text = match needle {
+            Obj::Code(s, code) if *s == system => code.to_string(),
+            Obj::Str(code) if multi.is_valid_prefix(code) => code.to_string(),
+            other => {
+                return Err(ErrorKind::Type(format!(
+                    "Expecting a {}, or a string prefix of a {}; got {}",
+                    system.class_name(),
+                    system.class_name(),
+                    other.describe()
+                )));
+            }
+        };
+        Ok(self.graph.value(Literal::Scalar(Value::Str(text.into())))?)
     }
 
     /// `series.is_in(values)`: a literal collection becomes a set value cast to the series'
