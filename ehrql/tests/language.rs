@@ -512,6 +512,18 @@ const REFUSED: &[(&str, &str)] = &[
         "dataset_definition.py:1:5: the value is too large (more than 1000000 items, or an integer overflow)",
     ),
     (
+        "from ehrql.tables.tpp import apcs\nx = apcs.all_diagnoses.contains('N17.1')\n",
+        "dataset_definition.py:2:5: Expecting a ICD10Code, or a string prefix of a ICD10Code; got a string",
+    ),
+    (
+        "from ehrql.tables.tpp import apcs\nx = apcs.all_procedures == 'W232'\n",
+        "dataset_definition.py:2:5: This column contains multiple clinical codes combined together in a single string. If you want to know if a particular code is contained in the string, please use the `contains()` method",
+    ),
+    (
+        "from ehrql.tables.tpp import apcs\nx = apcs.all_diagnoses.is_in(['N17'])\n",
+        "dataset_definition.py:2:5: You are attempting to use `.is_in()` on a column that contains multiple clinical codes joined together. This is not allowed. If you want to know if the field contains any of the codes from a codelist, then please use `.contains_any_of(codelist)` instead.",
+    ),
+    (
         "from ehrql.tables.tpp import opa_diag\n",
         "dataset_definition.py:1:30: there is no table 'opa_diag' in 'ehrql.tables.tpp' (tables are available from: ehrql.tables.core, tests.spec.tables, ehrql.tables.tpp)",
     ),

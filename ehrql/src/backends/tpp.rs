@@ -1,21 +1,27 @@
 //! The TPP backend (spec §4.2) on SQLite and PostgreSQL: TPP-shaped raw tables mapped to
-//! `ehrql.tables.core` by SQL, installed as temporary views named after the ehrQL tables.
+//! `ehrql.tables.core` and the implemented `ehrql.tables.tpp` tables by SQL, installed as
+//! temporary views named after the ehrQL tables (each view has the tpp schema's columns, a
+//! superset of core's).
 //!
-//! Raw tables (a subset of TPP's schema, enough for the core tables):
+//! Raw tables (a subset of TPP's schema: the columns the mappings read; see [`raw_tables`]):
 //!
-//! | raw table | columns | feeds |
-//! |---|---|---|
-//! | `Patient` | `Patient_ID`, `DateOfBirth`, `Sex` (`M`/`F`/`I`/other), `DateOfDeath` | `patients` |
-//! | `RegistrationHistory` | `Patient_ID`, `StartDate`, `EndDate`, `Organisation_ID` | `practice_registrations` |
-//! | `Organisation` | `Organisation_ID` | `practice_registrations` (inner join) |
-//! | `CodedEvent` | `Patient_ID`, `ConsultationDate`, `CTV3Code`, `NumericValue` | `clinical_events` (no SNOMED code) |
-//! | `CodedEvent_SNOMED` | `Patient_ID`, `ConsultationDate`, `ConceptID`, `NumericValue` | `clinical_events` |
-//! | `MedicationIssue` | `Patient_ID`, `ConsultationDate`, `MultilexDrug_ID` | `medications` |
-//! | `MedicationDictionary` | `MultilexDrug_ID`, `DMD_ID` | `medications` (left join) |
-//! | `ONS_Deaths` | `Patient_ID`, `dod`, `icd10u`, `ICD10001`…`ICD10015` | `ons_deaths` (first per patient) |
-//! | `PatientsWithTypeOneDissent` | `Patient_ID` | type 1 opt-outs, excluded unless `include_t1oo` |
-//! | `PatientsWithoutNDOO` | `Patient_ID` | patients without a national data opt-out; only they are included unless `include_ndoo` |
-//! | `DirectionsAcknowledged` | `Organisation_ID` | activated practices; applied unless `include_gp_unactivated` |
+//! | raw table | feeds |
+//! |---|---|
+//! | `Patient` | `patients` |
+//! | `RegistrationHistory` ⋈ `Organisation` (`STPCode`, `Region`, `GoLiveDate`) | `practice_registrations` |
+//! | `CodedEvent` (CTV3) ∪ `CodedEvent_SNOMED` | `clinical_events` |
+//! | `MedicationIssue` ⟕ `MedicationDictionary` | `medications` |
+//! | `ONS_Deaths` | `ons_deaths` (first per patient) |
+//! | `PatientAddress` ⟕ `PotentialCareHomeAddress` | `addresses` |
+//! | `APCS` ⟕ `APCS_Der` (and `_ARCHIVED`) | `apcs` |
+//! | `EC` ⟕ `EC_Diagnosis` (and `_ARCHIVED`) | `emergency_care_attendances` |
+//! | `APCS`, `EC`, `OPA` (and `_ARCHIVED`) ethnicity codes | `ethnicity_from_sus` |
+//! | `HouseholdMember` ⟕ `Household` | `household_memberships_2020` |
+//! | `Appointment` | `appointments` (DISTINCT) |
+//! | `Vaccination` ⟕ `VaccinationReference` | `vaccinations` |
+//! | `PatientsWithTypeOneDissent` | type 1 opt-outs, excluded unless `include_t1oo` |
+//! | `PatientsWithoutNDOO` | patients without a national data opt-out; only they are included unless `include_ndoo` |
+//! | `DirectionsAcknowledged` | activated practices; applied unless `include_gp_unactivated` |
 //!
 //! Rules applied: dates are the date part of TPP's datetimes, and the sentinel `9999-12-31`
 //! means NULL; sex `M`/`F`/`I` is `male`/`female`/`intersex`, anything else `unknown`; an empty
@@ -33,7 +39,8 @@
 //! their registrations at activated practices when a registration at an unactivated practice
 //! ends later, and the ceiling `9999-12-31` otherwise. Patients with no activated registration are removed like opt-outs;
 //! `practice_registrations` keeps only registrations at activated practices; and the tables
-//! with an activation filter field (`clinical_events.date`, `medications.date`) keep only rows
+//! with an activation filter field (`date` of `clinical_events`, `medications` and
+//! `vaccinations`, `appointments.booked_date`) keep only rows
 //! whose date is on or before the patient's activation end date. Deviation: a NULL date
 //! counts as the ceiling, so it is kept while the activation end date is the ceiling (the
 //! reference's `NULL <= end_date` drops it); this keeps core data with undated events

@@ -57,6 +57,20 @@ impl<'a> Interp<'a> {
     /// series' type.
     fn series_binary(&mut self, op: FunctionOp, lhs: &Obj<'a>, rhs: &Obj<'a>) -> Result<Obj<'a>> {
         let like = self.series_type(lhs).or(self.series_type(rhs));
+        if let (Some(ScalarType::MultiCodeString(_)), FunctionOp::Eq | FunctionOp::Ne) = (like, op)
+        {
+            // The reference's advice: a packed code string is searched, never compared.
+            let (is, end) = if op == FunctionOp::Eq {
+                ("is", "")
+            } else {
+                ("is not", ".")
+            };
+            return Err(ErrorKind::Type(format!(
+                "This column contains multiple clinical codes combined together in a single \
+                 string. If you want to know if a particular code {is} contained in the string, \
+                 please use the `contains()` method{end}"
+            )));
+        }
         let l = self.node_for(lhs, like)?;
         let r = self.node_for(rhs, like)?;
         self.series_of(op, vec![l, r])
@@ -923,6 +937,22 @@ impl<'a> Interp<'a> {
                 ))
             }
             "is_in" | "is_not_in" => {
+                if let Some(ScalarType::MultiCodeString(_)) = ty {
+                    // The reference's advice: membership of a packed code string is meaningless.
+                    return Err(ErrorKind::Type(if name == "is_in" {
+                        "You are attempting to use `.is_in()` on a column that contains multiple \
+                         clinical codes joined together. This is not allowed. If you want to know \
+                         if the field contains any of the codes from a codelist, then please use \
+                         `.contains_any_of(codelist)` instead."
+                            .into()
+                    } else {
+                        "You are attempting to use `.is_not_in()` on a column that contains \
+                         multiple clinical codes joined together. This is not allowed. If you want \
+                         to know if the field does not contain any of the codes from a codelist, \
+                         then please use `~column.contains_any_of(codelist)` instead."
+                            .into()
+                    }));
+                }
                 let [values] = fixed::<1>(args.only_positional(name)?, name)?;
                 let result = self.is_in(series, &values)?;
                 if name == "is_in" {
