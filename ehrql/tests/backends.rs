@@ -77,9 +77,10 @@ fn sql_literal(value: &Value) -> String {
     }
 }
 
-/// The raw TPP tables holding `database`'s data, as SQL for `flavour`.
+/// The raw TPP tables holding `database`'s data, as SQL for `flavour`, in one transaction.
 fn tpp_sql(database: &Database, flavour: SqlFlavour) -> String {
-    let mut sql = tpp::create_raw_tables_sql(flavour).join(";\n");
+    let mut sql = String::from("BEGIN;\n");
+    sql.push_str(&tpp::create_raw_tables_sql(flavour).join(";\n"));
     sql.push_str(";\n");
     for (table, rows) in tpp::raw_rows_from_core(database) {
         for row in rows {
@@ -90,6 +91,7 @@ fn tpp_sql(database: &Database, flavour: SqlFlavour) -> String {
             ));
         }
     }
+    sql.push_str("COMMIT;\n");
     sql
 }
 
@@ -448,9 +450,10 @@ fn tpp_backend_gives_the_core_backends_dataset_on_postgres() {
 }
 
 /// SQL creating the raw TPP tables and loading the files `create-dummy-tables --backend tpp`
-/// wrote to `dir`.
+/// wrote to `dir`, in one transaction (SQLite would otherwise sync after every row).
 fn raw_files_sql(dir: &Path, flavour: SqlFlavour) -> String {
-    let mut sql = tpp::create_raw_tables_sql(flavour).join(";\n");
+    let mut sql = String::from("BEGIN;\n");
+    sql.push_str(&tpp::create_raw_tables_sql(flavour).join(";\n"));
     sql.push_str(";\n");
     for table in tpp::raw_tables() {
         let columns: Vec<FileColumn> = table
@@ -477,6 +480,7 @@ fn raw_files_sql(dir: &Path, flavour: SqlFlavour) -> String {
             ));
         }
     }
+    sql.push_str("COMMIT;\n");
     sql
 }
 
