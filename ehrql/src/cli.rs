@@ -80,6 +80,33 @@ enum Command {
         #[arg(last = true)]
         user_args: Vec<String>,
     },
+    /// Run a measures definition and write the measures.
+    GenerateMeasures {
+        /// The measures definition (.py).
+        definition: PathBuf,
+        /// Output file (.csv, .csv.gz or .arrow), or `DIR/:csv` (or `:csv.gz`, `:arrow`) for
+        /// one file per measure; CSV on stdout if omitted.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Database URL, as for generate-dataset.
+        #[arg(long, env = "DATABASE_URL")]
+        dsn: Option<String>,
+        /// Query engine.
+        #[arg(long, env = "OPENSAFELY_QUERY_ENGINE", value_enum)]
+        query_engine: Option<QueryEngine>,
+        /// Backend.
+        #[arg(long, env = "OPENSAFELY_BACKEND")]
+        backend: Option<String>,
+        /// Without a database: measures from this file (not supported yet).
+        #[arg(long)]
+        dummy_data_file: Option<PathBuf>,
+        /// Without a database: run over the table files in this directory.
+        #[arg(long)]
+        dummy_tables: Option<PathBuf>,
+        /// User arguments (after `--`).
+        #[arg(last = true)]
+        user_args: Vec<String>,
+    },
     /// Generate dummy source tables for a definition and write one file per table.
     CreateDummyTables {
         /// The dataset definition (.py or serializer JSON).
@@ -300,24 +327,29 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                     "--dummy-data-file and --dummy-tables are ignored when a database is given"
                 );
             }
-            let mut engine: Box<dyn Engine> = if postgres::is_postgres_dsn(&dsn) {
-                if query_engine.is_some() {
-                    return Err(fail(
-                        EXIT_USAGE,
-                        anyhow::anyhow!("--query-engine applies to sqlite:// DSNs only"),
-                    ));
-                }
-                let views = backend_views(backend, SqlFlavour::Postgres, dataset, &permissions)?;
-                let engine = PostgresEngine::connect(&dsn).map_err(engine_failure)?;
-                Box::new(engine.with_table_views(views))
-            } else {
-                let views = backend_views(backend, SqlFlavour::Sqlite, dataset, &permissions)?;
-                sqlite_engine(&dsn, query_engine, &views)?
-            };
+            let mut engine = database_engine(&dsn, query_engine, backend, dataset, &permissions)?;
             write_output(output.as_deref(), table_count, |sink| {
                 engine.run(dataset, sink).map_err(engine_failure)
             })
         }
+        Command::GenerateMeasures {
+            definition,
+            output,
+            dsn,
+            query_engine,
+            backend,
+            dummy_data_file,
+            dummy_tables,
+            user_args: _,
+        } => generate_measures(
+            &definition,
+            output.as_deref(),
+            dsn,
+            query_engine,
+            backend,
+            dummy_data_file.as_deref(),
+            dummy_tables.as_deref(),
+        ),
         Command::CreateDummyTables {
             definition,
             output_dir,
@@ -509,6 +541,117 @@ fn file_failure(e: local_files::FileError) -> Failure {
         _ => EXIT_FILE_VALIDATION,
     };
     fail(code, e)
+}
+
+/// The engine for `--dsn`: PostgreSQL, or SQLite (or in-memory over SQLite), with the
+/// backend's views over the tables `dataset` reads.
+fn database_engine(
+    dsn: &str,
+    query_engine: Option<QueryEngine>,
+    backend: Option<Backend>,
+    dataset: &crate::query_model::Dataset,
+    permissions: &Permissions,
+) -> Result<Box<dyn Engine>, Failure> {
+    if postgres::is_postgres_dsn(dsn) {
+        if query_engine.is_some() {
+            return Err(fail(
+                EXIT_USAGE,
+                anyhow::anyhow!("--query-engine applies to sqlite:// DSNs only"),
+            ));
+        }
+        let views = backend_views(backend, SqlFlavour::Postgres, dataset, permissions)?;
+        let engine = PostgresEngine::connect(dsn).map_err(engine_failure)?;
+        return Ok(Box::new(engine.with_table_views(views)));
+    }
+    let views = backend_views(backend, SqlFlavour::Sqlite, dataset, permissions)?;
+    sqlite_engine(dsn, query_engine, &views)
+}
+
+/// `generate-measures`: every measure at every interval, on the database or on dummy data,
+/// suppressed unless the definition turns disclosure control off, to one file (all measures)
+/// or a `DIR/:format` directory (one file per measure).
+#[allow(clippy::too_many_arguments)]
+fn generate_measures(
+    definition: &Path,
+    output: Option<&Path>,
+    dsn: Option<String>,
+    query_engine: Option<QueryEngine>,
+    backend: Option<String>,
+    dummy_data_file: Option<&Path>,
+    dummy_tables: Option<&Path>,
+) -> Result<(), Failure> {
+    let backend = backend_from_flag(backend.as_deref())?;
+    if definition.extension().is_none_or(|e| e != "py") {
+        return Err(fail(
+            EXIT_USAGE,
+            anyhow::anyhow!("measures definitions must be .py files in the ehrQL language"),
+        ));
+    }
+    let measures = language::load_measures_file(definition).map_err(|e| {
+        let code = match &e {
+            LanguageError::Definition { .. } => EXIT_DEFINITION,
+            _ => EXIT_USAGE,
+        };
+        fail(code, anyhow::Error::new(e))
+    })?;
+    // The dataset dummy data would be generated for: it reads every table the measures read.
+    let dataset = measures
+        .dummy_data_dataset()
+        .map_err(|e| fail(EXIT_DEFINITION, e))?;
+    let target = OutputTarget::parse(output).map_err(|e| fail(EXIT_USAGE, e))?;
+    let per_measure = matches!(target, OutputTarget::Directory { .. });
+    let rows = match dsn.filter(|d| !d.is_empty()) {
+        Some(dsn) => {
+            let permissions = permissions_from_env()?;
+            backends::check_permissions(&dataset, &permissions)
+                .map_err(|e| fail(EXIT_PERMISSIONS, e))?;
+            let mut engine = database_engine(&dsn, query_engine, backend, &dataset, &permissions)?;
+            crate::measures::calculate(&measures, engine.as_mut()).map_err(measures_failure)?
+        }
+        None => {
+            backends::check_claimed_permissions(&dataset, &measures.claimed_permissions)
+                .map_err(|e| fail(EXIT_PERMISSIONS, e))?;
+            if dummy_data_file.is_some() {
+                return Err(fail(
+                    EXIT_USAGE,
+                    anyhow::anyhow!(
+                        "--dummy-data-file is not supported for measures yet: use --dummy-tables or generated dummy data"
+                    ),
+                ));
+            }
+            let database = match dummy_tables {
+                Some(dir) => read_dummy_tables(dir, &dataset)?,
+                None => {
+                    let mut config = measures.dummy_data_config.clone();
+                    config.population_size = measures.dummy_population_size();
+                    generate_dummy_data(&Definition {
+                        dataset: dataset.clone(),
+                        dummy_data_config: config,
+                        claimed_permissions: measures.claimed_permissions.clone(),
+                    })?
+                    .database
+                }
+            };
+            crate::measures::calculate(&measures, &mut MemoryEngine::new(database))
+                .map_err(measures_failure)?
+        }
+    };
+    let table_count = if per_measure {
+        measures.measures.len()
+    } else {
+        1
+    };
+    let mut sink = target.open(table_count).map_err(|e| fail(EXIT_USAGE, e))?;
+    crate::measures::write(&measures, &rows, per_measure, &mut sink)
+        .map_err(|e| fail(1, EngineError::Sink(e)))?;
+    sink.finish().map_err(|e| fail(1, e))
+}
+
+fn measures_failure(e: crate::measures::MeasuresError) -> Failure {
+    match e {
+        crate::measures::MeasuresError::Engine(e) => engine_failure(e),
+        other => fail(EXIT_DEFINITION, other),
+    }
 }
 
 /// The SQLite (or in-memory over SQLite) engine for a `sqlite://` DSN, with the backend's

@@ -28,6 +28,7 @@ pub mod dummy_data;
 pub mod engines;
 pub mod frontend;
 pub mod local_files;
+pub mod measures;
 pub mod output;
 pub mod query_model;
 pub mod sql;

@@ -9,10 +9,10 @@
 //! ehrQL's sequence of stable sorts.
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use super::{Database, Engine, EngineError, RowSink, table_specs};
+use super::{Database, Engine, EngineError, GroupedSum, RowSink, table_specs};
 use crate::query_model::{
     AggregateKind, Dataset, Date, Domain, FunctionOp, Graph, Literal, Node, NodeId, Position, Value,
 };
@@ -63,6 +63,71 @@ impl Engine for MemoryEngine {
                     row.extend(values);
                     sink.row(&row).map_err(EngineError::Sink)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_grouped_sum(
+        &mut self,
+        dataset: &Dataset,
+        grouped: &GroupedSum,
+        sink: &mut dyn RowSink,
+    ) -> Result<(), EngineError> {
+        check_supported(dataset)?;
+        let variables = dataset.variables();
+        let index = |name: &String| {
+            variables
+                .iter()
+                .position(|(n, _)| n == name)
+                .ok_or_else(|| {
+                    EngineError::Unsupported(format!("grouping by unknown variable '{name}'"))
+                })
+        };
+        let sums: Vec<usize> = grouped.sums.iter().map(index).collect::<Result<_, _>>()?;
+        let groups: Vec<usize> = grouped.groups.iter().map(index).collect::<Result<_, _>>()?;
+        // Per grouping set: group values -> sums (NULL until a non-NULL value is added).
+        let mut totals: Vec<BTreeMap<Vec<Value>, Vec<Option<i64>>>> =
+            vec![BTreeMap::new(); grouped.grouping_sets.len()];
+        for patient_id in self.database.patient_ids() {
+            let mut eval = PatientEval::new(dataset, &self.database, patient_id);
+            if eval.scalar(dataset.population()).as_bool() != Some(true) {
+                continue;
+            }
+            let values: Vec<Value> = variables.iter().map(|(_, id)| eval.scalar(*id)).collect();
+            for (set, totals) in grouped.grouping_sets.iter().zip(&mut totals) {
+                let key: Vec<Value> = grouped
+                    .groups
+                    .iter()
+                    .zip(&groups)
+                    .map(|(name, i)| {
+                        if set.contains(name) {
+                            values[*i].clone()
+                        } else {
+                            Value::Null
+                        }
+                    })
+                    .collect();
+                let entry = totals.entry(key).or_insert_with(|| vec![None; sums.len()]);
+                for (total, i) in entry.iter_mut().zip(&sums) {
+                    if let Value::Int(v) = values[*i] {
+                        *total = Some(total.unwrap_or(0).saturating_add(v));
+                    }
+                }
+            }
+        }
+        sink.begin_table("measures", &grouped.columns(dataset))
+            .map_err(EngineError::Sink)?;
+        for (set, totals) in grouped.grouping_sets.iter().zip(totals) {
+            let grouping_id = Value::Int(grouped.grouping_id(set));
+            for (key, sums) in totals {
+                let mut row: Vec<Value> = sums
+                    .into_iter()
+                    .map(|s| s.map_or(Value::Null, Value::Int))
+                    .collect();
+                row.extend(key);
+                row.push(grouping_id.clone());
+                sink.row(&row).map_err(EngineError::Sink)?;
             }
         }
         Ok(())

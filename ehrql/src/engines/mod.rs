@@ -83,6 +83,65 @@ pub trait Engine {
     /// # Errors
     /// Database, data or sink errors.
     fn run(&mut self, dataset: &Dataset, sink: &mut dyn RowSink) -> Result<(), EngineError>;
+
+    /// Runs the dataset and sums its variables by grouping sets (measures): one table with
+    /// the columns of [`GroupedSum::columns`], one row per group of each grouping set.
+    ///
+    /// # Errors
+    /// Database, data or sink errors.
+    fn run_grouped_sum(
+        &mut self,
+        dataset: &Dataset,
+        grouped: &GroupedSum,
+        sink: &mut dyn RowSink,
+    ) -> Result<(), EngineError>;
+}
+
+/// Sums of patient-level integer variables by grouping sets (spec §2.3 `GroupedSum`): what
+/// one interval of a group of measures sharing a denominator needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupedSum {
+    /// The summed variables: the denominator first, then the numerators.
+    pub sums: Vec<String>,
+    /// Every group-by variable, in output order.
+    pub groups: Vec<String>,
+    /// The grouping sets, each a subset of `groups` (the empty set: no grouping).
+    pub grouping_sets: Vec<Vec<String>>,
+}
+
+impl GroupedSum {
+    /// The grouping id of a set, as SQL's `GROUPING()` gives it: one bit per group variable,
+    /// the first the most significant, set when the variable is *not* grouped on.
+    pub fn grouping_id(&self, set: &[String]) -> i64 {
+        self.groups
+            .iter()
+            .fold(0, |id, g| (id << 1) | i64::from(!set.contains(g)))
+    }
+
+    /// The result columns: each sum, each group variable (NULL where the row's grouping set
+    /// does not group on it), then `grouping_id`.
+    pub fn columns(&self, dataset: &Dataset) -> Vec<ColumnSpec> {
+        let variables = &table_specs(dataset)[0].1;
+        let int = |name: &str| ColumnSpec {
+            name: name.to_string(),
+            ty: ScalarType::Int,
+            nullable: true,
+            categories: None,
+            range: None,
+        };
+        let mut out: Vec<ColumnSpec> = self.sums.iter().map(|s| int(s)).collect();
+        for group in &self.groups {
+            let mut spec = variables
+                .iter()
+                .find(|c| &c.name == group)
+                .cloned()
+                .unwrap_or_else(|| int(group));
+            spec.nullable = true;
+            out.push(spec);
+        }
+        out.push(int("grouping_id"));
+        out
+    }
 }
 
 /// The output column specs of the dataset table and of each event table.

@@ -17,7 +17,7 @@ use tokio::runtime::Runtime;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::{Database, Engine, EngineError, RowSink, table_specs};
+use super::{Database, Engine, EngineError, GroupedSum, RowSink, table_specs};
 use crate::query_model::{Dataset, Date, ScalarType, Value};
 use crate::sql::postgres::SESSION_FUNCTIONS;
 use crate::sql::{self, Dialect, PostgresDialect, StatementKind};
@@ -208,7 +208,31 @@ impl Engine for PostgresEngine {
     fn run(&mut self, dataset: &Dataset, sink: &mut dyn RowSink) -> Result<(), EngineError> {
         let statements =
             dataset_sql(dataset).map_err(|e| EngineError::Unsupported(e.to_string()))?;
-        let specs = table_specs(dataset);
+        self.run_statements(&statements, &table_specs(dataset), sink)
+    }
+
+    fn run_grouped_sum(
+        &mut self,
+        dataset: &Dataset,
+        grouped: &GroupedSum,
+        sink: &mut dyn RowSink,
+    ) -> Result<(), EngineError> {
+        let statements = sql::compile_grouped_sum(dataset, &PostgresDialect, grouped)
+            .map_err(|e| EngineError::Unsupported(e.to_string()))?;
+        let specs = vec![("measures".to_string(), grouped.columns(dataset))];
+        self.run_statements(&statements, &specs, sink)
+    }
+}
+
+impl PostgresEngine {
+    /// Runs compiled statements, streaming each results query into `sink` as the table
+    /// `specs` describes next.
+    fn run_statements(
+        &mut self,
+        statements: &[sql::Statement],
+        specs: &[(String, Vec<super::ColumnSpec>)],
+        sink: &mut dyn RowSink,
+    ) -> Result<(), EngineError> {
         // A previous run that failed half-way leaves its temporary tables behind: start clean.
         self.execute("DISCARD TEMP")?;
         self.execute(&SESSION_FUNCTIONS.join(";\n"))?;

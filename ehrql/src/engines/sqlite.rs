@@ -11,7 +11,7 @@ use rusqlite::functions::{Aggregate, Context, FunctionFlags};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Database, Engine, EngineError, RowSink, table_specs};
+use super::{Database, Engine, EngineError, GroupedSum, RowSink, table_specs};
 use crate::query_model::{Dataset, Date, ScalarType, Value};
 use crate::sql::dialect::SQLITE_PICK_AGGREGATE;
 use crate::sql::{self, Dialect, SqliteDialect, StatementKind};
@@ -336,7 +336,31 @@ impl Engine for SqliteEngine {
     fn run(&mut self, dataset: &Dataset, sink: &mut dyn RowSink) -> Result<(), EngineError> {
         let statements =
             dataset_sql(dataset).map_err(|e| EngineError::Unsupported(e.to_string()))?;
-        let specs = table_specs(dataset);
+        self.run_statements(&statements, &table_specs(dataset), sink)
+    }
+
+    fn run_grouped_sum(
+        &mut self,
+        dataset: &Dataset,
+        grouped: &GroupedSum,
+        sink: &mut dyn RowSink,
+    ) -> Result<(), EngineError> {
+        let statements = sql::compile_grouped_sum(dataset, &SqliteDialect, grouped)
+            .map_err(|e| EngineError::Unsupported(e.to_string()))?;
+        let specs = vec![("measures".to_string(), grouped.columns(dataset))];
+        self.run_statements(&statements, &specs, sink)
+    }
+}
+
+impl SqliteEngine {
+    /// Runs compiled statements, streaming each results query into `sink` as the table
+    /// `specs` describes next.
+    fn run_statements(
+        &mut self,
+        statements: &[sql::Statement],
+        specs: &[(String, Vec<super::ColumnSpec>)],
+        sink: &mut dyn RowSink,
+    ) -> Result<(), EngineError> {
         let total = statements.len();
         // Results queries come in `table_specs` order: the dataset, then each event table.
         let mut results_seen = 0;

@@ -1290,6 +1290,59 @@ impl Graph {
         ))
     }
 
+    /// A copy of this graph with each bound `Parameter` replaced by its value (measures
+    /// evaluate one definition per interval), and where `roots` went. Every node is rebuilt
+    /// through its validating constructor, in id order (children come before parents).
+    ///
+    /// # Errors
+    /// A value that does not fit where its parameter was used.
+    pub fn substitute_parameters(
+        &self,
+        roots: &[NodeId],
+        bindings: &[(&str, Value)],
+    ) -> Result<(Graph, Vec<NodeId>), QueryError> {
+        let mut out = Graph::new();
+        let mut map: Vec<NodeId> = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let m = |id: &NodeId| map[id.index()];
+            let id = match node {
+                Node::Value(literal) => out.value(literal.clone())?,
+                Node::Parameter { name, ty } => {
+                    match bindings.iter().find(|(n, _)| *n == &**name) {
+                        Some((_, value)) => out.value(Literal::Scalar(value.clone()))?,
+                        None => out.parameter(name, *ty),
+                    }
+                }
+                Node::SelectTable(t) | Node::SelectPatientTable(t) => out.select_table(t.clone()),
+                Node::SelectColumn { source, name } => out.select_column(m(source), name)?,
+                Node::Filter { source, condition } => out.filter(m(source), m(condition))?,
+                Node::Sort { source, sort_by } => out.sort(m(source), m(sort_by))?,
+                Node::PickOneRowPerPatient { source, position } => {
+                    out.pick(m(source), *position)?
+                }
+                Node::Aggregate { kind, source } => out.aggregate(*kind, m(source))?,
+                Node::CountEpisodes {
+                    source,
+                    maximum_gap_days,
+                } => out.count_episodes(m(source), *maximum_gap_days)?,
+                Node::Function { op, args } => out.function(*op, args.iter().map(m).collect())?,
+                Node::Case { cases, default } => out.case(
+                    cases
+                        .iter()
+                        .map(|(c, v)| (m(c), v.as_ref().map(m)))
+                        .collect(),
+                    default.as_ref().map(m),
+                )?,
+                Node::SeriesCollectionFrame { members } => out.series_collection_frame(
+                    members.iter().map(|(n, id)| (n.clone(), m(id))).collect(),
+                )?,
+            };
+            map.push(id);
+        }
+        let roots = roots.iter().map(|r| map[r.index()]).collect();
+        Ok((out, roots))
+    }
+
     /// An event table made of series; at least one must have many rows per patient.
     ///
     /// # Errors

@@ -87,6 +87,11 @@ pub trait Dialect {
     fn pick_aggregate(&self) -> Option<PickAggregate> {
         None
     }
+    /// Whether `GROUP BY GROUPING SETS` and `GROUPING()` exist (else measures use a
+    /// `UNION ALL` of one `GROUP BY` per grouping set).
+    fn has_grouping_sets(&self) -> bool {
+        false
+    }
     /// Longest `IN (...)` literal list before a values table is used instead.
     fn max_in_list_len(&self) -> usize {
         32

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub use dialect::{DatePart, Dialect, IntOp, SqliteDialect};
 pub use postgres::PostgresDialect;
 
+use crate::engines::GroupedSum;
 use crate::query_model::{
     AggregateKind, Dataset, Domain, FunctionOp, Graph, Literal, Node, NodeId, Position, ScalarType,
     Value,
@@ -67,6 +68,26 @@ pub struct Statement {
 /// Measures parameters, or anything else not yet supported.
 pub fn compile(dataset: &Dataset, dialect: &dyn Dialect) -> Result<Vec<Statement>, CompileError> {
     let mut compiler = Compiler::new(dataset, dialect)?;
+    compiler.compile()
+}
+
+/// Compiles `dataset` with its one results query replaced by sums of its variables by
+/// grouping sets (measures): the patient rows go to a temporary table, then one query gives
+/// the columns of [`GroupedSum::columns`], through `GROUPING SETS` where the dialect has
+/// them, else a `UNION ALL` of one `GROUP BY` per set.
+///
+/// # Errors
+/// As [`compile`]; event tables cannot be summed.
+pub fn compile_grouped_sum(
+    dataset: &Dataset,
+    dialect: &dyn Dialect,
+    grouped: &GroupedSum,
+) -> Result<Vec<Statement>, CompileError> {
+    if !dataset.events().is_empty() {
+        return Err(CompileError::Unsupported("event tables in measures".into()));
+    }
+    let mut compiler = Compiler::new(dataset, dialect)?;
+    compiler.grouped = Some(grouped);
     compiler.compile()
 }
 
@@ -172,6 +193,8 @@ struct Compiler<'a> {
     values_tables: HashMap<NodeId, String>,
     counter: usize,
     population_table: Option<String>,
+    /// Measures: the results query sums the variables by these grouping sets.
+    grouped: Option<&'a GroupedSum>,
 }
 
 impl<'a> Compiler<'a> {
@@ -205,6 +228,7 @@ impl<'a> Compiler<'a> {
             values_tables: HashMap::new(),
             counter: 0,
             population_table: None,
+            grouped: None,
         })
     }
 
@@ -880,16 +904,85 @@ impl<'a> Compiler<'a> {
             };
             columns.push(format!("{sql} AS {}", d.ident(name)));
         }
-        let sql = format!(
-            "SELECT {} FROM {p}{} ORDER BY {p}.patient_id",
+        let rows = format!(
+            "SELECT {} FROM {p}{}",
             columns.join(", "),
             self.scan_joins(&scope)
         );
+        let sql = match self.grouped {
+            Some(grouped) => self.grouped_sum_sql(&rows, grouped),
+            None => format!("{rows} ORDER BY {p}.patient_id"),
+        };
         self.statements.push(Statement {
             kind: StatementKind::Results,
             sql,
         });
         Ok(())
+    }
+
+    /// The measures results query over the patient rows `rows`, which go to a temporary
+    /// table first (each grouping set reads them).
+    fn grouped_sum_sql(&mut self, rows: &str, grouped: &GroupedSum) -> String {
+        let d = self.dialect;
+        let table = self.temp_name();
+        self.setup(d.create_temp_table(&table, rows, &["patient_id"]));
+        self.cleanup.push(table.clone());
+        let sums: Vec<String> = grouped
+            .sums
+            .iter()
+            .map(|s| format!("CAST(SUM({q}) AS BIGINT) AS {q}", q = d.ident(s)))
+            .collect();
+        let from = format!("FROM {} AS measure_rows", d.ident(&table));
+        let groups: Vec<String> = grouped.groups.iter().map(|g| d.ident(g)).collect();
+        if groups.is_empty() {
+            return format!("SELECT {}, 0 AS grouping_id {from}", sums.join(", "));
+        }
+        if d.has_grouping_sets() {
+            let sets: Vec<String> = grouped
+                .grouping_sets
+                .iter()
+                .map(|set| {
+                    let columns: Vec<String> = set.iter().map(|g| d.ident(g)).collect();
+                    format!("({})", columns.join(", "))
+                })
+                .collect();
+            return format!(
+                "SELECT {}, {}, GROUPING({}) AS grouping_id {from} GROUP BY GROUPING SETS ({})",
+                sums.join(", "),
+                groups.join(", "),
+                groups.join(", "),
+                sets.join(", ")
+            );
+        }
+        let selects: Vec<String> = grouped
+            .grouping_sets
+            .iter()
+            .map(|set| {
+                let values: Vec<String> = grouped
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        if set.contains(g) {
+                            d.ident(g)
+                        } else {
+                            format!("NULL AS {}", d.ident(g))
+                        }
+                    })
+                    .collect();
+                let mut sql = format!(
+                    "SELECT {}, {}, {} AS grouping_id {from}",
+                    sums.join(", "),
+                    values.join(", "),
+                    grouped.grouping_id(set)
+                );
+                if !set.is_empty() {
+                    let by: Vec<String> = set.iter().map(|g| d.ident(g)).collect();
+                    sql.push_str(&format!(" GROUP BY {}", by.join(", ")));
+                }
+                sql
+            })
+            .collect();
+        selects.join(" UNION ALL ")
     }
 
     /// An event table's results query: its members over the rows of their domain, for

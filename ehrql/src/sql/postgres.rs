@@ -75,6 +75,10 @@ impl PostgresDialect {
 }
 
 impl Dialect for PostgresDialect {
+    fn has_grouping_sets(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "postgresql"
     }

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use rustpython_ruff_python_ast::{CmpOp, Operator};
 
 use super::error::ErrorKind;
-use super::interp::{Args, DatasetState, Interp, iterate, plain_order, truthy};
+use super::interp::{Args, DatasetState, Interp, MeasuresState, iterate, plain_order, truthy};
 use super::ops::fixed;
 use super::value::{Builtin, DurationUnit, Module, Obj, number, plain_eq};
 use crate::query_model::{CodeSystem, Date, FunctionOp};
@@ -24,9 +24,6 @@ const MAX_COLLECTION: usize = 1_000_000;
 const UNSUPPORTED_EHRQL: &[&str] = &[
     "table_from_file",
     "get_parameter",
-    "create_measures",
-    "Measures",
-    "INTERVAL",
     "Error",
     "codelist_from_csv_lines",
 ];
@@ -40,6 +37,18 @@ pub(super) fn module_attr<'a>(
     let found = match module {
         Module::Ehrql => match name {
             "create_dataset" | "Dataset" => Some(Obj::Builtin(Builtin::CreateDataset)),
+            "create_measures" | "Measures" => Some(Obj::Builtin(Builtin::CreateMeasures)),
+            "INTERVAL" => {
+                let start = interp.graph.parameter(
+                    crate::measures::INTERVAL_START,
+                    crate::query_model::ScalarType::Date,
+                );
+                let end = interp.graph.parameter(
+                    crate::measures::INTERVAL_END,
+                    crate::query_model::ScalarType::Date,
+                );
+                Some(Obj::Interval(start, end))
+            }
             "case" => Some(Obj::Builtin(Builtin::Case)),
             "when" => Some(Obj::Builtin(Builtin::When)),
             "days" => Some(Obj::Builtin(Builtin::Duration(DurationUnit::Days))),
@@ -113,6 +122,11 @@ impl<'a> Interp<'a> {
                 fixed::<0>(args.only_positional("create_dataset")?, "create_dataset")?;
                 self.datasets.push(DatasetState::default());
                 Ok(Obj::Dataset(self.datasets.len() - 1))
+            }
+            Builtin::CreateMeasures => {
+                fixed::<0>(args.only_positional("create_measures")?, "create_measures")?;
+                self.measures.push(MeasuresState::default());
+                Ok(Obj::Measures(self.measures.len() - 1))
             }
             Builtin::When => {
                 let [condition] = fixed::<1>(args.only_positional("when")?, "when")?;

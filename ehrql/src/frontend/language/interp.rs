@@ -13,6 +13,7 @@ use rustpython_ruff_text_size::{Ranged, TextSize};
 use super::error::{ErrorKind, Fail};
 use super::value::{Builtin, Module, Obj, number, plain_eq};
 use super::{Definition, DummyDataConfig};
+use crate::measures::MeasuresDefinition;
 use crate::query_model::{Dataset, Graph, NodeId};
 
 /// Result of evaluation, with the offset of any error.
@@ -48,6 +49,39 @@ pub(super) struct DatasetState {
     /// Event tables (`add_event_table`): name and `SeriesCollectionFrame`.
     pub(super) events: Vec<(String, NodeId)>,
     pub(super) dummy_data_config: DummyDataConfig,
+}
+
+/// Arguments of `define_measure` / `define_defaults`, each possibly absent.
+#[derive(Clone, Debug, Default)]
+pub(super) struct MeasureArgs {
+    pub(super) numerator: Option<NodeId>,
+    pub(super) denominator: Option<NodeId>,
+    pub(super) group_by: Option<Vec<(String, NodeId)>>,
+    pub(super) intervals: Option<Vec<(crate::query_model::Date, crate::query_model::Date)>>,
+}
+
+/// Per-collection state built by `create_measures()` and its methods.
+#[derive(Debug)]
+pub(super) struct MeasuresState {
+    pub(super) measures: Vec<crate::measures::Measure>,
+    pub(super) defaults: Option<MeasureArgs>,
+    pub(super) dummy_data_config: DummyDataConfig,
+    pub(super) disclosure_control: bool,
+}
+
+impl Default for MeasuresState {
+    fn default() -> MeasuresState {
+        MeasuresState {
+            measures: Vec::new(),
+            defaults: None,
+            // Population size 0: not configured, so guessed from the measures.
+            dummy_data_config: DummyDataConfig {
+                population_size: 0,
+                ..DummyDataConfig::default()
+            },
+            disclosure_control: true,
+        }
+    }
 }
 
 /// Positional and keyword arguments of a call.
@@ -126,6 +160,7 @@ pub(super) struct Interp<'a> {
     /// Local scopes of running functions and comprehensions (innermost last).
     frames: Vec<HashMap<String, Obj<'a>>>,
     pub(super) datasets: Vec<DatasetState>,
+    pub(super) measures: Vec<MeasuresState>,
     pub(super) claimed_permissions: Vec<String>,
     /// Where the call being evaluated starts (for errors found later, such as population
     /// rules checked when the dataset is complete).
@@ -136,14 +171,15 @@ pub(super) struct Interp<'a> {
     expr_depth: usize,
 }
 
-/// Evaluates a module and builds its dataset.
-pub(super) fn run<'a>(body: &'a [Stmt], base_dir: &'a Path) -> R<Definition> {
+/// Evaluates a module's statements.
+fn execute<'a>(body: &'a [Stmt], base_dir: &'a Path) -> R<Interp<'a>> {
     let mut interp = Interp {
         base_dir,
         graph: Graph::new(),
         globals: HashMap::new(),
         frames: Vec::new(),
         datasets: Vec::new(),
+        measures: Vec::new(),
         claimed_permissions: Vec::new(),
         call_at: TextSize::new(0),
         steps: 0,
@@ -158,6 +194,12 @@ pub(super) fn run<'a>(body: &'a [Stmt], base_dir: &'a Path) -> R<Definition> {
             unreachable_flow(body, "'break' or 'continue' outside a loop")?
         }
     }
+    Ok(interp)
+}
+
+/// Evaluates a module and builds its dataset.
+pub(super) fn run<'a>(body: &'a [Stmt], base_dir: &'a Path) -> R<Definition> {
+    let mut interp = execute(body, base_dir)?;
     let end = body.last().map_or(TextSize::new(0), |s| s.start());
     let Some(Obj::Dataset(index)) = interp.globals.get("dataset").cloned() else {
         return Err(Fail {
@@ -186,6 +228,43 @@ pub(super) fn run<'a>(body: &'a [Stmt], base_dir: &'a Path) -> R<Definition> {
     Ok(Definition {
         dataset,
         dummy_data_config: state.dummy_data_config,
+        claimed_permissions: interp.claimed_permissions,
+    })
+}
+
+/// Evaluates a measures definition module and returns its `measures` collection.
+pub(super) fn run_measures<'a>(body: &'a [Stmt], base_dir: &'a Path) -> R<MeasuresDefinition> {
+    let mut interp = execute(body, base_dir)?;
+    let end = body.last().map_or(TextSize::new(0), |s| s.start());
+    let index = match interp.globals.get("measures") {
+        Some(Obj::Measures(index)) => *index,
+        Some(_) => {
+            return Err(Fail {
+                at: end,
+                kind: ErrorKind::Dataset("'measures' must be an instance of ehrql.Measures".into()),
+            });
+        }
+        None => {
+            return Err(Fail {
+                at: end,
+                kind: ErrorKind::Dataset(
+                    "Did not find a variable called 'measures' in measures definition file".into(),
+                ),
+            });
+        }
+    };
+    let state = std::mem::take(&mut interp.measures[index]);
+    if state.measures.is_empty() {
+        return Err(Fail {
+            at: end,
+            kind: ErrorKind::Dataset("No measures defined".into()),
+        });
+    }
+    Ok(MeasuresDefinition {
+        graph: interp.graph,
+        measures: state.measures,
+        dummy_data_config: state.dummy_data_config,
+        disclosure_control: state.disclosure_control,
         claimed_permissions: interp.claimed_permissions,
     })
 }

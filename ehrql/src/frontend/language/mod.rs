@@ -26,6 +26,7 @@ use std::path::Path;
 pub use error::{ErrorKind, LanguageError};
 
 pub use super::{Definition, DummyDataConfig};
+use crate::measures::MeasuresDefinition;
 use crate::query_model::Dataset;
 
 /// Largest definition file accepted; real definitions are a few kilobytes.
@@ -102,7 +103,56 @@ pub fn load_source(
 /// Stack for the parser and evaluator thread (reserved, not committed, memory).
 const EVALUATION_STACK_BYTES: usize = 256 << 20;
 
+/// Reads and evaluates a measures definition file (`measures = create_measures()` …); paths
+/// as for [`load_definition`].
+///
+/// # Errors
+/// As [`load_definition`], or no `measures` collection with at least one measure.
+pub fn load_measures_file(path: &Path) -> Result<MeasuresDefinition, LanguageError> {
+    let source = std::fs::read(path).map_err(|source| LanguageError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let source = String::from_utf8(source).map_err(|_| LanguageError::NotUtf8 {
+        path: path.to_path_buf(),
+    })?;
+    load_measures_source(&source, &path.display().to_string(), Path::new("."))
+}
+
+/// [`load_measures_file`] over source text.
+///
+/// # Errors
+/// As [`load_measures_file`].
+pub fn load_measures_source(
+    source: &str,
+    file_name: &str,
+    workspace: &Path,
+) -> Result<MeasuresDefinition, LanguageError> {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("ehrql-language".into())
+            .stack_size(EVALUATION_STACK_BYTES)
+            .spawn_scoped(scope, || {
+                evaluate_with(source, file_name, workspace, interp::run_measures)
+            })
+            .map_err(|e| LanguageError::Internal(format!("cannot start the evaluator: {e}")))?;
+        worker
+            .join()
+            .map_err(|_| LanguageError::Internal("the evaluator failed unexpectedly".into()))?
+    })
+}
+
 fn evaluate(source: &str, file_name: &str, workspace: &Path) -> Result<Definition, LanguageError> {
+    evaluate_with(source, file_name, workspace, interp::run)
+}
+
+/// Parses `source` and runs `finish` (which evaluates the module and picks out its result).
+fn evaluate_with<T>(
+    source: &str,
+    file_name: &str,
+    workspace: &Path,
+    finish: for<'a> fn(&'a [rustpython_ruff_python_ast::Stmt], &'a Path) -> Result<T, error::Fail>,
+) -> Result<T, LanguageError> {
     let lines = error::LineIndex::new(source);
     if source.len() > MAX_SOURCE_BYTES {
         return Err(lines.error(
@@ -129,5 +179,5 @@ fn evaluate(source: &str, file_name: &str, workspace: &Path) -> Result<Definitio
         )
     })?;
     let module = parsed.into_syntax();
-    interp::run(&module.body, workspace).map_err(|fail| lines.error(file_name, fail.at, fail.kind))
+    finish(&module.body, workspace).map_err(|fail| lines.error(file_name, fail.at, fail.kind))
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rustpython_ruff_python_ast::{CmpOp, Operator, UnaryOp};
 
 use super::error::ErrorKind;
-use super::interp::{Args, Interp, iterate};
+use super::interp::{Args, Interp, MeasureArgs, iterate};
 use super::value::{DurationUnit, Obj};
 use crate::query_model::{
     AggregateKind, Date, Domain, FunctionOp, Kind, Literal, NodeId, Position, QueryError,
@@ -22,6 +22,84 @@ type Result<T> = std::result::Result<T, ErrorKind>;
 
 /// Names a dataset variable may not have (spec §2.5).
 const RESERVED_NAMES: [&str; 3] = ["patient_id", "population", "dummy_data_config"];
+
+/// Output columns of measures, which `group_by` names may not take.
+const MEASURE_RESERVED_NAMES: [&str; 6] = [
+    "measure",
+    "numerator",
+    "denominator",
+    "ratio",
+    "interval_start",
+    "interval_end",
+];
+
+/// `years(n).starting_on(date)` / `.ending_on(date)`: `n` consecutive intervals of one unit
+/// each, from (or up to) `date`, each ending the day before the next starts.
+fn intervals<'a>(
+    unit: DurationUnit,
+    amount: &Obj<'a>,
+    date: &Obj<'a>,
+    method: &str,
+) -> Result<Obj<'a>> {
+    let class = unit.name();
+    let date = match date {
+        Obj::Date(d) => *d,
+        Obj::Str(s) => Date::parse_iso(s).ok_or_else(|| {
+            ErrorKind::Invalid(format!("'{s}' is not a valid date (expected YYYY-MM-DD)"))
+        })?,
+        _ => {
+            return Err(ErrorKind::Type(format!(
+                "{class}.{method}() can only be used with a literal date, not a date series"
+            )));
+        }
+    };
+    let Obj::Int(count) = amount else {
+        return Err(ErrorKind::Type(format!(
+            "{class}.{method}() can only be used with a literal integer value, not an integer series"
+        )));
+    };
+    if *count < 0 {
+        return Err(ErrorKind::Invalid(format!(
+            "{class}.{method}() can only be used with positive numbers"
+        )));
+    }
+    if *count > 100_000 {
+        return Err(ErrorKind::Limit(format!(
+            "{class}.{method}() of more than 100000 intervals"
+        )));
+    }
+    let add = |n: i64| -> Result<Date> {
+        match unit {
+            DurationUnit::Days => date.add_days(n),
+            DurationUnit::Weeks => date.add_days(n * 7),
+            DurationUnit::Months => date.add_months(n),
+            DurationUnit::Years => date.add_years(n),
+        }
+        .ok_or_else(|| ErrorKind::Invalid("the date is out of range".into()))
+    };
+    let day_before = |d: Date| {
+        d.add_days(-1)
+            .ok_or_else(|| ErrorKind::Invalid("the date is out of range".into()))
+    };
+    let mut out = Vec::new();
+    if method == "starting_on" {
+        for offset in 0..*count {
+            out.push((add(offset)?, day_before(add(offset + 1)?)?));
+        }
+    } else {
+        for offset in (1 - *count)..1 {
+            let start = add(offset - 1)?
+                .add_days(1)
+                .ok_or_else(|| ErrorKind::Invalid("the date is out of range".into()))?;
+            out.push((start, add(offset)?));
+        }
+    }
+    Ok(Obj::list(
+        out.into_iter()
+            .map(|(s, e)| Obj::Tuple(Rc::from(vec![Obj::Date(s), Obj::Date(e)])))
+            .collect(),
+    ))
+}
 
 impl<'a> Interp<'a> {
     /// The scalar type of a series object, if it is one.
@@ -288,6 +366,25 @@ impl<'a> Interp<'a> {
                     })
                 }
             },
+            Obj::Measures(_) => match name {
+                "define_measure"
+                | "define_defaults"
+                | "configure_dummy_data"
+                | "configure_disclosure_control" => method(object),
+                _ => Err(ErrorKind::NoAttribute {
+                    on: "the measures".into(),
+                    name: name.to_string(),
+                }),
+            },
+            Obj::Interval(start, end) => match name {
+                "start_date" => Ok(Obj::Series(*start)),
+                "end_date" => Ok(Obj::Series(*end)),
+                _ => Err(ErrorKind::NoAttribute {
+                    on: "INTERVAL".into(),
+                    name: name.to_string(),
+                }),
+            },
+            Obj::Duration(..) if name == "starting_on" || name == "ending_on" => method(object),
             Obj::Frame(frame) => {
                 let frame = *frame;
                 if FRAME_METHODS.contains(&name) || self.table_helper(frame, name) {
@@ -441,6 +538,11 @@ impl<'a> Interp<'a> {
     ) -> Result<Obj<'a>> {
         match receiver {
             Obj::Dataset(index) => self.dataset_method(index, name, args),
+            Obj::Measures(index) => self.measures_method(index, name, args),
+            Obj::Duration(unit, amount) => {
+                let [date] = fixed::<1>(args.only_positional(name)?, name)?;
+                intervals(unit, &amount, &date, name)
+            }
             Obj::Frame(frame) => self.frame_method(frame, name, args),
             Obj::Series(series) => self.series_method(series, name, args),
             Obj::When(condition) => {
@@ -563,6 +665,257 @@ impl<'a> Interp<'a> {
                 name: name.to_string(),
             }),
         }
+    }
+
+    fn measures_method(&mut self, index: usize, name: &str, args: Args<'a>) -> Result<Obj<'a>> {
+        match name {
+            "define_measure" => {
+                let bound = args.bind(
+                    name,
+                    &["name", "numerator", "denominator", "group_by", "intervals"],
+                    1,
+                )?;
+                let mut bound = bound.into_iter();
+                let Some(Obj::Str(measure_name)) = bound.next().flatten() else {
+                    return Err(ErrorKind::Type(
+                        "define_measure() needs the measure name as a string".into(),
+                    ));
+                };
+                let supplied = self.measure_args(bound.collect())?;
+                let defaults = self.measures[index].defaults.clone().unwrap_or_default();
+                let missing = |key: &str| {
+                    ErrorKind::Dataset(format!(
+                        "No value supplied for '{key}' and no default defined"
+                    ))
+                };
+                let numerator = supplied
+                    .numerator
+                    .or(defaults.numerator)
+                    .ok_or_else(|| missing("numerator"))?;
+                let denominator = supplied
+                    .denominator
+                    .or(defaults.denominator)
+                    .ok_or_else(|| missing("denominator"))?;
+                let group_by = supplied.group_by.or(defaults.group_by).unwrap_or_default();
+                let mut intervals = supplied
+                    .intervals
+                    .or(defaults.intervals)
+                    .ok_or_else(|| missing("intervals"))?;
+                if !is_valid_variable_name(&measure_name) {
+                    return Err(ErrorKind::Dataset(format!(
+                        "Measure names must start with a letter and contain only alphanumeric characters and underscores, got: '{measure_name}'"
+                    )));
+                }
+                let state = &self.measures[index];
+                if state.measures.iter().any(|m| m.name == *measure_name) {
+                    return Err(ErrorKind::Dataset(format!(
+                        "Measure already defined with name: {measure_name}"
+                    )));
+                }
+                for (group, id) in &group_by {
+                    let clash = state
+                        .measures
+                        .iter()
+                        .flat_map(|m| &m.group_by)
+                        .any(|(g, other)| g == group && other != id);
+                    if clash {
+                        return Err(ErrorKind::Dataset(format!(
+                            "Inconsistent definition for `group_by` column: {group}"
+                        )));
+                    }
+                }
+                intervals.sort();
+                intervals.dedup();
+                self.measures[index]
+                    .measures
+                    .push(crate::measures::Measure {
+                        name: measure_name.to_string(),
+                        numerator,
+                        denominator,
+                        group_by,
+                        intervals,
+                    });
+                Ok(Obj::None)
+            }
+            "define_defaults" => {
+                let bound = args.bind(
+                    name,
+                    &["numerator", "denominator", "group_by", "intervals"],
+                    0,
+                )?;
+                if self.measures[index].defaults.is_some() {
+                    return Err(ErrorKind::Dataset(
+                        "Defaults already set; cannot call `define_defaults()` more than once"
+                            .into(),
+                    ));
+                }
+                let defaults = self.measure_args(bound)?;
+                self.measures[index].defaults = Some(defaults);
+                Ok(Obj::None)
+            }
+            "configure_dummy_data" => {
+                if let Some((keyword, _)) = args
+                    .keywords
+                    .iter()
+                    .find(|(k, _)| k == "additional_population_constraint")
+                {
+                    return Err(ErrorKind::NotSupported(format!(
+                        "'{keyword}' for measures dummy data"
+                    )));
+                }
+                if !args.positional.is_empty() {
+                    return Err(ErrorKind::Type(
+                        "configure_dummy_data() takes keyword arguments only".into(),
+                    ));
+                }
+                let bound = args.bind(name, &["population_size", "legacy", "timeout"], 0)?;
+                let config = &mut self.measures[index].dummy_data_config;
+                if let Some(v) = &bound[0] {
+                    config.population_size = expect_int(v, "population_size")?;
+                }
+                if let Some(v) = &bound[1] {
+                    config.legacy = super::interp::truthy(v)?;
+                }
+                if let Some(v) = &bound[2] {
+                    config.timeout = expect_int(v, "timeout")?;
+                }
+                Ok(Obj::None)
+            }
+            "configure_disclosure_control" => {
+                if !args.positional.is_empty() {
+                    return Err(ErrorKind::Type(
+                        "configure_disclosure_control() takes keyword arguments only".into(),
+                    ));
+                }
+                let bound = args.bind(name, &["enabled"], 0)?;
+                self.measures[index].disclosure_control = match &bound[0] {
+                    Some(v) => super::interp::truthy(v)?,
+                    None => true,
+                };
+                Ok(Obj::None)
+            }
+            _ => Err(ErrorKind::NoAttribute {
+                on: "the measures".into(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Validates `numerator`, `denominator`, `group_by` and `intervals` (any may be absent)
+    /// with the reference's messages.
+    fn measure_args(&mut self, values: Vec<Option<Obj<'a>>>) -> Result<MeasureArgs> {
+        let [numerator, denominator, group_by, intervals] =
+            <[Option<Obj<'a>>; 4]>::try_from(values)
+                .map_err(|_| ErrorKind::Invalid("measure arguments".into()))?;
+        let mut out = MeasureArgs::default();
+        for (value, context, slot) in [
+            (numerator, "numerator", &mut out.numerator),
+            (denominator, "denominator", &mut out.denominator),
+        ] {
+            let Some(value) = value.filter(|v| !matches!(v, Obj::None)) else {
+                continue;
+            };
+            let id = self.patient_series(&value, context)?;
+            match self.graph.scalar_type(id) {
+                Some(ScalarType::Bool | ScalarType::Int) => *slot = Some(id),
+                other => {
+                    return Err(ErrorKind::Type(format!(
+                        "invalid {context}:\nExpecting a boolean or integer series, got series of type '{}'",
+                        other.map_or("set", ScalarType::name)
+                    )));
+                }
+            }
+        }
+        if let Some(intervals) = intervals.filter(|v| !matches!(v, Obj::None)) {
+            if let Obj::Duration(unit, amount) = &intervals {
+                let repr = format!("{}(value={})", unit.name(), amount.to_text());
+                return Err(ErrorKind::Dataset(format!(
+                    "You must supply a date using `{repr}.starting_on('<DATE>')` or `{repr}.ending_on('<DATE>')`"
+                )));
+            }
+            let Obj::List(items) = &intervals else {
+                return Err(ErrorKind::Dataset(format!(
+                    "`intervals` must be a list, got {}",
+                    intervals.describe()
+                )));
+            };
+            let mut pairs = Vec::new();
+            for item in items.borrow().iter() {
+                let pair = match item {
+                    Obj::Tuple(pair) => match &pair[..] {
+                        [Obj::Date(start), Obj::Date(end)] => Some((*start, *end)),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let Some((start, end)) = pair else {
+                    return Err(ErrorKind::Dataset(format!(
+                        "`intervals` must contain pairs of dates, got: {}",
+                        item.to_text()
+                    )));
+                };
+                if start > end {
+                    return Err(ErrorKind::Dataset(format!(
+                        "Interval start date must be before end date, got: ({start}, {end})"
+                    )));
+                }
+                pairs.push((start, end));
+            }
+            out.intervals = Some(pairs);
+        }
+        if let Some(group_by) = group_by.filter(|v| !matches!(v, Obj::None)) {
+            let Obj::Dict(pairs) = &group_by else {
+                return Err(ErrorKind::Dataset(format!(
+                    "`group_by` must be a dictionary, got {}",
+                    group_by.describe()
+                )));
+            };
+            let mut groups = Vec::new();
+            for (key, value) in pairs.borrow().iter() {
+                let Obj::Str(key) = key else {
+                    return Err(ErrorKind::Dataset(format!(
+                        "`group_by` names must be strings, got {}",
+                        key.describe()
+                    )));
+                };
+                if !is_valid_variable_name(key) {
+                    return Err(ErrorKind::Dataset(format!(
+                        "`group_by` names must start with a letter and contain only alphanumeric characters and underscores, got: '{key}'"
+                    )));
+                }
+                let id = self.patient_series(value, &format!("`group_by` value for '{key}'"))?;
+                groups.push((key.to_string(), id));
+            }
+            let reserved: Vec<&str> = groups
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| MEASURE_RESERVED_NAMES.contains(k))
+                .collect();
+            if !reserved.is_empty() {
+                return Err(ErrorKind::Dataset(format!(
+                    "disallowed `group_by` column name: {}",
+                    reserved.join(", ")
+                )));
+            }
+            out.group_by = Some(groups);
+        }
+        Ok(out)
+    }
+
+    /// A one-value-per-patient series, with the reference's messages otherwise.
+    fn patient_series(&self, value: &Obj<'a>, context: &str) -> Result<NodeId> {
+        let Obj::Series(id) = value else {
+            return Err(ErrorKind::Type(format!(
+                "invalid {context}:\nExpecting an ehrQL series, got {}",
+                value.describe()
+            )));
+        };
+        if self.graph.info(*id).domain != Domain::Patient {
+            return Err(ErrorKind::Type(format!(
+                "invalid {context}:\nExpecting a series with only one value per patient"
+            )));
+        }
+        Ok(*id)
     }
 
     /// The naming rules shared by variables, event tables and their columns (`context`),

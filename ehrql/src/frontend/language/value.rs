@@ -39,6 +39,10 @@ pub(super) enum Obj<'a> {
     WhenThen(Rc<(NodeId, Obj<'a>)>),
     /// A dataset, by index into the evaluator's datasets.
     Dataset(usize),
+    /// A measures collection (`create_measures()`), by index into the evaluator's.
+    Measures(usize),
+    /// `INTERVAL`: its `start_date` and `end_date` parameters; iterates as the pair.
+    Interval(NodeId, NodeId),
     Module(Module),
     Builtin(Builtin),
     /// `receiver.name`, waiting to be called.
@@ -85,6 +89,7 @@ pub(super) enum Module {
 pub(super) enum Builtin {
     // ehrQL.
     CreateDataset,
+    CreateMeasures,
     Case,
     When,
     Duration(DurationUnit),
@@ -151,6 +156,8 @@ impl<'a> Obj<'a> {
             Obj::When(_) => "when(...) without .then(...)",
             Obj::WhenThen(_) => "a when(...).then(...) clause",
             Obj::Dataset(_) => "a dataset",
+            Obj::Measures(_) => "a measures collection",
+            Obj::Interval(..) => "INTERVAL",
             Obj::Module(_) => "a module",
             Obj::Builtin(_) | Obj::Method(_) | Obj::Function(_) => "a function",
         }
@@ -177,6 +184,7 @@ impl<'a> Obj<'a> {
         Some(match self {
             Obj::List(items) => items.borrow().clone(),
             Obj::Tuple(items) | Obj::Set(items) => items.to_vec(),
+            Obj::Interval(start, end) => vec![Obj::Series(*start), Obj::Series(*end)],
             Obj::Dict(pairs) => pairs.borrow().iter().map(|(k, _)| k.clone()).collect(),
             Obj::Str(s) => s
                 .chars()
