@@ -34,36 +34,17 @@
 
 use std::path::{Path, PathBuf};
 
+use rap_proto::config::{ConfigFileError, EnvOverride, ValueKind};
 use serde::Deserialize;
 
 /// How a configuration failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or has unknown or mistyped keys.
-    #[error("{path} is not a valid agent configuration: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (names the key and line).
-        message: String,
-    },
-    /// An environment override has the wrong type.
-    #[error("environment variable {var} must be {expected}")]
-    Env {
-        /// The variable.
-        var: &'static str,
-        /// What it should hold.
-        expected: &'static str,
-    },
+    /// The file cannot be read, is not valid TOML, has unknown or mistyped keys, or an
+    /// environment override has the wrong kind of value.
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     /// A value breaks a rule.
     #[error("configuration key {key}: {problem}")]
     Invalid {
@@ -217,46 +198,47 @@ impl Default for GitSection {
     }
 }
 
-/// The kind of value an override holds.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Text,
-    /// Comma-separated.
-    List,
-    Integer,
-    Boolean,
-}
-
 /// Every environment override: variable, dotted key, kind.
-pub const ENV_OVERRIDES: [(&str, &str); 18] = [
-    ("RAP_AGENT_BACKEND", "backend"),
-    ("RAP_AGENT_ID", "agent_id"),
-    ("RAP_AGENT_WORK_DIR", "work_dir"),
-    ("RAP_AGENT_CONTROLLER_ENDPOINT", "controller.endpoint"),
-    ("RAP_AGENT_CA_CERT", "controller.ca_cert"),
-    ("RAP_AGENT_CERT", "controller.cert"),
-    ("RAP_AGENT_KEY", "controller.key"),
-    ("RAP_AGENT_DOCKER_REGISTRY", "docker.registry"),
-    ("RAP_AGENT_ALLOWED_IMAGES", "docker.allowed_images"),
-    ("RAP_AGENT_DOCKER_USER", "docker.user"),
-    ("RAP_AGENT_DOCKER_SOCKET", "docker.socket"),
-    ("RAP_AGENT_JOB_CAPACITY", "jobs.capacity"),
-    ("RAP_AGENT_DB_JOB_CAPACITY", "jobs.db_capacity"),
-    ("RAP_AGENT_DATABASE_NETWORK", "database.network"),
-    ("RAP_AGENT_DATABASE_URL_ENV", "database.url_env"),
-    ("RAP_AGENT_ALLOWED_GITHUB_ORGS", "git.allowed_orgs"),
-    ("RAP_AGENT_ALLOW_LOCAL_GIT_REPOS", "git.allow_local_repos"),
-    ("RAP_AGENT_GIT_PROXY", "git.proxy"),
+pub const ENV_OVERRIDES: [EnvOverride; 18] = [
+    EnvOverride::text("RAP_AGENT_BACKEND", "backend"),
+    EnvOverride::text("RAP_AGENT_ID", "agent_id"),
+    EnvOverride::text("RAP_AGENT_WORK_DIR", "work_dir"),
+    EnvOverride::text("RAP_AGENT_CONTROLLER_ENDPOINT", "controller.endpoint"),
+    EnvOverride::text("RAP_AGENT_CA_CERT", "controller.ca_cert"),
+    EnvOverride::text("RAP_AGENT_CERT", "controller.cert"),
+    EnvOverride::text("RAP_AGENT_KEY", "controller.key"),
+    EnvOverride::text("RAP_AGENT_DOCKER_REGISTRY", "docker.registry"),
+    EnvOverride::new(
+        "RAP_AGENT_ALLOWED_IMAGES",
+        "docker.allowed_images",
+        ValueKind::List,
+    ),
+    EnvOverride::text("RAP_AGENT_DOCKER_USER", "docker.user"),
+    EnvOverride::text("RAP_AGENT_DOCKER_SOCKET", "docker.socket"),
+    EnvOverride::new(
+        "RAP_AGENT_JOB_CAPACITY",
+        "jobs.capacity",
+        ValueKind::Integer,
+    ),
+    EnvOverride::new(
+        "RAP_AGENT_DB_JOB_CAPACITY",
+        "jobs.db_capacity",
+        ValueKind::Integer,
+    ),
+    EnvOverride::text("RAP_AGENT_DATABASE_NETWORK", "database.network"),
+    EnvOverride::text("RAP_AGENT_DATABASE_URL_ENV", "database.url_env"),
+    EnvOverride::new(
+        "RAP_AGENT_ALLOWED_GITHUB_ORGS",
+        "git.allowed_orgs",
+        ValueKind::List,
+    ),
+    EnvOverride::new(
+        "RAP_AGENT_ALLOW_LOCAL_GIT_REPOS",
+        "git.allow_local_repos",
+        ValueKind::Boolean,
+    ),
+    EnvOverride::text("RAP_AGENT_GIT_PROXY", "git.proxy"),
 ];
-
-fn kind_of(key: &str) -> Kind {
-    match key {
-        "docker.allowed_images" | "git.allowed_orgs" => Kind::List,
-        "jobs.capacity" | "jobs.db_capacity" => Kind::Integer,
-        "git.allow_local_repos" => Kind::Boolean,
-        _ => Kind::Text,
-    }
-}
 
 impl Config {
     /// Reads the file, applies environment overrides from the process environment, checks.
@@ -264,11 +246,10 @@ impl Config {
     /// # Errors
     /// The first problem found, naming the file, variable or key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text, path, |var| std::env::var(var).ok())
+        let config: Config =
+            rap_proto::config::load(path, &ENV_OVERRIDES, &|var| std::env::var(var).ok())?;
+        config.check()?;
+        Ok(config)
     }
 
     /// Like [`Config::load`] with the file's text and an environment lookup (for tests).
@@ -280,46 +261,7 @@ impl Config {
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let parse_error = |message: String| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        };
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|error: toml::de::Error| parse_error(error.to_string()))?;
-        for (var, key) in ENV_OVERRIDES {
-            let Some(raw) = env(var) else { continue };
-            let value = match kind_of(key) {
-                Kind::Text => toml::Value::String(raw),
-                Kind::List => toml::Value::Array(
-                    raw.split(',')
-                        .map(str::trim)
-                        .filter(|item| !item.is_empty())
-                        .map(|item| toml::Value::String(item.to_owned()))
-                        .collect(),
-                ),
-                Kind::Integer => {
-                    toml::Value::Integer(raw.trim().parse().map_err(|_| ConfigError::Env {
-                        var,
-                        expected: "a whole number",
-                    })?)
-                }
-                Kind::Boolean => toml::Value::Boolean(match raw.trim() {
-                    "1" | "true" | "yes" => true,
-                    "0" | "false" | "no" | "" => false,
-                    _ => {
-                        return Err(ConfigError::Env {
-                            var,
-                            expected: "true or false",
-                        });
-                    }
-                }),
-            };
-            set(&mut table, key, value);
-        }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|error: toml::de::Error| parse_error(error.to_string()))?;
+        let config: Config = rap_proto::config::parse(text, path, &ENV_OVERRIDES, &env)?;
         config.check()?;
         Ok(config)
     }
@@ -372,28 +314,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-}
-
-fn set(table: &mut toml::Table, dotted: &str, value: toml::Value) {
-    let mut current = table;
-    let mut parts = dotted.split('.').peekable();
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            current.insert(part.to_owned(), value);
-            return;
-        }
-        let entry = current
-            .entry(part.to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if !entry.is_table() {
-            *entry = toml::Value::Table(toml::Table::new());
-        }
-        match entry {
-            toml::Value::Table(next) => current = next,
-            // Just made a table above.
-            _ => return,
-        }
     }
 }
 
@@ -457,7 +377,7 @@ allowed_images = ["python"]
         assert_eq!(config.docker.user, "1000:1000");
         assert_eq!(config.controller.endpoint, "https://other:1");
         // Every override names a key the file format has.
-        for (var, _) in ENV_OVERRIDES {
+        for EnvOverride { var, .. } in ENV_OVERRIDES {
             let value = match var {
                 "RAP_AGENT_JOB_CAPACITY" | "RAP_AGENT_DB_JOB_CAPACITY" => "3",
                 "RAP_AGENT_ALLOW_LOCAL_GIT_REPOS" => "false",
@@ -476,7 +396,7 @@ allowed_images = ["python"]
         let error = parse(MINIMAL, &[("RAP_AGENT_JOB_CAPACITY", "many")]).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "environment variable RAP_AGENT_JOB_CAPACITY must be a whole number"
+            "environment variable RAP_AGENT_JOB_CAPACITY: \"many\" is not a whole number"
         );
         let error = parse(MINIMAL, &[("RAP_AGENT_DOCKER_USER", "0:0")]).unwrap_err();
         assert_eq!(

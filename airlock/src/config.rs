@@ -1,9 +1,11 @@
 //! Configuration: a TOML file whose every key can be overridden by an environment variable
-//! (`AIRLOCK_<KEY>` upper-cased), read once at start-up into [`Config`].
+//! (`AIRLOCK_<KEY>` upper-cased, [`ENV_OVERRIDES`]), read once at start-up into [`Config`] by
+//! `rap_proto::config`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rap_proto::config::{ConfigFileError, EnvOverride, ValueKind};
 use serde::Deserialize;
 
 use crate::jobserver::OutputCheckingRepo;
@@ -69,38 +71,67 @@ pub struct Config {
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The file cannot be read or parsed, or an override is malformed.
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    /// The keys break a rule.
     #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("environment variable {name}: {message}")]
-    Env { name: String, message: String },
+    Invalid { path: PathBuf, message: String },
 }
 
-/// Every key, for the environment overrides.
-const KEYS: [&str; 19] = [
-    "listen",
-    "medium_privacy_dir",
-    "data_dir",
-    "jobserver_endpoint",
-    "jobserver_ca",
-    "jobserver_token",
-    "tls_cert",
-    "tls_key",
-    "authz_timeout_secs",
-    "session_age_secs",
-    "upload_retry_base_secs",
-    "upload_retry_cap_secs",
-    "upload_poll_secs",
-    "small_count_max",
-    "csv_page_size",
-    "secure_cookies",
-    "max_csv_check_rows",
-    "output_checking_org",
-    "output_checking_repo",
+/// The environment variables that override keys of the file: `AIRLOCK_<KEY>` for every key.
+pub const ENV_OVERRIDES: [EnvOverride; 19] = [
+    EnvOverride::text("AIRLOCK_LISTEN", "listen"),
+    EnvOverride::text("AIRLOCK_MEDIUM_PRIVACY_DIR", "medium_privacy_dir"),
+    EnvOverride::text("AIRLOCK_DATA_DIR", "data_dir"),
+    EnvOverride::text("AIRLOCK_JOBSERVER_ENDPOINT", "jobserver_endpoint"),
+    EnvOverride::text("AIRLOCK_JOBSERVER_CA", "jobserver_ca"),
+    EnvOverride::text("AIRLOCK_JOBSERVER_TOKEN", "jobserver_token"),
+    EnvOverride::text("AIRLOCK_TLS_CERT", "tls_cert"),
+    EnvOverride::text("AIRLOCK_TLS_KEY", "tls_key"),
+    EnvOverride::new(
+        "AIRLOCK_AUTHZ_TIMEOUT_SECS",
+        "authz_timeout_secs",
+        ValueKind::Integer,
+    ),
+    EnvOverride::new(
+        "AIRLOCK_SESSION_AGE_SECS",
+        "session_age_secs",
+        ValueKind::Integer,
+    ),
+    EnvOverride::new(
+        "AIRLOCK_UPLOAD_RETRY_BASE_SECS",
+        "upload_retry_base_secs",
+        ValueKind::Integer,
+    ),
+    EnvOverride::new(
+        "AIRLOCK_UPLOAD_RETRY_CAP_SECS",
+        "upload_retry_cap_secs",
+        ValueKind::Integer,
+    ),
+    EnvOverride::new(
+        "AIRLOCK_UPLOAD_POLL_SECS",
+        "upload_poll_secs",
+        ValueKind::Integer,
+    ),
+    EnvOverride::new(
+        "AIRLOCK_SMALL_COUNT_MAX",
+        "small_count_max",
+        ValueKind::Integer,
+    ),
+    EnvOverride::new("AIRLOCK_CSV_PAGE_SIZE", "csv_page_size", ValueKind::Integer),
+    EnvOverride::new(
+        "AIRLOCK_SECURE_COOKIES",
+        "secure_cookies",
+        ValueKind::Boolean,
+    ),
+    EnvOverride::new(
+        "AIRLOCK_MAX_CSV_CHECK_ROWS",
+        "max_csv_check_rows",
+        ValueKind::Integer,
+    ),
+    EnvOverride::text("AIRLOCK_OUTPUT_CHECKING_ORG", "output_checking_org"),
+    EnvOverride::text("AIRLOCK_OUTPUT_CHECKING_REPO", "output_checking_repo"),
 ];
 
 fn default_authz_timeout() -> u64 {
@@ -132,16 +163,15 @@ fn default_true() -> bool {
 }
 
 impl Config {
-    /// Reads `path` and applies `AIRLOCK_*` environment overrides from `env`.
+    /// Reads `path` and applies `AIRLOCK_*` environment overrides ([`ENV_OVERRIDES`]) from
+    /// `env`.
     ///
     /// # Errors
     /// The file is unreadable, not TOML, has unknown keys or misses required ones.
     pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::parse(&text, path, env)
+        let config: Config = rap_proto::config::load(path, &ENV_OVERRIDES, &env)?;
+        config.check(path)?;
+        Ok(config)
     }
 
     /// [`Config::load`] from text.
@@ -153,46 +183,20 @@ impl Config {
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let parse_error = |message: String| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
-        };
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
-        for key in KEYS {
-            let name = format!("AIRLOCK_{}", key.to_ascii_uppercase());
-            let Some(value) = env(&name) else { continue };
-            let parsed = if key.ends_with("_secs")
-                || key.ends_with("_max")
-                || key.ends_with("_size")
-                || key.ends_with("_rows")
-            {
-                let number: i64 = value.parse().map_err(|_| ConfigError::Env {
-                    name: name.clone(),
-                    message: format!("{value:?} is not a whole number"),
-                })?;
-                toml::Value::Integer(number)
-            } else if key == "secure_cookies" {
-                let flag: bool = value.parse().map_err(|_| ConfigError::Env {
-                    name: name.clone(),
-                    message: format!("{value:?} is not true or false"),
-                })?;
-                toml::Value::Boolean(flag)
-            } else {
-                toml::Value::String(value)
-            };
-            table.insert(key.to_string(), parsed);
-        }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
-        if config.output_checking_org.is_some() != config.output_checking_repo.is_some() {
-            return Err(parse_error(
-                "set both output_checking_org and output_checking_repo, or neither".to_string(),
-            ));
-        }
+        let config: Config = rap_proto::config::parse(text, path, &ENV_OVERRIDES, &env)?;
+        config.check(path)?;
         Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.output_checking_org.is_some() != self.output_checking_repo.is_some() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: "set both output_checking_org and output_checking_repo, or neither"
+                    .to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// The output-checking repository named in events, when configured.
@@ -244,7 +248,7 @@ jobserver_token = "t"
     #[test]
     fn bad_configs_say_why() {
         let error = Config::parse("listen = 1", Path::new("a.toml"), |_| None).unwrap_err();
-        assert!(error.to_string().starts_with("a.toml: "), "{error}");
+        assert!(error.to_string().starts_with("parsing a.toml: "), "{error}");
         let error = Config::parse(MINIMAL, Path::new("a.toml"), |name| {
             (name == "AIRLOCK_CSV_PAGE_SIZE").then(|| "many".to_string())
         })
@@ -268,6 +272,30 @@ jobserver_token = "t"
             error.to_string(),
             "a.toml: set both output_checking_org and output_checking_repo, or neither"
         );
+    }
+
+    #[test]
+    fn every_key_has_its_override() {
+        // `AIRLOCK_<KEY>` for every key, so the README's rule holds.
+        for entry in ENV_OVERRIDES {
+            assert_eq!(
+                entry.var,
+                format!("AIRLOCK_{}", entry.key.to_ascii_uppercase())
+            );
+            let value = match entry.kind {
+                ValueKind::Integer => "3",
+                ValueKind::Boolean => "false",
+                _ => "v",
+            };
+            let env = |name: &str| (name == entry.var).then(|| value.to_owned());
+            let result = Config::parse(MINIMAL, Path::new("a.toml"), env);
+            // The output-checking keys go in pairs; one alone is refused by that rule only.
+            match result {
+                Ok(_) => {}
+                Err(ConfigError::Invalid { .. }) if entry.key.starts_with("output_checking") => {}
+                Err(error) => panic!("{}: {error}", entry.var),
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The controller's configuration: a TOML file, each top-level key overridable by an environment
-//! variable `RAP_CONTROLLER_<KEY>` (upper case), e.g. `RAP_CONTROLLER_LISTEN`.
+//! The controller's configuration: a TOML file, its keys overridable by the environment variables
+//! in [`ENV_OVERRIDES`] (`RAP_CONTROLLER_<KEY>`, e.g. `RAP_CONTROLLER_LISTEN`), read and
+//! overridden by `rap_proto::config`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rap_proto::config::{ConfigFileError, EnvOverride, ValueKind};
 use serde::Deserialize;
 
 use crate::jobs::create::RequestRules;
@@ -168,120 +170,67 @@ fn default_db_status_image() -> String {
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("parsing {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
-    #[error("environment variable {name}: {reason}")]
-    Env { name: String, reason: String },
+    /// The file cannot be read or parsed, or an override is malformed.
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     #[error("{0}")]
     Invalid(String),
 }
 
-/// The environment variables that override top-level keys, in documentation order.
-pub const ENV_OVERRIDES: [(&str, &str); 15] = [
-    ("RAP_CONTROLLER_LISTEN", "listen"),
-    ("RAP_CONTROLLER_AGENT_LISTEN", "agent_listen"),
-    ("RAP_CONTROLLER_DATA_DIR", "data_dir"),
-    ("RAP_CONTROLLER_TLS_CA", "tls.ca"),
-    ("RAP_CONTROLLER_TLS_CERT", "tls.cert"),
-    ("RAP_CONTROLLER_TLS_KEY", "tls.key"),
-    ("RAP_CONTROLLER_ALLOW_LOCAL_REPOS", "allow_local_repos"),
-    ("RAP_CONTROLLER_GIT_PROXY", "git_proxy"),
-    ("RAP_CONTROLLER_ACTIONS_URL", "actions_url"),
-    ("RAP_CONTROLLER_DOCKER_REGISTRY", "docker_registry"),
-    (
+/// The environment variables that override keys of the file, in documentation order.
+pub const ENV_OVERRIDES: [EnvOverride; 15] = [
+    EnvOverride::text("RAP_CONTROLLER_LISTEN", "listen"),
+    EnvOverride::text("RAP_CONTROLLER_AGENT_LISTEN", "agent_listen"),
+    EnvOverride::text("RAP_CONTROLLER_DATA_DIR", "data_dir"),
+    EnvOverride::text("RAP_CONTROLLER_TLS_CA", "tls.ca"),
+    EnvOverride::text("RAP_CONTROLLER_TLS_CERT", "tls.cert"),
+    EnvOverride::text("RAP_CONTROLLER_TLS_KEY", "tls.key"),
+    EnvOverride::new(
+        "RAP_CONTROLLER_ALLOW_LOCAL_REPOS",
+        "allow_local_repos",
+        ValueKind::Boolean,
+    ),
+    // Empty means no proxy.
+    EnvOverride::new(
+        "RAP_CONTROLLER_GIT_PROXY",
+        "git_proxy",
+        ValueKind::OptionalText,
+    ),
+    EnvOverride::text("RAP_CONTROLLER_ACTIONS_URL", "actions_url"),
+    EnvOverride::text("RAP_CONTROLLER_DOCKER_REGISTRY", "docker_registry"),
+    EnvOverride::new(
         "RAP_CONTROLLER_SCHEDULER_INTERVAL_MS",
         "scheduler_interval_ms",
+        ValueKind::Integer,
     ),
-    ("RAP_CONTROLLER_MAX_TASK_ATTEMPTS", "max_task_attempts"),
-    ("RAP_CONTROLLER_AGENT_LEASE_GRACE_S", "agent_lease_grace_s"),
-    (
+    EnvOverride::new(
+        "RAP_CONTROLLER_MAX_TASK_ATTEMPTS",
+        "max_task_attempts",
+        ValueKind::Integer,
+    ),
+    EnvOverride::new(
+        "RAP_CONTROLLER_AGENT_LEASE_GRACE_S",
+        "agent_lease_grace_s",
+        ValueKind::Integer,
+    ),
+    EnvOverride::new(
         "RAP_CONTROLLER_CHANGE_LOG_RETENTION_S",
         "change_log_retention_s",
+        ValueKind::Integer,
     ),
-    ("RAP_CONTROLLER_ADMIN_TOKEN_SHA256", "admin_token_sha256"),
+    EnvOverride::text("RAP_CONTROLLER_ADMIN_TOKEN_SHA256", "admin_token_sha256"),
 ];
 
 impl Config {
-    /// Read a TOML file, then apply environment overrides.
+    /// Read a TOML file, apply environment overrides ([`ENV_OVERRIDES`]), check the rules.
     ///
     /// # Errors
     /// The file cannot be read or parsed, an override is malformed, or the result is invalid.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })?;
-        config.apply_env(|name| std::env::var(name).ok())?;
+        let config: Config =
+            rap_proto::config::load(path, &ENV_OVERRIDES, &|var| std::env::var(var).ok())?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// Apply `RAP_CONTROLLER_*` overrides from `lookup`.
-    ///
-    /// # Errors
-    /// A value that does not parse.
-    pub fn apply_env(
-        &mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
-        for (name, _) in ENV_OVERRIDES {
-            let Some(value) = lookup(name) else {
-                continue;
-            };
-            let bad = |reason: &str| ConfigError::Env {
-                name: name.to_string(),
-                reason: reason.to_string(),
-            };
-            match name {
-                "RAP_CONTROLLER_LISTEN" => self.listen = value,
-                "RAP_CONTROLLER_AGENT_LISTEN" => self.agent_listen = value,
-                "RAP_CONTROLLER_DATA_DIR" => self.data_dir = value.into(),
-                "RAP_CONTROLLER_TLS_CA" => self.tls.ca = value.into(),
-                "RAP_CONTROLLER_TLS_CERT" => self.tls.cert = value.into(),
-                "RAP_CONTROLLER_TLS_KEY" => self.tls.key = value.into(),
-                "RAP_CONTROLLER_ALLOW_LOCAL_REPOS" => {
-                    self.allow_local_repos = matches!(
-                        value.to_ascii_lowercase().as_str(),
-                        "1" | "true" | "yes" | "on"
-                    )
-                }
-                "RAP_CONTROLLER_GIT_PROXY" => self.git_proxy = (!value.is_empty()).then_some(value),
-                "RAP_CONTROLLER_ACTIONS_URL" => self.actions_url = value,
-                "RAP_CONTROLLER_DOCKER_REGISTRY" => self.docker_registry = value,
-                "RAP_CONTROLLER_SCHEDULER_INTERVAL_MS" => {
-                    self.scheduler_interval_ms =
-                        value.parse().map_err(|_| bad("not a whole number"))?
-                }
-                "RAP_CONTROLLER_MAX_TASK_ATTEMPTS" => {
-                    self.max_task_attempts = value.parse().map_err(|_| bad("not a whole number"))?
-                }
-                "RAP_CONTROLLER_AGENT_LEASE_GRACE_S" => {
-                    self.agent_lease_grace_s = value
-                        .parse()
-                        .map_err(|_| bad("not a whole number of seconds"))?
-                }
-                "RAP_CONTROLLER_CHANGE_LOG_RETENTION_S" => {
-                    self.change_log_retention_s = value
-                        .parse()
-                        .map_err(|_| bad("not a whole number of seconds"))?
-                }
-                "RAP_CONTROLLER_ADMIN_TOKEN_SHA256" => self.admin_token_sha256 = value,
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     /// Check cross-field rules.
@@ -348,37 +297,73 @@ max_db_workers = 6
 weights = { "*/big" = 2.5, "ws/big" = 1.5 }
 "#;
 
+    fn parse(env: &[(&str, &str)]) -> Result<Config, ConfigFileError> {
+        rap_proto::config::parse(
+            MINIMAL,
+            Path::new("controller.toml"),
+            &ENV_OVERRIDES,
+            &|var| {
+                env.iter()
+                    .find(|(name, _)| *name == var)
+                    .map(|(_, value)| value.to_string())
+            },
+        )
+    }
+
     #[test]
     fn defaults_overrides_and_rules() {
-        let mut config: Config = toml::from_str(MINIMAL).unwrap();
+        let mut config = parse(&[]).unwrap();
         assert_eq!(config.max_task_attempts, 5);
         assert_eq!(config.agent_lease_grace_s, 300);
         assert_eq!(config.change_log_retention_s, 2_592_000);
+        assert_eq!(config.git_proxy, None);
         assert_eq!(config.backends[0].max_db_workers(), 6.0);
         assert_eq!(config.backends[0].weight("ws", "big"), 1.5);
         assert_eq!(config.backends[0].weight("other", "big"), 2.5);
         assert_eq!(config.backends[0].weight("other", "small"), 1.0);
-        config
-            .apply_env(|name| match name {
-                "RAP_CONTROLLER_LISTEN" => Some("127.0.0.1:1".into()),
-                "RAP_CONTROLLER_ALLOW_LOCAL_REPOS" => Some("true".into()),
-                "RAP_CONTROLLER_AGENT_LEASE_GRACE_S" => Some("30".into()),
-                _ => None,
-            })
-            .unwrap();
-        assert_eq!(config.listen, "127.0.0.1:1");
-        assert!(config.allow_local_repos);
-        assert_eq!(config.agent_lease_grace_s, 30);
-        let err = config
-            .apply_env(|name| (name == "RAP_CONTROLLER_MAX_TASK_ATTEMPTS").then(|| "x".into()))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "environment variable RAP_CONTROLLER_MAX_TASK_ATTEMPTS: not a whole number"
-        );
         config.validate().unwrap();
         config.backends[0].name = "Bad Name".into();
         assert!(config.validate().is_err());
-        assert!(toml::from_str::<Config>("listen = 1").is_err());
+        let no_env = |_: &str| None;
+        let mistyped = rap_proto::config::parse::<Config>(
+            "listen = 1",
+            Path::new("controller.toml"),
+            &ENV_OVERRIDES,
+            &no_env,
+        );
+        assert!(mistyped.is_err());
+    }
+
+    #[test]
+    fn every_override_reaches_its_key() {
+        let config = parse(&[
+            ("RAP_CONTROLLER_LISTEN", "127.0.0.1:1"),
+            ("RAP_CONTROLLER_TLS_CA", "/other/ca.crt"),
+            ("RAP_CONTROLLER_ALLOW_LOCAL_REPOS", "true"),
+            ("RAP_CONTROLLER_AGENT_LEASE_GRACE_S", "30"),
+            ("RAP_CONTROLLER_GIT_PROXY", "https://proxy"),
+        ])
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:1");
+        assert_eq!(config.tls.ca, Path::new("/other/ca.crt"));
+        assert!(config.allow_local_repos);
+        assert_eq!(config.agent_lease_grace_s, 30);
+        assert_eq!(config.git_proxy.as_deref(), Some("https://proxy"));
+        let config = parse(&[("RAP_CONTROLLER_GIT_PROXY", "")]).unwrap();
+        assert_eq!(config.git_proxy, None, "empty means no proxy");
+        // Every override names a key the file format has.
+        for entry in ENV_OVERRIDES {
+            let value = match entry.kind {
+                ValueKind::Integer => "3",
+                ValueKind::Boolean => "false",
+                _ => "v",
+            };
+            assert!(parse(&[(entry.var, value)]).is_ok(), "{}", entry.var);
+        }
+        let error = parse(&[("RAP_CONTROLLER_MAX_TASK_ATTEMPTS", "x")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "environment variable RAP_CONTROLLER_MAX_TASK_ATTEMPTS: \"x\" is not a whole number"
+        );
     }
 }

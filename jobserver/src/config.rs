@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use rap_proto::config::{ConfigFileError, EnvOverride, ValueKind};
 use serde::Deserialize;
 
 /// Validated settings.
@@ -42,16 +43,9 @@ pub struct Config {
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("parsing {path}: {source}")]
-    Parse {
-        path: String,
-        source: toml::de::Error,
-    },
+    /// The file cannot be read or parsed, or an override is malformed.
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     #[error("{key} is required (set it in the file or in {env})")]
     Missing { key: &'static str, env: String },
     #[error("{key}: invalid value {value:?}: {reason}")]
@@ -62,7 +56,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     http_listen: Option<String>,
@@ -80,10 +74,40 @@ struct ConfigFile {
     grpc_tls_key: Option<String>,
 }
 
-/// The environment variable overriding `key`.
+/// The environment variable overriding `key`: `RAP_JOBSERVER_<KEY>`, as [`ENV_OVERRIDES`]
+/// lists them.
 pub fn env_name(key: &str) -> String {
     format!("RAP_JOBSERVER_{}", key.to_uppercase())
 }
+
+/// The environment variables that override keys of the file: one per key.
+pub const ENV_OVERRIDES: [EnvOverride; 13] = [
+    EnvOverride::text("RAP_JOBSERVER_HTTP_LISTEN", "http_listen"),
+    EnvOverride::text("RAP_JOBSERVER_GRPC_LISTEN", "grpc_listen"),
+    EnvOverride::text("RAP_JOBSERVER_DATA_DIR", "data_dir"),
+    EnvOverride::text("RAP_JOBSERVER_BASE_URL", "base_url"),
+    EnvOverride::text("RAP_JOBSERVER_CONTROLLER_URL", "controller_url"),
+    EnvOverride::text("RAP_JOBSERVER_CONTROLLER_TOKEN", "controller_token"),
+    EnvOverride::text("RAP_JOBSERVER_CONTROLLER_CA", "controller_ca"),
+    EnvOverride::text("RAP_JOBSERVER_JAEGER_URL", "jaeger_url"),
+    EnvOverride::new(
+        "RAP_JOBSERVER_SECURE_COOKIES",
+        "secure_cookies",
+        ValueKind::Boolean,
+    ),
+    EnvOverride::new(
+        "RAP_JOBSERVER_ALLOW_FILE_REPOS",
+        "allow_file_repos",
+        ValueKind::Boolean,
+    ),
+    EnvOverride::new(
+        "RAP_JOBSERVER_RELEASE_FILE_SIZE_LIMIT",
+        "release_file_size_limit",
+        ValueKind::Integer,
+    ),
+    EnvOverride::text("RAP_JOBSERVER_GRPC_TLS_CERT", "grpc_tls_cert"),
+    EnvOverride::text("RAP_JOBSERVER_GRPC_TLS_KEY", "grpc_tls_key"),
+];
 
 impl Config {
     /// Reads the file (if any), then applies overrides from `env` (a lookup, `std::env::var`
@@ -95,22 +119,18 @@ impl Config {
         path: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let file = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.display().to_string(),
-                    source,
-                })?
-            }
-            None => ConfigFile::default(),
+        let file: ConfigFile = match path {
+            Some(path) => rap_proto::config::load(path, &ENV_OVERRIDES, env)?,
+            // Everything from the environment.
+            None => rap_proto::config::parse(
+                "",
+                Path::new("(no configuration file)"),
+                &ENV_OVERRIDES,
+                env,
+            )?,
         };
-        let text = |key: &'static str, from_file: Option<String>| env(&env_name(key)).or(from_file);
-        let required = |key: &'static str, from_file: Option<String>| {
-            text(key, from_file).ok_or_else(|| ConfigError::Missing {
+        let required = |key: &'static str, value: Option<String>| {
+            value.ok_or_else(|| ConfigError::Missing {
                 key,
                 env: env_name(key),
             })
@@ -124,31 +144,10 @@ impl Config {
                     reason: e.to_string(),
                 })
         };
-        let boolean = |key: &'static str, from_file: Option<bool>| match env(&env_name(key)) {
-            Some(value) => match value.as_str() {
-                "1" | "true" | "yes" => Ok(true),
-                "0" | "false" | "no" | "" => Ok(false),
-                _ => Err(ConfigError::Invalid {
-                    key,
-                    value,
-                    reason: "expected true or false".into(),
-                }),
-            },
-            None => Ok(from_file.unwrap_or(false)),
-        };
-        let limit = match env(&env_name("release_file_size_limit")) {
-            Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
-                key: "release_file_size_limit",
-                value,
-                reason: "expected a number of bytes".into(),
-            })?,
-            None => file
-                .release_file_size_limit
-                .unwrap_or(crate::rpc::release::DEFAULT_SIZE_LIMIT),
-        };
         let http_listen = address("http_listen", required("http_listen", file.http_listen)?)?;
         let grpc_listen = address("grpc_listen", required("grpc_listen", file.grpc_listen)?)?;
-        let base_url = text("base_url", file.base_url)
+        let base_url = file
+            .base_url
             .unwrap_or_else(|| format!("http://{http_listen}"))
             .trim_end_matches('/')
             .to_owned();
@@ -159,13 +158,15 @@ impl Config {
             base_url,
             controller_url: required("controller_url", file.controller_url)?,
             controller_token: required("controller_token", file.controller_token)?,
-            controller_ca: text("controller_ca", file.controller_ca).map(PathBuf::from),
-            jaeger_url: text("jaeger_url", file.jaeger_url).unwrap_or_default(),
-            secure_cookies: boolean("secure_cookies", file.secure_cookies)?,
-            allow_file_repos: boolean("allow_file_repos", file.allow_file_repos)?,
-            release_file_size_limit: limit,
-            grpc_tls_cert: text("grpc_tls_cert", file.grpc_tls_cert).map(PathBuf::from),
-            grpc_tls_key: text("grpc_tls_key", file.grpc_tls_key).map(PathBuf::from),
+            controller_ca: file.controller_ca.map(PathBuf::from),
+            jaeger_url: file.jaeger_url.unwrap_or_default(),
+            secure_cookies: file.secure_cookies.unwrap_or(false),
+            allow_file_repos: file.allow_file_repos.unwrap_or(false),
+            release_file_size_limit: file
+                .release_file_size_limit
+                .unwrap_or(crate::rpc::release::DEFAULT_SIZE_LIMIT),
+            grpc_tls_cert: file.grpc_tls_cert.map(PathBuf::from),
+            grpc_tls_key: file.grpc_tls_key.map(PathBuf::from),
         })
     }
 
@@ -204,6 +205,21 @@ mod tests {
         assert_eq!(config.grpc_listen.port(), 8001);
         assert_eq!(config.release_file_size_limit, 16 * 1024 * 1024);
         assert!(!config.secure_cookies);
+    }
+
+    #[test]
+    fn every_key_has_its_override() {
+        for entry in ENV_OVERRIDES {
+            assert_eq!(entry.var, env_name(entry.key));
+        }
+        let error = Config::load(None, &|k| {
+            (k == "RAP_JOBSERVER_SECURE_COOKIES").then(|| "maybe".to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "environment variable RAP_JOBSERVER_SECURE_COOKIES: \"maybe\" is not true or false"
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   server-only TLS for token-authenticated services, and the matching client configs.
 //! - [`identity`]: the authenticated peer inside a handler: the [`BackendName`] an agent's
 //!   client certificate names.
+//! - [`config`]: service configuration files: TOML read into a service's own type after its
+//!   environment variables have overridden keys, with one set of messages for mistakes.
 //! - [`certs`]: minting the installation's private PKI (CA, server, agent and client
 //!   certificates) with rcgen, for `rap-controller certs …` and for every crate's tests.
 //! - [`trace_context`]: W3C `traceparent` propagation in gRPC metadata and in the trace-context
@@ -22,6 +24,7 @@
 //! TLS is rustls with ring only, and only our own CA is ever trusted.
 
 pub mod certs;
+pub mod config;
 pub mod identity;
 pub mod pb;
 pub mod telemetry;
