@@ -97,7 +97,8 @@ enum Command {
         /// Backend.
         #[arg(long, env = "OPENSAFELY_BACKEND")]
         backend: Option<String>,
-        /// Without a database: measures from this file (not supported yet).
+        /// Without a database: the measures from this file (all measures), or this directory
+        /// (one file per measure), checked against the definition.
         #[arg(long)]
         dummy_data_file: Option<PathBuf>,
         /// Without a database: run over the table files in this directory.
@@ -453,37 +454,38 @@ fn write_output(
     sink.finish().map_err(|e| fail(1, e))
 }
 
-/// `--dummy-data-file`: the file's rows, checked against the dataset's columns, become the
-/// output (in the output's format).
+/// `--dummy-data-file`: the file's rows (a directory of files with event tables), checked
+/// against the dataset's columns, become the output (in the output's format).
 fn copy_dummy_data_file(
     path: &Path,
     dataset: &crate::query_model::Dataset,
     sink: &mut dyn RowSink,
 ) -> Result<(), Failure> {
     let specs = table_specs(dataset);
-    if specs.len() > 1 {
-        return Err(fail(
-            EXIT_USAGE,
-            anyhow::anyhow!(
-                "--dummy-data-file cannot provide event tables yet: use --dummy-tables or generated dummy data"
-            ),
-        ));
+    let tables: Vec<(String, Vec<FileColumn>)> = specs
+        .iter()
+        .map(|(name, columns)| (name.clone(), required_columns(columns)))
+        .collect();
+    let contents = local_files::read_tables(path, &tables).map_err(file_failure)?;
+    let sink_failure = |e| fail(1, EngineError::Sink(e));
+    for ((name, columns), rows) in specs.iter().zip(contents) {
+        sink.begin_table(name, columns).map_err(sink_failure)?;
+        for row in rows {
+            sink.row(&row).map_err(sink_failure)?;
+        }
     }
-    let (name, columns) = &specs[0];
-    let file_columns: Vec<FileColumn> = columns
+    Ok(())
+}
+
+/// Every column required, as a dummy data file must have them.
+fn required_columns(columns: &[crate::engines::ColumnSpec]) -> Vec<FileColumn> {
+    columns
         .iter()
         .map(|spec| FileColumn {
             spec: spec.clone(),
             required: true,
         })
-        .collect();
-    let rows = local_files::read_rows(path, &file_columns).map_err(file_failure)?;
-    let sink_failure = |e| fail(1, EngineError::Sink(e));
-    sink.begin_table(name, columns).map_err(sink_failure)?;
-    for row in rows {
-        sink.row(&row).map_err(sink_failure)?;
-    }
-    Ok(())
+        .collect()
 }
 
 /// `--dummy-tables DIR`: the tables the dataset reads, from their files.
@@ -611,29 +613,25 @@ fn generate_measures(
         None => {
             backends::check_claimed_permissions(&dataset, &measures.claimed_permissions)
                 .map_err(|e| fail(EXIT_PERMISSIONS, e))?;
-            if dummy_data_file.is_some() {
-                return Err(fail(
-                    EXIT_USAGE,
-                    anyhow::anyhow!(
-                        "--dummy-data-file is not supported for measures yet: use --dummy-tables or generated dummy data"
-                    ),
-                ));
+            if let Some(path) = dummy_data_file {
+                crate::measures::read_results(&measures, path).map_err(file_failure)?
+            } else {
+                let database = match dummy_tables {
+                    Some(dir) => read_dummy_tables(dir, &dataset)?,
+                    None => {
+                        let mut config = measures.dummy_data_config.clone();
+                        config.population_size = measures.dummy_population_size();
+                        generate_dummy_data(&Definition {
+                            dataset: dataset.clone(),
+                            dummy_data_config: config,
+                            claimed_permissions: measures.claimed_permissions.clone(),
+                        })?
+                        .database
+                    }
+                };
+                crate::measures::calculate(&measures, &mut MemoryEngine::new(database))
+                    .map_err(measures_failure)?
             }
-            let database = match dummy_tables {
-                Some(dir) => read_dummy_tables(dir, &dataset)?,
-                None => {
-                    let mut config = measures.dummy_data_config.clone();
-                    config.population_size = measures.dummy_population_size();
-                    generate_dummy_data(&Definition {
-                        dataset: dataset.clone(),
-                        dummy_data_config: config,
-                        claimed_permissions: measures.claimed_permissions.clone(),
-                    })?
-                    .database
-                }
-            };
-            crate::measures::calculate(&measures, &mut MemoryEngine::new(database))
-                .map_err(measures_failure)?
         }
     };
     let table_count = if per_measure {

@@ -242,6 +242,60 @@ fn output_of_event_tables_needs_a_directory_and_the_console_names_each_table() {
     assert!(out.status.success(), "{}", stderr(&out));
     let (header, rows) = sorted_csv(&dir.path().join("from_tables/inhalers.csv"));
     assert_eq!(header, "patient_id,date,dmd_code");
+    // The written directory reads back as a dummy data file, table for table.
+    let out = ehrql(
+        dir.path(),
+        &[
+            "generate-dataset",
+            "def.py",
+            "--dummy-data-file",
+            "from_tables",
+            "--output",
+            "copy/:arrow",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ehrql(
+        dir.path(),
+        &[
+            "generate-dataset",
+            "def.py",
+            "--dummy-data-file",
+            "copy",
+            "--output",
+            "again/:csv",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for table in ["dataset.csv", "asthma_events.csv", "inhalers.csv"] {
+        assert_eq!(
+            fs::read(dir.path().join("again").join(table)).unwrap(),
+            fs::read(dir.path().join("from_tables").join(table)).unwrap(),
+            "{table}"
+        );
+    }
+    let out = ehrql(
+        dir.path(),
+        &[
+            "generate-dataset",
+            "def.py",
+            "--dummy-data-file",
+            "from_tables/dataset.csv",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "Attempting to read 3 tables, but input only provides a single table\n      \
+             Try moving -> from_tables/dataset.csv\n              to -> from_tables/dataset/dataset.csv\n          \
+             adding -> asthma_events.csv, inhalers.csv\n  and using path -> from_tables/dataset/"
+        ),
+        "{}",
+        stderr(&out)
+    );
     let codes: Vec<String> = (0..10)
         .map(|i| format!("{}", 300_000_000 + i * 3))
         .collect();

@@ -245,6 +245,50 @@ fn small_numbers_are_suppressed_and_rounded_unless_disabled() {
 }
 
 #[test]
+fn measures_read_back_from_a_dummy_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    crafted_tables(dir.path());
+    fs::write(
+        dir.path().join("raw.py"),
+        format!("{CRAFTED}measures.configure_disclosure_control(enabled=False)\n"),
+    )
+    .unwrap();
+    for output in ["m.csv", "dir/:arrow"] {
+        let out = ehrql(
+            dir.path(),
+            &[
+                "generate-measures",
+                "raw.py",
+                "--dummy-tables",
+                "tables",
+                "--output",
+                output,
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    for input in ["m.csv", "dir"] {
+        let out = ehrql(
+            dir.path(),
+            &[
+                "generate-measures",
+                "raw.py",
+                "--dummy-data-file",
+                input,
+                "--output",
+                "back.csv",
+            ],
+        );
+        assert!(out.status.success(), "{input}: {}", stderr(&out));
+        assert_eq!(
+            fs::read_to_string(dir.path().join("back.csv")).unwrap(),
+            fs::read_to_string(dir.path().join("m.csv")).unwrap(),
+            "{input}"
+        );
+    }
+}
+
+#[test]
 fn dummy_measures_have_every_measure_and_interval() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("m.py"), CRAFTED).unwrap();

@@ -101,6 +101,9 @@ pub enum FileError {
         /// The table.
         table: String,
     },
+    /// Several tables asked of a single file, or a directory without exactly one data format.
+    #[error("{0}")]
+    Tables(String),
     /// The rows do not fit the table (a patient-level table with two rows for one patient).
     #[error("{path}: {source}")]
     Table {
@@ -126,6 +129,99 @@ pub enum WriteError {
         /// The cause.
         source: crate::engines::SinkError,
     },
+}
+
+/// Reads several tables (the dataset and its event tables, or one table per measure) from
+/// `path`: a single file when there is one table, else a directory holding one
+/// `<url-quoted name><extension>` file per table, all in the one data format found there.
+///
+/// # Errors
+/// A missing file or directory, a single file for several tables (with the reference's
+/// advice), no or several data formats in the directory, or a file's own errors.
+pub fn read_tables(
+    path: &Path,
+    tables: &[(String, Vec<FileColumn>)],
+) -> Result<Vec<Vec<Vec<Value>>>, FileError> {
+    if !path.exists() {
+        return Err(FileError::Tables(format!(
+            "Missing file or directory: {}",
+            path.display()
+        )));
+    }
+    if !path.is_dir() {
+        if let [(_, columns)] = tables {
+            return Ok(vec![read_rows(path, columns)?]);
+        }
+        let suffix = path
+            .extension()
+            .map_or_else(String::new, |e| format!(".{}", e.to_string_lossy()));
+        let stem = path
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let dir = path.parent().unwrap_or(Path::new("")).join(stem);
+        let others: Vec<String> = tables[1..]
+            .iter()
+            .map(|(name, _)| format!("{name}{suffix}"))
+            .collect();
+        return Err(FileError::Tables(format!(
+            "Attempting to read {} tables, but input only provides a single table\n      \
+             Try moving -> {}\n              to -> {}/{}{suffix}\n          adding -> {}\n  \
+             and using path -> {}/",
+            tables.len(),
+            path.display(),
+            dir.display(),
+            tables.first().map_or("", |(name, _)| name.as_str()),
+            others.join(", "),
+            dir.display()
+        )));
+    }
+    let io = |source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut formats: BTreeSet<&'static str> = BTreeSet::new();
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let name = entry
+            .map_err(io)?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        for extension in [".arrow", ".csv.gz", ".csv"] {
+            if name.ends_with(extension) {
+                formats.insert(extension);
+                break;
+            }
+        }
+    }
+    let extension = match formats.len() {
+        0 => {
+            return Err(FileError::Tables(format!(
+                "No supported file formats found in: {}",
+                path.display()
+            )));
+        }
+        1 => formats.into_iter().next().unwrap_or(".csv"),
+        _ => {
+            let found: Vec<&str> = formats.into_iter().collect();
+            return Err(FileError::Tables(format!(
+                "Found multiple file formats ({}) in: {}",
+                found.join(", "),
+                path.display()
+            )));
+        }
+    };
+    let mut out = Vec::with_capacity(tables.len());
+    for (name, columns) in tables {
+        let file = path.join(crate::output::table_file_name(name, extension));
+        if !file.is_file() {
+            return Err(FileError::Tables(format!(
+                "Missing file: {}",
+                file.display()
+            )));
+        }
+        out.push(read_rows(&file, columns)?);
+    }
+    Ok(out)
 }
 
 /// Reads the rows of `path`, values in `columns` order.

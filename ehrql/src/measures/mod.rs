@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::engines::{ColumnSpec, Engine, EngineError, GroupedSum, RowSink, SinkError};
 use crate::frontend::DummyDataConfig;
+use crate::local_files::{self, FileColumn, FileError};
 use crate::query_model::{
     Dataset, Date, FunctionOp, Graph, Literal, NodeId, QueryError, ScalarType, Value,
 };
@@ -439,6 +440,92 @@ pub fn calculate(
                     });
                 }
             }
+        }
+    }
+    Ok(out)
+}
+
+/// Measure results read from `--dummy-data-file`: one file in the combined layout, or a
+/// directory with one file per measure (as `generate-measures` writes them). The ratio is
+/// recomputed from the counts on output; a missing count reads as 0.
+///
+/// # Errors
+/// The file(s) do not fit the measures; see [`FileError`].
+pub fn read_results(
+    definition: &MeasuresDefinition,
+    path: &std::path::Path,
+) -> Result<Vec<MeasureRow>, FileError> {
+    let required = |columns: Vec<ColumnSpec>| -> Vec<FileColumn> {
+        columns
+            .into_iter()
+            .map(|spec| FileColumn {
+                spec,
+                required: true,
+            })
+            .collect()
+    };
+    let count = |v: &Value| match v {
+        Value::Int(i) => *i,
+        _ => 0,
+    };
+    let mut out = Vec::new();
+    if !path.is_dir() {
+        let rows = local_files::read_rows(path, &required(definition.columns()))?;
+        for row in rows {
+            let Some(measure) = definition
+                .measures
+                .iter()
+                .position(|m| matches!(&row[0], Value::Str(s) if **s == *m.name))
+            else {
+                continue;
+            };
+            // Interval dates are NOT NULL, so the reader gives dates.
+            let (Value::Date(start), Value::Date(end)) = (&row[1], &row[2]) else {
+                continue;
+            };
+            out.push(MeasureRow {
+                measure,
+                interval: (*start, *end),
+                numerator: count(&row[4]),
+                denominator: count(&row[5]),
+                groups: row[6..].to_vec(),
+            });
+        }
+        return Ok(out);
+    }
+    let tables: Vec<(String, Vec<FileColumn>)> = definition
+        .measures
+        .iter()
+        .map(|m| (m.name.clone(), required(definition.measure_columns(m))))
+        .collect();
+    let all_groups: Vec<String> = definition.groups().into_iter().map(|(n, _)| n).collect();
+    for (measure, rows) in local_files::read_tables(path, &tables)?
+        .into_iter()
+        .enumerate()
+    {
+        let own: Vec<&String> = definition.measures[measure]
+            .group_by
+            .iter()
+            .map(|(n, _)| n)
+            .collect();
+        for row in rows {
+            let (Value::Date(start), Value::Date(end)) = (&row[0], &row[1]) else {
+                continue;
+            };
+            let groups = all_groups
+                .iter()
+                .map(|g| match own.iter().position(|o| *o == g) {
+                    Some(i) => row[5 + i].clone(),
+                    None => Value::Null,
+                })
+                .collect();
+            out.push(MeasureRow {
+                measure,
+                interval: (*start, *end),
+                numerator: count(&row[3]),
+                denominator: count(&row[4]),
+                groups,
+            });
         }
     }
     Ok(out)
