@@ -495,3 +495,64 @@ dataset.define_population(patients.date_of_birth > \"2999-01-01\")
         "patient_id\r\n"
     );
 }
+
+/// Generated values keep their columns' constraints even where the definition compares them
+/// with values outside them: `imd_rounded` stays a multiple of 100 in 0..=32800 (the
+/// quintile boundaries are not), `practice_stp` matches its regex, categories hold.
+#[test]
+fn generated_tpp_values_keep_ranges_regexes_and_categories() {
+    let source = "from ehrql import create_dataset\n\
+        from ehrql.tables.tpp import addresses, practice_registrations, patients\n\
+        dataset = create_dataset()\ndataset.configure_dummy_data(population_size=100)\n\
+        dataset.define_population(patients.exists_for_patient())\n\
+        address = addresses.sort_by(addresses.start_date).last_for_patient()\n\
+        dataset.imd = address.imd_rounded\ndataset.quintile = address.imd_quintile\n\
+        dataset.rural = address.rural_urban_classification\n\
+        dataset.poorest = addresses.where(addresses.imd_rounded < 6569).exists_for_patient()\n\
+        registration = practice_registrations.sort_by(practice_registrations.start_date).last_for_patient()\n\
+        dataset.stp = registration.practice_stp\n\
+        dataset.region = registration.practice_nuts1_region_name\n";
+    let definition = load_source(source, "def.py", &fixtures()).unwrap();
+    let generated = dummy_data::generate(&definition, Date::from_ymd(2025, 6, 1).unwrap()).unwrap();
+    let addresses = generated.database.table("addresses").unwrap();
+    let position = |name: &str| {
+        addresses
+            .schema
+            .columns
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap()
+    };
+    let (imd, rural) = (
+        position("imd_rounded"),
+        position("rural_urban_classification"),
+    );
+    let mut seen = 0;
+    for (_, row) in &addresses.rows {
+        if let Value::Int(i) = row[imd] {
+            assert!((0..=32_800).contains(&i) && i % 100 == 0, "imd_rounded {i}");
+            seen += 1;
+        }
+        if let Value::Int(r) = row[rural] {
+            assert!((1..=8).contains(&r), "rural_urban_classification {r}");
+        }
+    }
+    assert!(seen > 20, "only {seen} IMD values");
+    let registrations = generated.database.table("practice_registrations").unwrap();
+    let stp = registrations
+        .schema
+        .columns
+        .iter()
+        .position(|c| c.name == "practice_stp")
+        .unwrap();
+    for (_, row) in &registrations.rows {
+        if let Some(code) = row[stp].as_str() {
+            assert!(
+                code.len() == 9
+                    && code.starts_with("E540000")
+                    && code[7..].bytes().all(|b| b.is_ascii_digit()),
+                "practice_stp {code}"
+            );
+        }
+    }
+}

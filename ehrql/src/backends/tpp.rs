@@ -19,6 +19,8 @@
 //! | `HouseholdMember` ⟕ `Household` | `household_memberships_2020` |
 //! | `Appointment` | `appointments` (DISTINCT) |
 //! | `Vaccination` ⟕ `VaccinationReference` | `vaccinations` |
+//! | `DecisionSupportValue` ⟕ `DecisionSupportValueReference` | `decision_support_values` |
+//! | `SGSS_AllTests_Positive` ∪ `SGSS_AllTests_Negative` | `sgss_covid_all_tests` |
 //! | `PatientsWithTypeOneDissent` | type 1 opt-outs, excluded unless `include_t1oo` |
 //! | `PatientsWithoutNDOO` | patients without a national data opt-out; only they are included unless `include_ndoo` |
 //! | `DirectionsAcknowledged` | activated practices; applied unless `include_gp_unactivated` |
@@ -88,7 +90,7 @@ impl TppOptions {
 
 /// The ehrQL tables this backend provides: `ehrql.tables.core`'s and those of
 /// `ehrql.tables.tpp` implemented here (each view has the columns of the larger, tpp, schema).
-pub const TABLES: [&str; 12] = crate::tables::TPP_TABLES;
+pub const TABLES: [&str; 14] = crate::tables::TPP_TABLES;
 
 /// HES tables are split between the current table and a static `_ARCHIVED` copy around this
 /// `Der_Activity_Month` (the two overlap; each row is taken from one side of the cut).
@@ -409,6 +411,36 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
             keep("v"),
             on_or_before_activation("v", plain_date("v.\"VaccinationDate\""))
         ),
+        "decision_support_values" => format!(
+            "SELECT v.\"Patient_ID\" AS patient_id, {} AS calculation_date, \
+             v.\"NumericValue\" AS numeric_value, r.\"AlgorithmDescription\" AS algorithm_description, \
+             r.\"AlgorithmVersion\" AS algorithm_version FROM {} AS v \
+             LEFT JOIN {} AS r ON r.\"AlgorithmType\" = v.\"AlgorithmType\" WHERE {}",
+            date("v.\"CalculationDateTime\""),
+            raw("DecisionSupportValue"),
+            raw("DecisionSupportValueReference"),
+            keep("v")
+        ),
+        // `Symptomatic` is Y/N in the positive results and true/false in the negative ones.
+        "sgss_covid_all_tests" => format!(
+            "SELECT p.\"Patient_ID\" AS patient_id, {} AS specimen_taken_date, TRUE AS is_positive, \
+             {} AS lab_report_date, CASE p.\"Symptomatic\" WHEN 'Y' THEN TRUE WHEN 'N' THEN FALSE END AS was_symptomatic, \
+             CAST(NULLIF(p.\"SGTF\", '') AS {int}) AS sgtf_status, NULLIF(p.\"Variant\", '') AS variant, \
+             NULLIF(p.\"VariantDetectionMethod\", '') AS variant_detection_method FROM {} AS p WHERE {} \
+             UNION ALL \
+             SELECT n.\"Patient_ID\" AS patient_id, {} AS specimen_taken_date, FALSE AS is_positive, \
+             {} AS lab_report_date, CASE n.\"Symptomatic\" WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END AS was_symptomatic, \
+             CAST(NULL AS {int}) AS sgtf_status, CAST(NULL AS TEXT) AS variant, \
+             CAST(NULL AS TEXT) AS variant_detection_method FROM {} AS n WHERE {}",
+            plain_date("p.\"Specimen_Date\""),
+            plain_date("p.\"Lab_Report_Date\""),
+            raw("SGSS_AllTests_Positive"),
+            keep("p"),
+            plain_date("n.\"Specimen_Date\""),
+            plain_date("n.\"Lab_Report_Date\""),
+            raw("SGSS_AllTests_Negative"),
+            keep("n")
+        ),
         _ => return None,
     })
 }
@@ -622,6 +654,46 @@ pub fn raw_tables() -> Vec<RawTable> {
             &[("VaccinationName_ID", Int), ("VaccinationContent", Str)],
         ),
     ];
+    tables.extend([
+        table(
+            "DecisionSupportValue",
+            &[
+                ("Patient_ID", Int),
+                ("CalculationDateTime", Date),
+                ("NumericValue", Float),
+                ("AlgorithmType", Int),
+            ],
+        ),
+        table(
+            "DecisionSupportValueReference",
+            &[
+                ("AlgorithmType", Int),
+                ("AlgorithmDescription", Str),
+                ("AlgorithmVersion", Str),
+            ],
+        ),
+        table(
+            "SGSS_AllTests_Positive",
+            &[
+                ("Patient_ID", Int),
+                ("Specimen_Date", Date),
+                ("Lab_Report_Date", Date),
+                ("Symptomatic", Str),
+                ("SGTF", Str),
+                ("Variant", Str),
+                ("VariantDetectionMethod", Str),
+            ],
+        ),
+        table(
+            "SGSS_AllTests_Negative",
+            &[
+                ("Patient_ID", Int),
+                ("Specimen_Date", Date),
+                ("Lab_Report_Date", Date),
+                ("Symptomatic", Str),
+            ],
+        ),
+    ]);
     for name in ["EC_Diagnosis", "EC_Diagnosis_ARCHIVED"] {
         tables.push(RawTable {
             name,
@@ -941,6 +1013,67 @@ pub fn raw_rows_from_core(database: &Database) -> BTreeMap<&'static str, Vec<Vec
             push(
                 "VaccinationReference",
                 vec![Value::Int(name_id), Value::Str(target.into())],
+            );
+        }
+    }
+    // One algorithm type per (description, version); the reference table names it (a type
+    // with neither has no reference row).
+    let mut algorithms: BTreeMap<(Option<String>, Option<String>), i64> = BTreeMap::new();
+    for (id, r) in rows("decision_support_values") {
+        let key = (
+            r.get("algorithm_description").as_str().map(String::from),
+            r.get("algorithm_version").as_str().map(String::from),
+        );
+        let next = algorithms.len() as i64 + 1;
+        let algorithm = *algorithms.entry(key).or_insert(next);
+        push(
+            "DecisionSupportValue",
+            vec![
+                Value::Int(id),
+                or_sentinel(r.get("calculation_date")),
+                r.get("numeric_value"),
+                Value::Int(algorithm),
+            ],
+        );
+    }
+    for ((description, version), algorithm) in algorithms {
+        if description.is_some() || version.is_some() {
+            let text = |v: Option<String>| v.map_or(Value::Null, |s| Value::Str(s.into()));
+            push(
+                "DecisionSupportValueReference",
+                vec![Value::Int(algorithm), text(description), text(version)],
+            );
+        }
+    }
+    for (id, r) in rows("sgss_covid_all_tests") {
+        let symptomatic = r.get("was_symptomatic").as_bool();
+        if r.get("is_positive").as_bool() == Some(false) {
+            let symptomatic = symptomatic.map_or(Value::Null, |s| Value::Str(s.to_string().into()));
+            push(
+                "SGSS_AllTests_Negative",
+                vec![
+                    Value::Int(id),
+                    r.get("specimen_taken_date"),
+                    r.get("lab_report_date"),
+                    symptomatic,
+                ],
+            );
+        } else {
+            let sgtf = match r.get("sgtf_status") {
+                Value::Int(status) => Value::Str(status.to_string().into()),
+                _ => Value::Null,
+            };
+            push(
+                "SGSS_AllTests_Positive",
+                vec![
+                    Value::Int(id),
+                    r.get("specimen_taken_date"),
+                    r.get("lab_report_date"),
+                    flag(r.get("was_symptomatic")),
+                    sgtf,
+                    r.get("variant"),
+                    r.get("variant_detection_method"),
+                ],
             );
         }
     }

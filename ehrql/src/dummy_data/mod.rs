@@ -308,6 +308,16 @@ impl Generator<'_> {
         {
             values[size] = Value::Null;
         }
+        // Negative SGSS results have no variant details (their raw table has none).
+        if let Some(positive) = position("is_positive")
+            && values[positive].as_bool() == Some(false)
+        {
+            for detail in ["sgtf_status", "variant", "variant_detection_method"] {
+                if let Some(i) = position(detail) {
+                    values[i] = Value::Null;
+                }
+            }
+        }
         if let (Some(msoa), Some(has_postcode)) = (position("msoa_code"), position("has_postcode"))
         {
             values[has_postcode] = Value::Bool(!values[msoa].is_null());
@@ -369,9 +379,10 @@ impl Generator<'_> {
             && let Some(literal) = self.rng.choose(pool).cloned()
         {
             match self.near(literal, column) {
-                // Dates stay between 1900-01-01 and today, whatever the definition compares
-                // them with.
+                // Dates stay between 1900-01-01 and today, and integers in their column's
+                // range, whatever the definition compares them with.
                 Value::Date(d) if !(self.earliest..=self.today).contains(&d) => {}
+                Value::Int(i) if !in_range(column, i) => {}
                 value => return value,
             }
         }
@@ -528,6 +539,16 @@ impl Generator<'_> {
             CodeSystem::Bnf => format!("0{}", self.digits(14)),
         }
     }
+}
+
+/// Whether `value` fits the column's `ClosedRange` (if it has one), step included.
+fn in_range(column: &ColumnSchema, value: i64) -> bool {
+    column.constraints.iter().all(|c| match c {
+        Constraint::ClosedRange { min, max, step } => {
+            (*min..=*max).contains(&value) && (value - min) % (*step).max(1) == 0
+        }
+        _ => true,
+    })
 }
 
 /// A practice's STP, region and SystmOne go-live date, derived from its id (some NULL).

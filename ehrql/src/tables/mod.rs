@@ -128,11 +128,12 @@ const CORE: &str = "ehrql.tables.core";
 const TPP: &str = "ehrql.tables.tpp";
 
 /// The tables `ehrql.tables.tpp` provides here (a subset of the reference's 29).
-pub const TPP_TABLES: [&str; 12] = [
+pub const TPP_TABLES: [&str; 14] = [
     "addresses",
     "apcs",
     "appointments",
     "clinical_events",
+    "decision_support_values",
     "emergency_care_attendances",
     "ethnicity_from_sus",
     "household_memberships_2020",
@@ -140,6 +141,7 @@ pub const TPP_TABLES: [&str; 12] = [
     "ons_deaths",
     "patients",
     "practice_registrations",
+    "sgss_covid_all_tests",
     "vaccinations",
 ];
 
@@ -338,6 +340,37 @@ fn tpp_tables(
         ],
     );
     Arc::make_mut(&mut appointments).required_permission = Some("appointments".into());
+    let mut sgss = table(
+        TPP,
+        "sgss_covid_all_tests",
+        false,
+        vec![
+            col("specimen_taken_date", Date, vec![NotNull]),
+            col("is_positive", Bool, vec![NotNull]),
+            col("lab_report_date", Date, vec![NotNull]),
+            col("was_symptomatic", Bool, vec![]),
+            col(
+                "sgtf_status",
+                Int,
+                vec![ClosedRange {
+                    min: 0,
+                    max: 9,
+                    step: 1,
+                }],
+            ),
+            col("variant", Str, vec![]),
+            col(
+                "variant_detection_method",
+                Str,
+                vec![strings(&[
+                    "Private Lab Sequencing",
+                    "Reflex Assay",
+                    "Sanger Provisional Result",
+                ])],
+            ),
+        ],
+    );
+    Arc::make_mut(&mut sgss).required_permission = Some("sgss_covid_all_tests".into());
     vec![
         table(
             TPP,
@@ -422,6 +455,17 @@ fn tpp_tables(
                 col("consultation_id", Int, vec![]),
             ],
         ),
+        table(
+            TPP,
+            "decision_support_values",
+            false,
+            vec![
+                col("calculation_date", Date, vec![]),
+                col("numeric_value", Float, vec![]),
+                col("algorithm_description", Str, vec![]),
+                col("algorithm_version", Str, vec![]),
+            ],
+        ),
         table(TPP, "emergency_care_attendances", false, ec_columns),
         table(
             TPP,
@@ -450,6 +494,7 @@ fn tpp_tables(
         ),
         table(TPP, "ons_deaths", true, ons_columns),
         table(TPP, "practice_registrations", false, registration_columns),
+        sgss,
         table(
             TPP,
             "vaccinations",

@@ -483,6 +483,7 @@ impl<'a> Interp<'a> {
             "spanning" | "exists_for_patient_on" => {
                 needs(&["start_date", "end_date", "practice_pseudo_id"])
             }
+            "electronic_frailty_index" => needs(&["algorithm_description", "algorithm_version"]),
             "spanning_with_systmone" => needs(&[
                 "start_date",
                 "end_date",
@@ -1141,6 +1142,22 @@ impl<'a> Interp<'a> {
                     rows = self.graph.sort(rows, key)?;
                 }
                 Ok(Obj::Frame(self.graph.pick(rows, Position::Last)?))
+            }
+            "electronic_frailty_index" => {
+                fixed::<0>(args.only_positional(name)?, name)?;
+                let mut rows = frame;
+                for (column, value) in [
+                    ("algorithm_description", "UK Electronic Frailty Index (eFI)"),
+                    ("algorithm_version", "1.0"),
+                ] {
+                    let column = self.column(frame, column)?;
+                    let value = self
+                        .graph
+                        .value(Literal::Scalar(Value::Str(value.into())))?;
+                    let equal = self.func(FunctionOp::Eq, vec![column, value])?;
+                    rows = self.graph.filter(rows, equal)?;
+                }
+                Ok(Obj::Frame(rows))
             }
             "spanning_with_systmone" => {
                 let [start, end] = fixed::<2>(args.only_positional(name)?, name)?;
