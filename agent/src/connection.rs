@@ -103,6 +103,7 @@ pub async fn run(
         if *shutdown.borrow() {
             return Ok(());
         }
+        let mut established = false;
         match session(
             &config,
             &endpoint,
@@ -110,6 +111,7 @@ pub async fn run(
             &mut announced,
             &events,
             &mut shutdown,
+            &mut established,
         )
         .await
         {
@@ -120,7 +122,7 @@ pub async fn run(
             }
             Err(error) => {
                 tracing::warn!(error = %error, failures, "controller link failed");
-                failures = failures.saturating_add(1);
+                failures = failures_after_error(failures, established);
             }
         }
         let delay = backoff(failures);
@@ -128,6 +130,17 @@ pub async fn run(
             () = tokio::time::sleep(delay) => {}
             () = stopped(&mut shutdown) => return Ok(()),
         }
+    }
+}
+
+/// The failure count after a session that ended in an error. A stream that was established
+/// starts the count again: a controller killed after a long healthy session is one failure,
+/// not the latest of every failure since the agent started.
+fn failures_after_error(failures: u32, established: bool) -> u32 {
+    if established {
+        0
+    } else {
+        failures.saturating_add(1)
     }
 }
 
@@ -155,6 +168,7 @@ async fn session(
     announced: &mut mpsc::Receiver<pb::TaskUpdate>,
     events: &mpsc::Sender<ControllerEvent>,
     shutdown: &mut watch::Receiver<bool>,
+    established: &mut bool,
 ) -> Result<Session, tonic::Status> {
     let channel: Channel = endpoint
         .connect()
@@ -174,6 +188,7 @@ async fn session(
     let _ = sender.try_send(hello);
     let response = client.connect(ReceiverStream::new(receiver)).await?;
     let mut inbound = response.into_inner();
+    *established = true;
     tracing::info!(endpoint = %config.endpoint, "connected to the controller");
 
     // Everything announced so far is also in the outbox's pending list: send that list (oldest
@@ -230,6 +245,14 @@ async fn send_update(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_established_stream_starts_the_failure_count_again() {
+        assert_eq!(failures_after_error(0, false), 1);
+        assert_eq!(failures_after_error(7, false), 8);
+        assert_eq!(failures_after_error(7, true), 0);
+        assert_eq!(failures_after_error(u32::MAX, false), u32::MAX);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
