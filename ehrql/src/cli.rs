@@ -21,7 +21,7 @@ use crate::dummy_data;
 use crate::engines::memory::MemoryEngine;
 use crate::engines::postgres::{self, PostgresEngine};
 use crate::engines::sqlite::{self, SqliteEngine};
-use crate::engines::{Engine, EngineError};
+use crate::engines::{DatabaseFailure, Engine, EngineError};
 use crate::engines::{RowSink, table_specs};
 use crate::frontend::Definition;
 use crate::frontend::json::{LoadError, load_definition};
@@ -32,8 +32,14 @@ use crate::sql::{Statement, StatementKind};
 
 /// Exit code: bad arguments or a malformed/invalid definition file.
 pub const EXIT_USAGE: u8 = 2;
-/// Exit code: a database error.
+/// Exit code: a transient database error (connection lost or refused, database busy).
+pub const EXIT_TRANSIENT_DATABASE: u8 = 3;
+/// Exit code: a TPP raw table is missing, as while new data is being imported.
+pub const EXIT_TABLE_UNAVAILABLE: u8 = 4;
+/// Exit code: any other database error.
 pub const EXIT_DATABASE: u8 = 5;
+/// Exit code: the generated SQL went over one of the database's limits.
+pub const EXIT_TOO_COMPLEX: u8 = 6;
 /// Exit code: an error in the user's definition reported by the producer.
 pub const EXIT_DEFINITION: u8 = 10;
 
@@ -695,12 +701,50 @@ fn sqlite_engine(
 }
 
 fn engine_failure(e: EngineError) -> Failure {
+    if let Some(failure) = e.database_failure() {
+        return database_failure(failure, e);
+    }
     let code = match &e {
-        EngineError::Database(_) | EngineError::Postgres(_) => EXIT_DATABASE,
         EngineError::Unsupported(_) => EXIT_USAGE,
-        EngineError::BadData { .. } | EngineError::Sink(_) => 1,
+        _ => 1,
     };
     fail(code, e)
+}
+
+/// A database error with the reference's exit code for its kind (spec §4.2) and a first line
+/// saying what happened and whether running the job again can help. A missing table counts
+/// as unavailable (exit 4) only when it is one of the TPP raw tables, which are rebuilt while
+/// new data is imported; any other missing table is a plain database error.
+fn database_failure(failure: DatabaseFailure, e: EngineError) -> Failure {
+    let (code, advice) = match failure {
+        DatabaseFailure::Transient => (
+            EXIT_TRANSIENT_DATABASE,
+            "intermittent database error (the connection was lost or refused, or the database \
+             was busy); running the job again later is likely to succeed"
+                .to_string(),
+        ),
+        DatabaseFailure::MissingTable(table) if tpp::is_raw_table(&table) => (
+            EXIT_TABLE_UNAVAILABLE,
+            format!(
+                "database table '{table}' is not available, most likely because new data is \
+                 being imported (regular maintenance); run the job again in a few hours"
+            ),
+        ),
+        DatabaseFailure::TooComplex => (
+            EXIT_TOO_COMPLEX,
+            "the SQL generated for this dataset definition is too complex for the database (it \
+             went over one of the database's limits); running it again will not help: simplify \
+             the definition, e.g. fewer variables or less deeply nested expressions"
+                .to_string(),
+        ),
+        _ => (
+            EXIT_DATABASE,
+            "database error; running the job again is unlikely to help: contact tech support \
+             if it persists"
+                .to_string(),
+        ),
+    };
+    fail(code, anyhow::Error::new(e).context(advice))
 }
 
 /// `dump-dataset-sql` text: each statement under a `-- Run query` or `-- Fetch results from

@@ -1,6 +1,6 @@
 //! The PostgreSQL engine end to end, through the built `ehrql` binary: the same CSV bytes as
 //! SQLite for the benchmark definitions over generated data, and a clear database error (exit
-//! code 5) when the server cannot be reached; the library engine agrees with the in-memory
+//! code 3, transient) when the server cannot be reached; the library engine agrees with the in-memory
 //! engine row for row, and a run that failed half-way leaves nothing that breaks the next run. Needs `RAP_TEST_POSTGRES_URL` (see
 //! `postgres_support`); each run works in a fresh database.
 
@@ -72,7 +72,7 @@ fn generate_dataset_on_postgres_writes_the_same_csv_as_sqlite() {
 }
 
 #[test]
-fn an_unreachable_server_is_a_database_error() {
+fn an_unreachable_server_is_a_transient_database_error() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("def.json"), support::simple_definition()).unwrap();
     // Port 1 on loopback refuses connections at once.
@@ -87,7 +87,7 @@ fn an_unreachable_server_is_a_database_error() {
             "out.csv",
         ],
     );
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("postgres error"), "{}", stderr(&out));
     assert!(!dir.path().join("out.csv").exists());
 }

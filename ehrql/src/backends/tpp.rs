@@ -703,6 +703,12 @@ pub fn raw_tables() -> Vec<RawTable> {
     tables
 }
 
+/// Whether `name` is one of the raw tables the mapping reads (SQLite reports names as
+/// written in the query, PostgreSQL as stored: both match exactly).
+pub fn is_raw_table(name: &str) -> bool {
+    raw_tables().iter().any(|table| table.name == name)
+}
+
 /// `CREATE TABLE` statements for the raw tables.
 pub fn create_raw_tables_sql(flavour: SqlFlavour) -> Vec<String> {
     raw_tables()

@@ -76,6 +76,34 @@ pub enum EngineError {
     Sink(SinkError),
 }
 
+/// What kind of failure a database error is: it decides the exit code (spec §4.2, §6.5) and
+/// whether the researcher is told that retrying may help.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DatabaseFailure {
+    /// The connection was refused or lost, the server is shutting down or has no connection
+    /// slots left, or the database is locked by someone else: retrying later may succeed.
+    Transient,
+    /// A table the query reads does not exist; the name as the database reported it.
+    MissingTable(String),
+    /// The query went over one of the database's limits (expression depth, columns, memory):
+    /// retrying the same definition will fail the same way.
+    TooComplex,
+    /// Any other database error.
+    Other,
+}
+
+impl EngineError {
+    /// The kind of database failure, or `None` when the error did not come from a database.
+    pub fn database_failure(&self) -> Option<DatabaseFailure> {
+        match self {
+            EngineError::Database(e) => Some(sqlite::database_failure(e)),
+            EngineError::Postgres(e) => Some(postgres::database_failure(e)),
+            _ => None,
+        }
+    }
+}
+
 /// A query engine.
 pub trait Engine {
     /// Runs the dataset, streaming every result table into `sink`.

@@ -195,6 +195,44 @@ fn copy_text(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// The kind of failure a PostgreSQL error is, by SQLSTATE: connection exceptions (class 08),
+/// the server shutting down or in recovery (57P01–57P03), no connection slots (53300), and a
+/// connection that failed or closed without any SQLSTATE are transient; an undefined table
+/// (42P01) names the table from the message; program limits (class 54: statement too complex,
+/// too many columns, stack depth), out of memory (53200) and the parser running out of stack
+/// mean the query is too complex.
+pub fn database_failure(error: &tokio_postgres::Error) -> super::DatabaseFailure {
+    use super::DatabaseFailure;
+    let Some(db) = error.as_db_error() else {
+        let io_failure = std::error::Error::source(error)
+            .is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some());
+        return if error.is_closed() || io_failure {
+            DatabaseFailure::Transient
+        } else {
+            DatabaseFailure::Other
+        };
+    };
+    let code = db.code().code();
+    match code {
+        "57P01" | "57P02" | "57P03" | "53300" => DatabaseFailure::Transient,
+        _ if code.starts_with("08") => DatabaseFailure::Transient,
+        // `relation "CodedEvent_SNOMED" does not exist`
+        "42P01" => DatabaseFailure::MissingTable(
+            db.message()
+                .split('"')
+                .nth(1)
+                .unwrap_or(db.message())
+                .to_string(),
+        ),
+        "53200" => DatabaseFailure::TooComplex,
+        // The parser's stack overflowing on SQL nested some 10,000 deep (a syntax error class,
+        // but a limit, not a mistake).
+        "42601" if db.message().starts_with("memory exhausted") => DatabaseFailure::TooComplex,
+        _ if code.starts_with("54") => DatabaseFailure::TooComplex,
+        _ => DatabaseFailure::Other,
+    }
+}
+
 /// The statements `dump-dataset-sql` prints for PostgreSQL (the helper functions of
 /// [`SESSION_FUNCTIONS`] are created by the engine, not listed here).
 ///

@@ -324,6 +324,45 @@ fn compare(a: ValueRef<'_>, b: ValueRef<'_>) -> Ordering {
     }
 }
 
+/// SQLite's limits that a large or deeply nested definition can reach, as its messages name
+/// them (lower case).
+const SQLITE_LIMIT_MESSAGES: [&str; 6] = [
+    "expression tree is too large",
+    "too many terms in compound select",
+    "too many sql variables",
+    "too many columns",
+    "at most 64 tables in a join",
+    // The parser's stack overflowing on deeply nested SQL.
+    "recursion limit",
+];
+
+/// The kind of failure a SQLite error is: a busy or locked database is transient; a missing
+/// table names the table (without the `main.` the TPP views qualify raw tables with); a
+/// string or blob over the size limit, running out of memory, or one of
+/// [`SQLITE_LIMIT_MESSAGES`] is a query too complex.
+pub fn database_failure(error: &rusqlite::Error) -> super::DatabaseFailure {
+    use super::DatabaseFailure;
+    use rusqlite::ErrorCode;
+    let rusqlite::Error::SqliteFailure(failure, message) = error else {
+        return DatabaseFailure::Other;
+    };
+    match failure.code {
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => return DatabaseFailure::Transient,
+        ErrorCode::TooBig | ErrorCode::OutOfMemory => return DatabaseFailure::TooComplex,
+        _ => {}
+    }
+    let message = message.as_deref().unwrap_or_default();
+    if let Some(table) = message.strip_prefix("no such table: ") {
+        let table = table.strip_prefix("main.").unwrap_or(table);
+        return DatabaseFailure::MissingTable(table.to_string());
+    }
+    let lower = message.to_ascii_lowercase();
+    if SQLITE_LIMIT_MESSAGES.iter().any(|m| lower.contains(m)) {
+        return DatabaseFailure::TooComplex;
+    }
+    DatabaseFailure::Other
+}
+
 /// The statements `dump-dataset-sql` prints.
 ///
 /// # Errors
