@@ -266,7 +266,8 @@ fn tpp_rules_map_sex_codes_and_sentinel_dates() {
 /// GP activation: without `include_gp_unactivated`, a patient registered only at a practice
 /// with no `DirectionsAcknowledged` row is excluded, registrations at such practices are not
 /// mapped, and events after the activation end date (the end of the last activated
-/// registration, when an unactivated one ends later) are dropped.
+/// registration, when an unactivated one ends later) are dropped, and so are undated ones
+/// (TPP's sentinel date), as the reference's `NULL <= end_date` drops them.
 #[test]
 fn tpp_gp_activation_is_applied_unless_permitted() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,9 +295,11 @@ fn tpp_gp_activation_is_applied_unless_permitted() {
              (2, '2000-01-01', '9999-12-31', 8), (3, '2000-01-01', '2010-01-01', 7),
              (3, '2010-01-01', '9999-12-31', 8);
          INSERT INTO \"CodedEvent_SNOMED\" (\"Patient_ID\", \"ConsultationDate\", \"ConceptID\", \"NumericValue\") VALUES (1, '2020-01-01', '1', NULL),
+             (1, '9999-12-31 00:00:00', '1', NULL),
              (2, '2020-01-01', '1', NULL), (3, '2009-06-01', '1', NULL),
              (3, '2015-01-01', '1', NULL);
-         INSERT INTO \"MedicationIssue\" (\"Patient_ID\", \"ConsultationDate\", \"MultilexDrug_ID\") VALUES (3, '2010-01-01', 'x'), (3, '2010-01-02', 'x');
+         INSERT INTO \"MedicationIssue\" (\"Patient_ID\", \"ConsultationDate\", \"MultilexDrug_ID\") VALUES (3, '2010-01-01', 'x'), (3, '2010-01-02', 'x'),
+             (1, '9999-12-31', 'x');
          INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2), (3);",
     )
     .unwrap();
@@ -322,7 +325,7 @@ fn tpp_gp_activation_is_applied_unless_permitted() {
     );
     assert_eq!(
         run(r#"["include_gp_unactivated"]"#),
-        "patient_id,events,last,meds,regs\r\n1,1,2020-01-01,0,1\r\n2,1,2020-01-01,0,1\r\n\
+        "patient_id,events,last,meds,regs\r\n1,2,2020-01-01,1,1\r\n2,1,2020-01-01,0,1\r\n\
          3,2,2015-01-01,2,2\r\n"
     );
 }

@@ -43,10 +43,10 @@
 //! `practice_registrations` keeps only registrations at activated practices; and the tables
 //! with an activation filter field (`date` of `clinical_events`, `medications` and
 //! `vaccinations`, `appointments.booked_date`) keep only rows
-//! whose date is on or before the patient's activation end date. Deviation: a NULL date
-//! counts as the ceiling, so it is kept while the activation end date is the ceiling (the
-//! reference's `NULL <= end_date` drops it); this keeps core data with undated events
-//! expressible in raw TPP tables.
+//! whose date is on or before the patient's activation end date. An undated row (TPP's
+//! sentinel date, NULL in ehrQL) is dropped, as the reference's `NULL <= end_date` drops it:
+//! under the activation filter no undated event reaches a study, so the dummy data generator
+//! dates every row of these tables ([`ACTIVATION_FILTER_FIELDS`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -195,7 +195,7 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
             String::new()
         } else {
             format!(
-                " AND COALESCE({date_sql}, {ceiling}) <= (SELECT act.end_date FROM ({activated}) AS act \
+                " AND {date_sql} <= (SELECT act.end_date FROM ({activated}) AS act \
                  WHERE act.patient_id = {alias}.\"Patient_ID\")"
             )
         }
@@ -702,6 +702,15 @@ pub fn raw_tables() -> Vec<RawTable> {
     }
     tables
 }
+
+/// The ehrQL tables whose rows the activation filter limits, and the date it compares with
+/// the patient's activation end date (the reference's `activation_filter_field`).
+pub const ACTIVATION_FILTER_FIELDS: [(&str, &str); 4] = [
+    ("clinical_events", "date"),
+    ("medications", "date"),
+    ("vaccinations", "date"),
+    ("appointments", "booked_date"),
+];
 
 /// Whether `name` is one of the raw tables the mapping reads (SQLite reports names as
 /// written in the query, PostgreSQL as stored: both match exactly).

@@ -366,9 +366,16 @@ impl Generator<'_> {
             }
             _ => {}
         }
-        // Columns the dataset never reads stay NULL where allowed: they cannot matter.
+        // Columns the dataset never reads stay NULL where allowed: they cannot matter. Rows
+        // the TPP backend's activation filter limits are always dated, read or not: it drops
+        // undated ones, so real TPP runs never see them.
         let read = info.columns.contains(&column.name);
-        if !column.not_null() && (!read || self.rng.chance(profile.null_chance)) {
+        let activation_dated = crate::backends::tpp::ACTIVATION_FILTER_FIELDS
+            .contains(&(info.schema.name.as_str(), column.name.as_str()));
+        if !column.not_null()
+            && !activation_dated
+            && (!read || self.rng.chance(profile.null_chance))
+        {
             return Value::Null;
         }
         if let Some(categories) = column.categories() {
