@@ -551,7 +551,7 @@ fn dummy_core_study_tables_give_the_dummy_dataset_on_every_backend() {
 
 /// A study importing from `ehrql.tables.tpp` (addresses, practice attributes, vaccinations,
 /// HES with a diagnosis codelist, CTV3 events, ethnicity, households, place of death, frailty
-/// index, COVID-19 tests).
+/// index, COVID-19 tests, healthcare workers, renal registry).
 #[test]
 fn dummy_tpp_study_tables_give_the_dummy_dataset_on_every_backend() {
     let (dir, _) = study();
@@ -559,7 +559,7 @@ fn dummy_tpp_study_tables_give_the_dummy_dataset_on_every_backend() {
         dir.path(),
         "analysis/tpp_study.py",
         60,
-        r#"["sgss_covid_all_tests"]"#,
+        r#"["sgss_covid_all_tests", "ukrr", "occupation_on_covid_vaccine_record"]"#,
     );
     // The data exercises the new tables: each of these columns has values.
     let mut lines = csv.split("\r\n").filter(|l| !l.is_empty());
@@ -584,6 +584,9 @@ fn dummy_tpp_study_tables_give_the_dummy_dataset_on_every_backend() {
         "first_positive_test",
         "first_positive_variant",
         "negative_tests",
+        "healthcare_worker",
+        "renal_modality",
+        "renal_egfr",
     ] {
         let i = header.iter().position(|h| *h == column).unwrap();
         assert!(

@@ -21,6 +21,8 @@
 //! | `Vaccination` ⟕ `VaccinationReference` | `vaccinations` |
 //! | `DecisionSupportValue` ⟕ `DecisionSupportValueReference` | `decision_support_values` |
 //! | `SGSS_AllTests_Positive` ∪ `SGSS_AllTests_Negative` | `sgss_covid_all_tests` |
+//! | `HealthCareWorker` | `occupation_on_covid_vaccine_record` |
+//! | `UKRR` | `ukrr` |
 //! | `PatientsWithTypeOneDissent` | type 1 opt-outs, excluded unless `include_t1oo` |
 //! | `PatientsWithoutNDOO` | patients without a national data opt-out; only they are included unless `include_ndoo` |
 //! | `DirectionsAcknowledged` | activated practices; applied unless `include_gp_unactivated` |
@@ -90,7 +92,7 @@ impl TppOptions {
 
 /// The ehrQL tables this backend provides: `ehrql.tables.core`'s and those of
 /// `ehrql.tables.tpp` implemented here (each view has the columns of the larger, tpp, schema).
-pub const TABLES: [&str; 14] = crate::tables::TPP_TABLES;
+pub const TABLES: [&str; 16] = crate::tables::TPP_TABLES;
 
 /// HES tables are split between the current table and a static `_ARCHIVED` copy around this
 /// `Der_Activity_Month` (the two overlap; each row is taken from one side of the cut).
@@ -441,6 +443,27 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
             raw("SGSS_AllTests_Negative"),
             keep("n")
         ),
+        "occupation_on_covid_vaccine_record" => format!(
+            "SELECT h.\"Patient_ID\" AS patient_id, TRUE AS is_healthcare_worker FROM {} AS h WHERE {}",
+            raw("HealthCareWorker"),
+            keep("h")
+        ),
+        "ukrr" => {
+            let datasets: Vec<String> = crate::tables::UKRR_DATASETS
+                .iter()
+                .map(|(code, name)| format!("WHEN '{code}' THEN '{name}'"))
+                .collect();
+            format!(
+                "SELECT u.\"Patient_ID\" AS patient_id, CASE u.\"dataset\" {} END AS dataset, \
+                 u.\"renal_centre\" AS renal_centre, {} AS rrt_start_date, u.\"creat\" AS latest_creatinine, \
+                 u.\"eGFR_ckdepi\" AS latest_egfr, u.\"mod_start\" AS treatment_modality_start, \
+                 u.\"mod_prev\" AS treatment_modality_prevalence FROM {} AS u WHERE {}",
+                datasets.join(" "),
+                plain_date("u.\"rrt_start\""),
+                raw("UKRR"),
+                keep("u")
+            )
+        }
         _ => return None,
     })
 }
@@ -691,6 +714,22 @@ pub fn raw_tables() -> Vec<RawTable> {
                 ("Specimen_Date", Date),
                 ("Lab_Report_Date", Date),
                 ("Symptomatic", Str),
+            ],
+        ),
+    ]);
+    tables.extend([
+        table("HealthCareWorker", &[("Patient_ID", Int)]),
+        table(
+            "UKRR",
+            &[
+                ("Patient_ID", Int),
+                ("dataset", Str),
+                ("renal_centre", Str),
+                ("creat", Float),
+                ("eGFR_ckdepi", Float),
+                ("rrt_start", Date),
+                ("mod_start", Str),
+                ("mod_prev", Str),
             ],
         ),
     ]);
@@ -1091,6 +1130,29 @@ pub fn raw_rows_from_core(database: &Database) -> BTreeMap<&'static str, Vec<Vec
                 ],
             );
         }
+    }
+    for (id, _) in rows("occupation_on_covid_vaccine_record") {
+        push("HealthCareWorker", vec![Value::Int(id)]);
+    }
+    for (id, r) in rows("ukrr") {
+        let dataset = r.get("dataset");
+        let code = crate::tables::UKRR_DATASETS
+            .iter()
+            .find(|(_, name)| dataset.as_str() == Some(name))
+            .map_or(Value::Null, |(code, _)| Value::Str((*code).into()));
+        push(
+            "UKRR",
+            vec![
+                Value::Int(id),
+                code,
+                r.get("renal_centre"),
+                r.get("latest_creatinine"),
+                r.get("latest_egfr"),
+                r.get("rrt_start_date"),
+                r.get("treatment_modality_start"),
+                r.get("treatment_modality_prevalence"),
+            ],
+        );
     }
     let mut hidden_used = false;
     for id in &patients {

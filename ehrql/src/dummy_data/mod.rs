@@ -308,6 +308,10 @@ impl Generator<'_> {
         {
             values[size] = Value::Null;
         }
+        // TPP records healthcare workers only: the flag is always true.
+        if let Some(worker) = position("is_healthcare_worker") {
+            values[worker] = Value::Bool(true);
+        }
         // Negative SGSS results have no variant details (their raw table has none).
         if let Some(positive) = position("is_positive")
             && values[positive].as_bool() == Some(false)

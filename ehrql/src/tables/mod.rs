@@ -128,7 +128,7 @@ const CORE: &str = "ehrql.tables.core";
 const TPP: &str = "ehrql.tables.tpp";
 
 /// The tables `ehrql.tables.tpp` provides here (a subset of the reference's 29).
-pub const TPP_TABLES: [&str; 14] = [
+pub const TPP_TABLES: [&str; 16] = [
     "addresses",
     "apcs",
     "appointments",
@@ -138,11 +138,22 @@ pub const TPP_TABLES: [&str; 14] = [
     "ethnicity_from_sus",
     "household_memberships_2020",
     "medications",
+    "occupation_on_covid_vaccine_record",
     "ons_deaths",
     "patients",
     "practice_registrations",
     "sgss_covid_all_tests",
+    "ukrr",
     "vaccinations",
+];
+
+/// The UK Renal Registry's cohort codes (TPP's `UKRR.dataset`) and their ehrQL names.
+pub const UKRR_DATASETS: [(&str, &str); 5] = [
+    ("2019prev", "2019_prevalence"),
+    ("2020prev", "2020_prevalence"),
+    ("2021prev", "2021_prevalence"),
+    ("2020inc", "2020_incidence"),
+    ("2020ckd", "2020_ckd"),
 ];
 
 /// The trusted table named by a serialized `external_ref`, or imported by a definition.
@@ -371,6 +382,33 @@ fn tpp_tables(
         ],
     );
     Arc::make_mut(&mut sgss).required_permission = Some("sgss_covid_all_tests".into());
+    let mut occupation = table(
+        TPP,
+        "occupation_on_covid_vaccine_record",
+        false,
+        vec![col("is_healthcare_worker", Bool, vec![])],
+    );
+    Arc::make_mut(&mut occupation).required_permission =
+        Some("occupation_on_covid_vaccine_record".into());
+    let mut ukrr = table(
+        TPP,
+        "ukrr",
+        false,
+        vec![
+            col(
+                "dataset",
+                Str,
+                vec![strings(&UKRR_DATASETS.map(|(_, name)| name))],
+            ),
+            col("renal_centre", Str, vec![]),
+            col("rrt_start_date", Date, vec![]),
+            col("latest_creatinine", Float, vec![]),
+            col("latest_egfr", Float, vec![]),
+            col("treatment_modality_start", Str, vec![]),
+            col("treatment_modality_prevalence", Str, vec![]),
+        ],
+    );
+    Arc::make_mut(&mut ukrr).required_permission = Some("ukrr".into());
     vec![
         table(
             TPP,
@@ -492,9 +530,11 @@ fn tpp_tables(
                 col("consultation_id", Int, vec![]),
             ],
         ),
+        occupation,
         table(TPP, "ons_deaths", true, ons_columns),
         table(TPP, "practice_registrations", false, registration_columns),
         sgss,
+        ukrr,
         table(
             TPP,
             "vaccinations",
