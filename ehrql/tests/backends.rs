@@ -371,6 +371,35 @@ fn environment_errors_have_the_reference_exit_codes() {
     assert!(!dir.path().join("out.csv").exists());
 }
 
+/// Serialized definitions name tpp tables by `(module, name)` as the reference's serializer
+/// does; `ehrql.tables.tpp.patients` is the core table, so either module finds it.
+#[test]
+fn json_definitions_name_tpp_tables_by_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let definition = r#"{
+      "value": {"ModuleDetails": {"dataset": {"ref": "1"}, "measures": null,
+        "claimed_permissions": {"tuple": []}, "dataset_dummy_data_config": null}},
+      "1": {"Dataset": {"population": {"ref": "2"}, "variables": {"dict": [["imd", {"ref": "4"}], ["sex", {"ref": "5"}]]},
+        "events": {"dict": []}, "measures": null}},
+      "2": {"AggregateByPatient.Exists": {"source": {"external_ref": {"module": "ehrql.tables.tpp", "name": "patients"}}}},
+      "3": {"SelectColumn": {"source": {"external_ref": {"module": "ehrql.tables.tpp", "name": "addresses"}}, "name": "imd_rounded"}},
+      "4": {"AggregateByPatient.Max": {"source": {"ref": "3"}}},
+      "5": {"SelectColumn": {"source": {"external_ref": {"module": "ehrql.tables.core", "name": "patients"}}, "name": "sex"}}
+    }"#;
+    fs::write(dir.path().join("def.json"), definition).unwrap();
+    let out = ehrql(dir.path(), &["generate-dataset", "def.json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(csv.starts_with("patient_id,imd,sex\r\n1,"), "{csv}");
+    for line in csv.lines().skip(1) {
+        let imd = line.split(',').nth(1).unwrap();
+        assert!(
+            imd.is_empty() || imd.parse::<i64>().unwrap() % 100 == 0,
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn event_tables_need_the_event_level_data_permission() {
     let dir = tempfile::tempdir().unwrap();
