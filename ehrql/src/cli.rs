@@ -572,7 +572,13 @@ fn database_engine(
         return Ok(Box::new(engine.with_table_views(views)));
     }
     let views = backend_views(backend, SqlFlavour::Sqlite, dataset, permissions)?;
-    sqlite_engine(dsn, query_engine, &views)
+    let temp_database = match backend {
+        Some(Backend::Tpp) => std::env::var("TEMP_DATABASE_NAME")
+            .ok()
+            .filter(|name| !name.is_empty()),
+        None => None,
+    };
+    sqlite_engine(dsn, query_engine, &views, temp_database.as_deref())
 }
 
 /// `generate-measures`: every measure at every interval, on the database or on dummy data,
@@ -658,12 +664,13 @@ fn measures_failure(e: crate::measures::MeasuresError) -> Failure {
     }
 }
 
-/// The SQLite (or in-memory over SQLite) engine for a `sqlite://` DSN, with the backend's
-/// `views` installed.
+/// The SQLite (or in-memory over SQLite) engine for a `sqlite://` DSN, with the TPP
+/// backend's `TEMP_DATABASE_NAME` database attached and the backend's `views` installed.
 fn sqlite_engine(
     dsn: &str,
     query_engine: Option<QueryEngine>,
     views: &[String],
+    temp_database: Option<&str>,
 ) -> Result<Box<dyn Engine>, Failure> {
     let Some(path) = sqlite_path(dsn) else {
         return Err(fail(
@@ -682,6 +689,11 @@ fn sqlite_engine(
     let engine: Box<dyn Engine> = match query_engine.unwrap_or(QueryEngine::Sqlite) {
         QueryEngine::Sqlite => {
             let engine = SqliteEngine::open(&path).map_err(engine_failure)?;
+            if let Some(name) = temp_database {
+                let temp_path =
+                    tpp::sqlite_temp_database_path(&path, name).map_err(|e| fail(EXIT_USAGE, e))?;
+                engine.attach(name, &temp_path).map_err(engine_failure)?;
+            }
             for view in views {
                 engine.execute(view).map_err(engine_failure)?;
             }

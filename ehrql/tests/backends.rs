@@ -719,10 +719,12 @@ fn tpp_appointments_need_their_permission_and_map_hes_and_appointment_rules() {
     );
 }
 
-/// With `TEMP_DATABASE_NAME`, dm+d codes also come from that database's (PostgreSQL: schema's)
-/// `CustomMedicationDictionary`; without it, only from `MedicationDictionary`.
+/// With `TEMP_DATABASE_NAME`, dm+d codes also come from that database's
+/// `CustomMedicationDictionary` (PostgreSQL: a schema; SQLite: the file `<name>.db` beside the
+/// main database, attached); without it, only from `MedicationDictionary`. On SQLite a name
+/// that could leave the directory, or names no file, is refused with exit code 2.
 #[test]
-fn tpp_custom_medication_dictionary_comes_from_temp_database_name_on_postgres() {
+fn tpp_custom_medication_dictionary_comes_from_temp_database_name() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(
         dir.path().join("def.py"),
@@ -731,44 +733,80 @@ fn tpp_custom_medication_dictionary_comes_from_temp_database_name_on_postgres() 
          dataset.dmd = medications.sort_by(medications.date).first_for_patient().dmd_code\n",
     )
     .unwrap();
+    let raw_rows = "INSERT INTO \"MedicationDictionary\" VALUES ('known', '39113311000001107');
+         INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'F', '9999-12-31'), (2, '1980-01-01', 'M', '9999-12-31');
+         INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2);
+         INSERT INTO \"Organisation\" (\"Organisation_ID\") VALUES (7);
+         INSERT INTO \"DirectionsAcknowledged\" VALUES (7);
+         INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '9999-12-31', 7), (2, '2000-01-01', '9999-12-31', 7);
+         INSERT INTO \"MedicationIssue\" (\"Patient_ID\", \"ConsultationDate\", \"MultilexDrug_ID\") VALUES (1, '2020-01-01', 'known'), (2, '2020-01-01', 'custom');";
+    let custom_dictionary = "CREATE TABLE {schema}\"CustomMedicationDictionary\" (\"MultilexDrug_ID\" TEXT, \"DMD_ID\" TEXT);
+         INSERT INTO {schema}\"CustomMedicationDictionary\" VALUES ('custom', '39113611000001102');";
     let postgres = postgres_support::TestDatabase::create();
-    let engine = postgres.connect();
-    engine
-        .execute(&tpp::create_raw_tables_sql(SqlFlavour::Postgres).join(";"))
+    postgres
+        .connect()
+        .execute(&format!(
+            "{}; CREATE SCHEMA temp_db; {} {raw_rows}",
+            tpp::create_raw_tables_sql(SqlFlavour::Postgres).join(";"),
+            custom_dictionary.replace("{schema}", "temp_db.")
+        ))
         .unwrap();
-    engine
-        .execute(
-            "CREATE SCHEMA temp_db;
-             CREATE TABLE temp_db.\"CustomMedicationDictionary\" (\"MultilexDrug_ID\" TEXT, \"DMD_ID\" TEXT);
-             INSERT INTO temp_db.\"CustomMedicationDictionary\" VALUES ('custom', '39113611000001102');
-             INSERT INTO \"MedicationDictionary\" VALUES ('known', '39113311000001107');
-             INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'F', '9999-12-31'), (2, '1980-01-01', 'M', '9999-12-31');
-             INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2);
-             INSERT INTO \"Organisation\" (\"Organisation_ID\") VALUES (7);
-             INSERT INTO \"DirectionsAcknowledged\" VALUES (7);
-             INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '9999-12-31', 7), (2, '2000-01-01', '9999-12-31', 7);
-             INSERT INTO \"MedicationIssue\" (\"Patient_ID\", \"ConsultationDate\", \"MultilexDrug_ID\") VALUES (1, '2020-01-01', 'known'), (2, '2020-01-01', 'custom');",
-        )
+    let sqlite = Connection::open(dir.path().join("tpp.db")).unwrap();
+    sqlite
+        .execute_batch(&format!(
+            "{}; {raw_rows}",
+            tpp::create_raw_tables_sql(SqlFlavour::Sqlite).join(";")
+        ))
         .unwrap();
-    let run = |env: &[(&str, &str)]| {
-        let out = ehrql(
+    Connection::open(dir.path().join("temp_db.db"))
+        .unwrap()
+        .execute_batch(&custom_dictionary.replace("{schema}", ""))
+        .unwrap();
+    let run = |dsn: &str, env: &[(&str, &str)]| {
+        ehrql(
             dir.path(),
             &[
                 "generate-dataset",
                 "def.py",
                 "--dsn",
-                &postgres.url,
+                dsn,
                 "--backend",
                 "tpp",
             ],
             env,
-        );
-        assert!(out.status.success(), "{}", stderr(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        )
     };
-    assert_eq!(run(&[]), "patient_id,dmd\r\n1,39113311000001107\r\n2,\r\n");
-    assert_eq!(
-        run(&[("TEMP_DATABASE_NAME", "temp_db")]),
-        "patient_id,dmd\r\n1,39113311000001107\r\n2,39113611000001102\r\n"
-    );
+    for dsn in [postgres.url.as_str(), "sqlite:///tpp.db"] {
+        let stdout = |env: &[(&str, &str)]| {
+            let out = run(dsn, env);
+            assert!(out.status.success(), "{dsn}: {}", stderr(&out));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_eq!(
+            stdout(&[]),
+            "patient_id,dmd\r\n1,39113311000001107\r\n2,\r\n",
+            "{dsn}"
+        );
+        assert_eq!(
+            stdout(&[("TEMP_DATABASE_NAME", "temp_db")]),
+            "patient_id,dmd\r\n1,39113311000001107\r\n2,39113611000001102\r\n",
+            "{dsn}"
+        );
+    }
+    for (name, message) in [
+        (
+            "../temp_db",
+            "may contain only letters, digits, '_' and '-'",
+        ),
+        ("main", "SQLite's own database names"),
+        (
+            "absent",
+            "no database file absent.db beside the main database",
+        ),
+    ] {
+        let out = run("sqlite:///tpp.db", &[("TEMP_DATABASE_NAME", name)]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{name}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{name}");
+    }
 }

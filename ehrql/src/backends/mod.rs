@@ -33,6 +33,14 @@ pub enum BackendError {
     /// `EHRQL_PERMISSIONS` is not a JSON list of strings.
     #[error("EHRQL_PERMISSIONS must be a JSON list of strings, like [\"include_t1oo\"]; got {0}")]
     Permissions(String),
+    /// `TEMP_DATABASE_NAME` cannot be used.
+    #[error("TEMP_DATABASE_NAME '{name}': {reason}")]
+    TempDatabase {
+        /// The name given.
+        name: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// A table the backend does not provide.
     #[error("table '{0}' is not available on the {1} backend")]
     TableNotAvailable(String, &'static str),

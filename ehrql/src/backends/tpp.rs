@@ -30,8 +30,8 @@
 //! Rules applied: dates are the date part of TPP's datetimes, and the sentinel `9999-12-31`
 //! means NULL; sex `M`/`F`/`I` is `male`/`female`/`intersex`, anything else `unknown`; an empty
 //! dm+d id is NULL; with `TEMP_DATABASE_NAME` set, the dm+d dictionary also includes
-//! `<TEMP_DATABASE_NAME>.CustomMedicationDictionary` (an attached database on SQLite, a schema
-//! on PostgreSQL).
+//! `<TEMP_DATABASE_NAME>.CustomMedicationDictionary` (on SQLite the file `<TEMP_DATABASE_NAME>.db`
+//! beside the main database, attached: [`sqlite_temp_database_path`]; a schema on PostgreSQL).
 //!
 //! Opt-outs: the reference ANDs `NOT t1oo` and `patients_without_ndoo` into the population. We
 //! remove the opted-out patients from every mapped table instead. That gives the same dataset:
@@ -51,6 +51,7 @@
 //! dates every row of these tables ([`ACTIVATION_FILTER_FIELDS`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use super::{BackendError, Permissions};
 use crate::engines::{Database, TableData};
@@ -740,6 +741,43 @@ pub fn raw_tables() -> Vec<RawTable> {
         });
     }
     tables
+}
+
+/// On SQLite, the database file `TEMP_DATABASE_NAME` names: `<name>.db` in the directory of
+/// the main database file, attached under the schema name `name` so the mapping's
+/// `"<name>"."CustomMedicationDictionary"` finds it (on MSSQL it names a database on the same
+/// server, on PostgreSQL a schema). The name may hold only ASCII letters, digits, `_` and `-`,
+/// so it can never point outside that directory, and may not be SQLite's own `main` or
+/// `temp`.
+///
+/// # Errors
+/// A name outside those rules, or no such file.
+pub fn sqlite_temp_database_path(main: &Path, name: &str) -> Result<PathBuf, BackendError> {
+    let refuse = |reason: String| BackendError::TempDatabase {
+        name: name.to_string(),
+        reason,
+    };
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if !name.chars().all(allowed) {
+        return Err(refuse(
+            "on SQLite it names a database file <name>.db beside the main database, so it may \
+             contain only letters, digits, '_' and '-'"
+                .into(),
+        ));
+    }
+    if name.eq_ignore_ascii_case("main") || name.eq_ignore_ascii_case("temp") {
+        return Err(refuse(
+            "'main' and 'temp' are SQLite's own database names".into(),
+        ));
+    }
+    let path = main.with_file_name(format!("{name}.db"));
+    if !path.is_file() {
+        return Err(refuse(format!(
+            "there is no database file {} beside the main database",
+            path.display()
+        )));
+    }
+    Ok(path)
 }
 
 /// The ehrQL tables whose rows the activation filter limits, and the date it compares with

@@ -54,6 +54,17 @@ impl SqliteEngine {
         Ok(())
     }
 
+    /// Attaches the database file at `path` as schema `name`, opened like the main one
+    /// (read-only).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn attach(&self, name: &str, path: &Path) -> Result<(), EngineError> {
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS ?2", (path.to_string_lossy(), name))?;
+        Ok(())
+    }
+
     /// An in-memory SQLite database holding `database`'s tables (tests, conformance).
     ///
     /// # Errors
