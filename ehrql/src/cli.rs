@@ -28,6 +28,7 @@ use crate::frontend::json::{LoadError, load_definition};
 use crate::frontend::language::{self, LanguageError};
 use crate::local_files::{self, FileColumn};
 use crate::output::{OutputError, OutputTarget};
+use crate::sql::CaseInsensitiveColumns;
 use crate::sql::{Statement, StatementKind};
 
 /// Exit code: bad arguments or a malformed/invalid definition file.
@@ -246,6 +247,17 @@ fn backend_views(
     tpp::view_statements(flavour, &options, &names).map_err(|e| fail(EXIT_USAGE, e))
 }
 
+/// The string columns the backend compares case-insensitively (none without a backend).
+fn backend_case_insensitive(
+    backend: Option<Backend>,
+    dataset: &crate::query_model::Dataset,
+) -> CaseInsensitiveColumns {
+    match backend {
+        Some(Backend::Tpp) => tpp::case_insensitive_columns(dataset),
+        None => CaseInsensitiveColumns::default(),
+    }
+}
+
 fn load(definition: &Path) -> Result<Definition, Failure> {
     if definition.extension().is_some_and(|e| e == "py") {
         // Codelist paths are relative to the current directory (the workspace), as in the
@@ -418,7 +430,10 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                 sql,
             })
             .collect();
-            statements.extend(sqlite::dataset_sql(&dataset).map_err(|e| fail(EXIT_USAGE, e))?);
+            statements.extend(
+                sqlite::dataset_sql(&dataset, &backend_case_insensitive(backend, &dataset))
+                    .map_err(|e| fail(EXIT_USAGE, e))?,
+            );
             let text = format_sql(&statements);
             match output {
                 Some(path) => std::fs::write(&path, text).map_err(|e| {
@@ -569,7 +584,11 @@ fn database_engine(
         }
         let views = backend_views(backend, SqlFlavour::Postgres, dataset, permissions)?;
         let engine = PostgresEngine::connect(dsn).map_err(engine_failure)?;
-        return Ok(Box::new(engine.with_table_views(views)));
+        return Ok(Box::new(
+            engine
+                .with_table_views(views)
+                .with_case_insensitive_columns(backend_case_insensitive(backend, dataset)),
+        ));
     }
     let views = backend_views(backend, SqlFlavour::Sqlite, dataset, permissions)?;
     let temp_database = match backend {
@@ -578,7 +597,13 @@ fn database_engine(
             .filter(|name| !name.is_empty()),
         None => None,
     };
-    sqlite_engine(dsn, query_engine, &views, temp_database.as_deref())
+    sqlite_engine(
+        dsn,
+        query_engine,
+        &views,
+        temp_database.as_deref(),
+        backend_case_insensitive(backend, dataset),
+    )
 }
 
 /// `generate-measures`: every measure at every interval, on the database or on dummy data,
@@ -671,6 +696,7 @@ fn sqlite_engine(
     query_engine: Option<QueryEngine>,
     views: &[String],
     temp_database: Option<&str>,
+    case_insensitive: CaseInsensitiveColumns,
 ) -> Result<Box<dyn Engine>, Failure> {
     let Some(path) = sqlite_path(dsn) else {
         return Err(fail(
@@ -688,7 +714,9 @@ fn sqlite_engine(
     }
     let engine: Box<dyn Engine> = match query_engine.unwrap_or(QueryEngine::Sqlite) {
         QueryEngine::Sqlite => {
-            let engine = SqliteEngine::open(&path).map_err(engine_failure)?;
+            let engine = SqliteEngine::open(&path)
+                .map_err(engine_failure)?
+                .with_case_insensitive_columns(case_insensitive);
             if let Some(name) = temp_database {
                 let temp_path =
                     tpp::sqlite_temp_database_path(&path, name).map_err(|e| fail(EXIT_USAGE, e))?;

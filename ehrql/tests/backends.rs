@@ -810,3 +810,96 @@ fn tpp_custom_medication_dictionary_comes_from_temp_database_name() {
         assert!(out.stdout.is_empty(), "{name}");
     }
 }
+
+/// TPP's collations (spec §4.2): on the `tpp` backend every string column but CTV3 and
+/// SNOMED CT codes compares case-insensitively (equality, `is_in` as a short list, a values
+/// table and a code map, `contains`, ordering in picks and aggregates, `count_distinct`),
+/// on both engines; the default backend compares the same values binary.
+#[test]
+fn tpp_strings_compare_case_insensitively_except_ctv3_and_snomed_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let long_list: Vec<String> = (0..40)
+        .map(|i| format!("r{i}"))
+        .chain(["london".to_string()])
+        .collect();
+    let source = "from ehrql import create_dataset\n\
+         from ehrql.tables.tpp import patients, practice_registrations as regs, clinical_events as events\n\
+         dataset = create_dataset()\ndataset.define_population(patients.exists_for_patient())\n\
+         region = regs.sort_by(regs.start_date).last_for_patient().practice_nuts1_region_name\n\
+         dataset.eq = region == 'london'\n\
+         dataset.in_long = region.is_in(LONG)\n\
+         dataset.contains = region.contains('ond')\n\
+         dataset.in_map = regs.where(regs.practice_nuts1_region_name.is_in(['london'])).count_for_patient()\n\
+         dataset.distinct = regs.practice_nuts1_region_name.count_distinct_for_patient()\n\
+         dataset.max_is_b = regs.practice_nuts1_region_name.maximum_for_patient() == 'b'\n\
+         dataset.first = regs.sort_by(regs.practice_nuts1_region_name, regs.start_date).first_for_patient().start_date\n\
+         dataset.ctv3_lower = events.where(events.ctv3_code.is_in(['xabcd'])).count_for_patient()\n\
+         dataset.ctv3_exact = events.where(events.ctv3_code == 'XaBcD').count_for_patient()\n"
+        .replace("LONG", &format!("{long_list:?}"));
+    fs::write(dir.path().join("def.py"), source).unwrap();
+    // Patient 1 moved from a "London" practice to a "LONDON" one, patient 2 from "B" to "a".
+    let raw = "INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'F', '9999-12-31'), (2, '1980-01-01', 'M', '9999-12-31');
+         INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2);
+         INSERT INTO \"Organisation\" VALUES (1, 'E1', 'London', '2000-01-01'), (2, 'E1', 'LONDON', '2000-01-01'),
+             (3, 'E1', 'B', '2000-01-01'), (4, 'E1', 'a', '2000-01-01');
+         INSERT INTO \"DirectionsAcknowledged\" VALUES (1), (2), (3), (4);
+         INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '2005-01-01', 1), (1, '2005-01-01', '9999-12-31', 2),
+             (2, '2000-01-01', '2005-01-01', 3), (2, '2005-01-01', '9999-12-31', 4);
+         INSERT INTO \"CodedEvent\" VALUES (1, '2020-01-01', 'XaBcD', NULL, 1);";
+    let core = "CREATE TABLE patients (patient_id BIGINT, date_of_birth DATE, sex TEXT, date_of_death DATE);
+         CREATE TABLE practice_registrations (patient_id BIGINT, start_date DATE, end_date DATE, practice_pseudo_id BIGINT,
+             practice_stp TEXT, practice_nuts1_region_name TEXT, practice_systmone_go_live_date DATE);
+         CREATE TABLE clinical_events (patient_id BIGINT, date DATE, snomedct_code TEXT, ctv3_code TEXT,
+             numeric_value DOUBLE PRECISION, consultation_id BIGINT);
+         INSERT INTO patients VALUES (1, '1980-01-01', 'female', NULL), (2, '1980-01-01', 'male', NULL);
+         INSERT INTO practice_registrations VALUES (1, '2000-01-01', '2005-01-01', 1, 'E1', 'London', '2000-01-01'),
+             (1, '2005-01-01', NULL, 2, 'E1', 'LONDON', '2000-01-01'), (2, '2000-01-01', '2005-01-01', 3, 'E1', 'B', '2000-01-01'),
+             (2, '2005-01-01', NULL, 4, 'E1', 'a', '2000-01-01');
+         INSERT INTO clinical_events VALUES (1, '2020-01-01', NULL, 'XaBcD', NULL, 1);";
+    let tpp_postgres = postgres_support::TestDatabase::create();
+    tpp_postgres
+        .connect()
+        .execute(&format!(
+            "{}; {raw}",
+            tpp::create_raw_tables_sql(SqlFlavour::Postgres).join(";")
+        ))
+        .unwrap();
+    let core_postgres = postgres_support::TestDatabase::create();
+    core_postgres.connect().execute(core).unwrap();
+    Connection::open(dir.path().join("tpp.db"))
+        .unwrap()
+        .execute_batch(&format!(
+            "{}; {raw}",
+            tpp::create_raw_tables_sql(SqlFlavour::Sqlite).join(";")
+        ))
+        .unwrap();
+    Connection::open(dir.path().join("core.db"))
+        .unwrap()
+        .execute_batch(core)
+        .unwrap();
+    let run = |dsn: &str, backend: &str| {
+        let out = ehrql(
+            dir.path(),
+            &["generate-dataset", "def.py", "--dsn", dsn],
+            &[("OPENSAFELY_BACKEND", backend)],
+        );
+        assert!(out.status.success(), "{dsn}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let header =
+        "patient_id,eq,in_long,contains,in_map,distinct,max_is_b,first,ctv3_lower,ctv3_exact\r\n";
+    for dsn in [tpp_postgres.url.as_str(), "sqlite:///tpp.db"] {
+        assert_eq!(
+            run(dsn, "tpp"),
+            format!("{header}1,T,T,T,2,1,F,2000-01-01,0,1\r\n2,F,F,F,0,2,T,2005-01-01,0,0\r\n"),
+            "{dsn}"
+        );
+    }
+    for dsn in [core_postgres.url.as_str(), "sqlite:///core.db"] {
+        assert_eq!(
+            run(dsn, "expectations"),
+            format!("{header}1,F,F,F,0,2,F,2005-01-01,0,1\r\n2,F,F,F,0,2,F,2000-01-01,0,0\r\n"),
+            "{dsn}"
+        );
+    }
+}

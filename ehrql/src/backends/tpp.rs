@@ -55,7 +55,8 @@ use std::path::{Path, PathBuf};
 
 use super::{BackendError, Permissions};
 use crate::engines::{Database, TableData};
-use crate::query_model::{ScalarType, Value};
+use crate::query_model::{CodeSystem, Dataset, ScalarType, Value};
+use crate::sql::CaseInsensitiveColumns;
 
 /// Where the views will run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +99,27 @@ pub const TABLES: [&str; 16] = crate::tables::TPP_TABLES;
 /// HES tables are split between the current table and a static `_ARCHIVED` copy around this
 /// `Der_Activity_Month` (the two overlap; each row is taken from one side of the cut).
 const HES_ARCHIVE_CUTOFF: &str = "202304";
+
+/// TPP's collations (spec §4.2): CTV3 and SNOMED CT code columns are `Latin1_General_BIN`,
+/// every other string column (dm+d codes, multi-code strings and text included)
+/// `Latin1_General_CI_AS`, comparing case-insensitively. The columns of the tables `dataset`
+/// reads that do.
+pub fn case_insensitive_columns(dataset: &Dataset) -> CaseInsensitiveColumns {
+    let mut columns = Vec::new();
+    for table in crate::dummy_data::tables_used(dataset) {
+        for column in &table.schema.columns {
+            let case_insensitive = match column.ty {
+                ScalarType::Code(CodeSystem::Ctv3 | CodeSystem::SnomedCt) => false,
+                ScalarType::Str | ScalarType::Code(_) | ScalarType::MultiCodeString(_) => true,
+                _ => false,
+            };
+            if case_insensitive {
+                columns.push((table.schema.name.clone(), column.name.clone()));
+            }
+        }
+    }
+    CaseInsensitiveColumns::new(columns)
+}
 
 /// `CREATE TEMP VIEW` statements mapping each ehrQL table in `tables` onto the raw tables.
 ///

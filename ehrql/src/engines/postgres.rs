@@ -38,6 +38,8 @@ pub struct PostgresEngine {
     /// A backend's views over its raw tables, created at the start of every run (each run
     /// first discards the session's temporary objects).
     table_views: Vec<String>,
+    /// A backend's case-insensitive string columns (none by default).
+    case_insensitive: sql::CaseInsensitiveColumns,
 }
 
 impl std::fmt::Debug for PostgresEngine {
@@ -79,6 +81,7 @@ impl PostgresEngine {
             runtime,
             client,
             table_views: Vec::new(),
+            case_insensitive: sql::CaseInsensitiveColumns::default(),
         };
         // Sorting and comparing must not depend on the server's locale or time zone.
         engine.execute("SET client_min_messages = warning; SET TimeZone = 'UTC'")?;
@@ -90,6 +93,18 @@ impl PostgresEngine {
     pub fn with_table_views(self, views: Vec<String>) -> PostgresEngine {
         PostgresEngine {
             table_views: views,
+            ..self
+        }
+    }
+
+    /// This engine, comparing the strings of `columns` case-insensitively (a backend's
+    /// collations).
+    pub fn with_case_insensitive_columns(
+        self,
+        columns: sql::CaseInsensitiveColumns,
+    ) -> PostgresEngine {
+        PostgresEngine {
+            case_insensitive: columns,
             ..self
         }
     }
@@ -238,14 +253,17 @@ pub fn database_failure(error: &tokio_postgres::Error) -> super::DatabaseFailure
 ///
 /// # Errors
 /// Constructs the compiler does not support.
-pub fn dataset_sql(dataset: &Dataset) -> Result<Vec<sql::Statement>, sql::CompileError> {
-    sql::compile(dataset, &PostgresDialect)
+pub fn dataset_sql(
+    dataset: &Dataset,
+    case_insensitive: &sql::CaseInsensitiveColumns,
+) -> Result<Vec<sql::Statement>, sql::CompileError> {
+    sql::compile(dataset, &PostgresDialect, case_insensitive)
 }
 
 impl Engine for PostgresEngine {
     fn run(&mut self, dataset: &Dataset, sink: &mut dyn RowSink) -> Result<(), EngineError> {
-        let statements =
-            dataset_sql(dataset).map_err(|e| EngineError::Unsupported(e.to_string()))?;
+        let statements = dataset_sql(dataset, &self.case_insensitive)
+            .map_err(|e| EngineError::Unsupported(e.to_string()))?;
         self.run_statements(&statements, &table_specs(dataset), sink)
     }
 
@@ -255,8 +273,9 @@ impl Engine for PostgresEngine {
         grouped: &GroupedSum,
         sink: &mut dyn RowSink,
     ) -> Result<(), EngineError> {
-        let statements = sql::compile_grouped_sum(dataset, &PostgresDialect, grouped)
-            .map_err(|e| EngineError::Unsupported(e.to_string()))?;
+        let statements =
+            sql::compile_grouped_sum(dataset, &PostgresDialect, &self.case_insensitive, grouped)
+                .map_err(|e| EngineError::Unsupported(e.to_string()))?;
         let specs = vec![("measures".to_string(), grouped.columns(dataset))];
         self.run_statements(&statements, &specs, sink)
     }

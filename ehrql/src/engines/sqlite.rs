@@ -13,13 +13,15 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::{Database, Engine, EngineError, GroupedSum, RowSink, table_specs};
 use crate::query_model::{Dataset, Date, ScalarType, Value};
-use crate::sql::dialect::SQLITE_PICK_AGGREGATE;
+use crate::sql::dialect::{SQLITE_CASE_FOLD, SQLITE_CASE_INSENSITIVE, SQLITE_PICK_AGGREGATE};
 use crate::sql::{self, Dialect, SqliteDialect, StatementKind};
 
 /// Runs datasets against a SQLite database whose tables are named and shaped like the
 /// query-model tables (the reference's default backend).
 pub struct SqliteEngine {
     conn: Connection,
+    /// A backend's case-insensitive string columns (none by default).
+    case_insensitive: sql::CaseInsensitiveColumns,
 }
 
 impl std::fmt::Debug for SqliteEngine {
@@ -84,7 +86,22 @@ impl SqliteEngine {
         // save the page copies (about a tenth of the CPU time) but would count every page of
         // the database in the process's resident memory.
         conn.execute_batch("PRAGMA temp_store = FILE; PRAGMA cache_size = -2000;")?;
-        Ok(SqliteEngine { conn })
+        Ok(SqliteEngine {
+            conn,
+            case_insensitive: sql::CaseInsensitiveColumns::default(),
+        })
+    }
+
+    /// This engine, comparing the strings of `columns` case-insensitively (a backend's
+    /// collations).
+    pub fn with_case_insensitive_columns(
+        self,
+        columns: sql::CaseInsensitiveColumns,
+    ) -> SqliteEngine {
+        SqliteEngine {
+            case_insensitive: columns,
+            ..self
+        }
     }
 }
 
@@ -187,6 +204,13 @@ fn register_functions(conn: &Connection) -> Result<(), EngineError> {
             })
         })?;
     }
+    conn.create_collation(SQLITE_CASE_INSENSITIVE, compare_case_insensitive)?;
+    conn.create_scalar_function(SQLITE_CASE_FOLD, 1, flags, |ctx| {
+        Ok(match ctx.get_raw(0) {
+            ValueRef::Text(text) => SqlValue::Text(String::from_utf8_lossy(text).to_lowercase()),
+            _ => ctx.get::<SqlValue>(0)?,
+        })
+    })?;
     let pick = SQLITE_PICK_AGGREGATE;
     conn.create_aggregate_function(pick.first, -1, flags, Pick { last: false })?;
     conn.create_aggregate_function(pick.last, -1, flags, Pick { last: true })?;
@@ -198,6 +222,14 @@ fn register_functions(conn: &Connection) -> Result<(), EngineError> {
         })
     })?;
     Ok(())
+}
+
+/// The order of [`SQLITE_CASE_INSENSITIVE`]: that of the strings' lower-case forms, so values
+/// differing only in case are equal. The same order as comparing [`SQLITE_CASE_FOLD`]'s values.
+fn compare_case_insensitive(a: &str, b: &str) -> Ordering {
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .cmp(b.chars().flat_map(char::to_lowercase))
 }
 
 /// The pick aggregates `f(key, ...)`: the keys of the row with the smallest (or, `last`,
@@ -378,14 +410,17 @@ pub fn database_failure(error: &rusqlite::Error) -> super::DatabaseFailure {
 ///
 /// # Errors
 /// Constructs the compiler does not support.
-pub fn dataset_sql(dataset: &Dataset) -> Result<Vec<sql::Statement>, sql::CompileError> {
-    sql::compile(dataset, &SqliteDialect)
+pub fn dataset_sql(
+    dataset: &Dataset,
+    case_insensitive: &sql::CaseInsensitiveColumns,
+) -> Result<Vec<sql::Statement>, sql::CompileError> {
+    sql::compile(dataset, &SqliteDialect, case_insensitive)
 }
 
 impl Engine for SqliteEngine {
     fn run(&mut self, dataset: &Dataset, sink: &mut dyn RowSink) -> Result<(), EngineError> {
-        let statements =
-            dataset_sql(dataset).map_err(|e| EngineError::Unsupported(e.to_string()))?;
+        let statements = dataset_sql(dataset, &self.case_insensitive)
+            .map_err(|e| EngineError::Unsupported(e.to_string()))?;
         self.run_statements(&statements, &table_specs(dataset), sink)
     }
 
@@ -395,8 +430,9 @@ impl Engine for SqliteEngine {
         grouped: &GroupedSum,
         sink: &mut dyn RowSink,
     ) -> Result<(), EngineError> {
-        let statements = sql::compile_grouped_sum(dataset, &SqliteDialect, grouped)
-            .map_err(|e| EngineError::Unsupported(e.to_string()))?;
+        let statements =
+            sql::compile_grouped_sum(dataset, &SqliteDialect, &self.case_insensitive, grouped)
+                .map_err(|e| EngineError::Unsupported(e.to_string()))?;
         let specs = vec![("measures".to_string(), grouped.columns(dataset))];
         self.run_statements(&statements, &specs, sink)
     }

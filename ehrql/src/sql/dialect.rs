@@ -63,11 +63,39 @@ pub trait Dialect {
     /// indexed on `index_columns`.
     fn create_temp_table(&self, name: &str, select: &str, index_columns: &[&str]) -> Vec<String>;
     /// Statements creating a one-column temporary table `name(value)` holding `values`
-    /// (long `IN` lists).
-    fn create_values_table(&self, name: &str, values: &[String]) -> Vec<String>;
+    /// (long `IN` lists); with `case_insensitive`, keyed under [`Dialect::case_insensitive`]'s
+    /// collation, values differing only in case kept once.
+    fn create_values_table(
+        &self,
+        name: &str,
+        values: &[String],
+        case_insensitive: bool,
+    ) -> Vec<String>;
     /// Statements creating temporary table `name(value, mask)` from (literal, mask) rows,
-    /// keyed by `value` (code maps: one lookup answers many `is_in` tests).
-    fn create_code_map(&self, name: &str, rows: &[(String, i64)]) -> Vec<String>;
+    /// keyed by `value` (code maps: one lookup answers many `is_in` tests); with
+    /// `case_insensitive`, keyed under [`Dialect::case_insensitive`]'s collation, the masks of
+    /// values differing only in case ORed together.
+    fn create_code_map(
+        &self,
+        name: &str,
+        rows: &[(String, i64)],
+        case_insensitive: bool,
+    ) -> Vec<String>;
+    /// A string expression whose comparisons (`=`, `<`, `IN`, `MIN`/`MAX`, `DISTINCT`,
+    /// `ORDER BY`) ignore case while its value stays as stored: TPP's `Latin1_General_CI_AS`
+    /// columns (spec §4.2). Wraps any collation the expression already has.
+    fn case_insensitive(&self, expr: &str) -> String;
+    /// Statements making [`Dialect::case_insensitive`] available, if the engine does not
+    /// provide it on every connection.
+    fn case_insensitive_setup(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// A sort key ordering `expr` ignoring case, for sort-and-pick.
+    fn case_insensitive_sort_key(&self, expr: &str) -> String {
+        self.case_insensitive(expr)
+    }
+    /// Case-insensitive substring test with no wildcard characters.
+    fn string_contains_case_insensitive(&self, haystack: &str, needle: &str) -> String;
     /// Drops a temporary table.
     fn drop_temp_table(&self, name: &str) -> String {
         format!("DROP TABLE IF EXISTS {}", self.ident(name))
@@ -170,6 +198,14 @@ pub const SQLITE_PICK_AGGREGATE: PickAggregate = PickAggregate {
     value: "ehrql_pick_value",
 };
 
+/// The collation the SQLite engine registers for case-insensitive strings: the order of the
+/// values' lower-case forms (spec §4.2: TPP's `Latin1_General_CI_AS`).
+pub const SQLITE_CASE_INSENSITIVE: &str = "ehrql_ci";
+
+/// The scalar function the SQLite engine registers giving a string's lower-case form (other
+/// values unchanged): the sort key under [`SQLITE_CASE_INSENSITIVE`].
+pub const SQLITE_CASE_FOLD: &str = "ehrql_casefold";
+
 impl Dialect for SqliteDialect {
     fn name(&self) -> &'static str {
         "sqlite"
@@ -230,11 +266,21 @@ impl Dialect for SqliteDialect {
         ]
     }
 
-    fn create_values_table(&self, name: &str, values: &[String]) -> Vec<String> {
+    fn create_values_table(
+        &self,
+        name: &str,
+        values: &[String],
+        case_insensitive: bool,
+    ) -> Vec<String> {
         let quoted = self.ident(name);
         let rows: Vec<String> = values.iter().map(|v| format!("({v})")).collect();
+        let collate = if case_insensitive {
+            format!(" COLLATE {SQLITE_CASE_INSENSITIVE}")
+        } else {
+            String::new()
+        };
         vec![
-            format!("CREATE TEMPORARY TABLE {quoted} (value PRIMARY KEY) WITHOUT ROWID"),
+            format!("CREATE TEMPORARY TABLE {quoted} (value{collate} PRIMARY KEY) WITHOUT ROWID"),
             format!(
                 "INSERT OR IGNORE INTO {quoted} (value) VALUES {}",
                 rows.join(", ")
@@ -242,9 +288,26 @@ impl Dialect for SqliteDialect {
         ]
     }
 
-    fn create_code_map(&self, name: &str, rows: &[(String, i64)]) -> Vec<String> {
+    fn create_code_map(
+        &self,
+        name: &str,
+        rows: &[(String, i64)],
+        case_insensitive: bool,
+    ) -> Vec<String> {
         let quoted = self.ident(name);
         let values: Vec<String> = rows.iter().map(|(v, m)| format!("({v}, {m})")).collect();
+        if case_insensitive {
+            // Rows differing only in case collide on the key: their masks are merged.
+            return vec![
+                format!(
+                    "CREATE TEMPORARY TABLE {quoted} (value COLLATE {SQLITE_CASE_INSENSITIVE} PRIMARY KEY, mask INTEGER NOT NULL) WITHOUT ROWID"
+                ),
+                format!(
+                    "INSERT INTO {quoted} (value, mask) VALUES {} ON CONFLICT (value) DO UPDATE SET mask = mask | excluded.mask",
+                    values.join(", ")
+                ),
+            ];
+        }
         vec![
             format!(
                 "CREATE TEMPORARY TABLE {quoted} (value PRIMARY KEY, mask INTEGER NOT NULL) WITHOUT ROWID"
@@ -254,6 +317,19 @@ impl Dialect for SqliteDialect {
                 values.join(", ")
             ),
         ]
+    }
+
+    fn case_insensitive(&self, expr: &str) -> String {
+        format!("({expr} COLLATE {SQLITE_CASE_INSENSITIVE})")
+    }
+
+    fn case_insensitive_sort_key(&self, expr: &str) -> String {
+        // The pick aggregates compare values, not collations: they sort by the folded value.
+        format!("{SQLITE_CASE_FOLD}({expr})")
+    }
+
+    fn string_contains_case_insensitive(&self, haystack: &str, needle: &str) -> String {
+        format!("(instr({SQLITE_CASE_FOLD}({haystack}), {SQLITE_CASE_FOLD}({needle})) > 0)")
     }
 
     fn date_add_days(&self, date: &str, days: &str) -> String {

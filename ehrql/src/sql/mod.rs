@@ -61,13 +61,40 @@ pub struct Statement {
     pub sql: String,
 }
 
+/// The (table, column) pairs whose strings compare case-insensitively: a backend's
+/// collations (spec §4.2). Empty for the default backend, where every comparison is binary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CaseInsensitiveColumns(BTreeSet<(String, String)>);
+
+impl CaseInsensitiveColumns {
+    /// These (table, column) pairs.
+    pub fn new(columns: impl IntoIterator<Item = (String, String)>) -> CaseInsensitiveColumns {
+        CaseInsensitiveColumns(columns.into_iter().collect())
+    }
+
+    /// Whether `table.column` compares case-insensitively.
+    pub fn contains(&self, table: &str, column: &str) -> bool {
+        self.0.contains(&(table.to_string(), column.to_string()))
+    }
+
+    /// Whether every column compares binary.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Compiles `dataset` to statements in execution order: the results queries are the
-/// dataset's, then one per event table, in definition order.
+/// dataset's, then one per event table, in definition order. Comparisons involving a column
+/// of `case_insensitive` ignore case.
 ///
 /// # Errors
 /// Measures parameters, or anything else not yet supported.
-pub fn compile(dataset: &Dataset, dialect: &dyn Dialect) -> Result<Vec<Statement>, CompileError> {
-    let mut compiler = Compiler::new(dataset, dialect)?;
+pub fn compile(
+    dataset: &Dataset,
+    dialect: &dyn Dialect,
+    case_insensitive: &CaseInsensitiveColumns,
+) -> Result<Vec<Statement>, CompileError> {
+    let mut compiler = Compiler::new(dataset, dialect, case_insensitive)?;
     compiler.compile()
 }
 
@@ -81,12 +108,13 @@ pub fn compile(dataset: &Dataset, dialect: &dyn Dialect) -> Result<Vec<Statement
 pub fn compile_grouped_sum(
     dataset: &Dataset,
     dialect: &dyn Dialect,
+    case_insensitive: &CaseInsensitiveColumns,
     grouped: &GroupedSum,
 ) -> Result<Vec<Statement>, CompileError> {
     if !dataset.events().is_empty() {
         return Err(CompileError::Unsupported("event tables in measures".into()));
     }
-    let mut compiler = Compiler::new(dataset, dialect)?;
+    let mut compiler = Compiler::new(dataset, dialect, case_insensitive)?;
     compiler.grouped = Some(grouped);
     compiler.compile()
 }
@@ -114,6 +142,7 @@ struct Scope {
 struct CodeMap {
     alias: String,
     column: String,
+    case_insensitive: bool,
     sets: Vec<(NodeId, Vec<Value>)>,
 }
 
@@ -155,9 +184,13 @@ impl Scope {
         }
         for map in &self.code_maps {
             let alias_q = dialect.ident(&map.alias);
+            let column = if map.case_insensitive {
+                dialect.case_insensitive(&map.column)
+            } else {
+                map.column.clone()
+            };
             out.push_str(&format!(
-                " LEFT JOIN {alias_q} ON {alias_q}.value = {}",
-                map.column
+                " LEFT JOIN {alias_q} ON {alias_q}.value = {column}"
             ));
         }
         out
@@ -190,15 +223,21 @@ struct Compiler<'a> {
     pick_values: HashMap<NodeId, Vec<Location>>,
     /// Picks whose presence is read (`exists_for_patient` of a picked row).
     presence_read: BTreeSet<NodeId>,
-    values_tables: HashMap<NodeId, String>,
+    /// Values tables by (set, whether case-insensitive).
+    values_tables: HashMap<(NodeId, bool), String>,
     counter: usize,
+    case_insensitive: &'a CaseInsensitiveColumns,
     population_table: Option<String>,
     /// Measures: the results query sums the variables by these grouping sets.
     grouped: Option<&'a GroupedSum>,
 }
 
 impl<'a> Compiler<'a> {
-    fn new(dataset: &'a Dataset, dialect: &'a dyn Dialect) -> Result<Compiler<'a>, CompileError> {
+    fn new(
+        dataset: &'a Dataset,
+        dialect: &'a dyn Dialect,
+        case_insensitive: &'a CaseInsensitiveColumns,
+    ) -> Result<Compiler<'a>, CompileError> {
         let mut presence_read = BTreeSet::new();
         for id in dataset.reachable() {
             match dataset.graph().node(id) {
@@ -227,6 +266,7 @@ impl<'a> Compiler<'a> {
             presence_read,
             values_tables: HashMap::new(),
             counter: 0,
+            case_insensitive,
             population_table: None,
             grouped: None,
         })
@@ -382,12 +422,63 @@ impl<'a> Compiler<'a> {
         for (_, frame) in self.dataset.events() {
             self.compile_event_table(*frame)?;
         }
-        let mut statements = std::mem::take(&mut self.statements);
+        let mut statements: Vec<Statement> = if self.case_insensitive.is_empty() {
+            Vec::new()
+        } else {
+            self.dialect
+                .case_insensitive_setup()
+                .into_iter()
+                .map(|sql| Statement {
+                    kind: StatementKind::Setup,
+                    sql,
+                })
+                .collect()
+        };
+        statements.append(&mut self.statements);
         statements.extend(self.cleanup.iter().rev().map(|t| Statement {
             kind: StatementKind::Cleanup,
             sql: self.dialect.drop_temp_table(t),
         }));
         Ok(statements)
+    }
+
+    /// Whether a string series compares case-insensitively: it is (or its value is, through
+    /// `MIN`/`MAX`, `minimum_of`/`maximum_of` or a `case`) a column of [`CaseInsensitiveColumns`].
+    /// A comparison is case-insensitive when one of its operands is.
+    fn is_case_insensitive(&self, id: NodeId) -> bool {
+        if self.case_insensitive.is_empty() {
+            return false;
+        }
+        match self.graph.node(id) {
+            Node::SelectColumn { source, name } => self
+                .frame_table(*source)
+                .is_some_and(|table| self.case_insensitive.contains(table, name)),
+            Node::Aggregate {
+                kind: AggregateKind::Min | AggregateKind::Max | AggregateKind::CombineAsSet,
+                source,
+            } => self.is_case_insensitive(*source),
+            Node::Function {
+                op: FunctionOp::MinimumOf | FunctionOp::MaximumOf,
+                args,
+            } => args.iter().any(|a| self.is_case_insensitive(*a)),
+            Node::Case { cases, default } => cases
+                .iter()
+                .filter_map(|(_, value)| *value)
+                .chain(*default)
+                .any(|v| self.is_case_insensitive(v)),
+            _ => false,
+        }
+    }
+
+    /// The name of the table a frame reads.
+    fn frame_table(&self, frame: NodeId) -> Option<&str> {
+        match self.graph.node(frame) {
+            Node::SelectTable(t) | Node::SelectPatientTable(t) => Some(&t.name),
+            Node::Filter { source, .. }
+            | Node::Sort { source, .. }
+            | Node::PickOneRowPerPatient { source, .. } => self.frame_table(*source),
+            _ => None,
+        }
     }
 
     /// Materialized nodes an expression reads (including itself if materialized).
@@ -495,7 +586,10 @@ impl<'a> Compiler<'a> {
                         AggregateKind::Exists => "MAX(1)".to_string(),
                         AggregateKind::Count => "COUNT(*)".to_string(),
                         other => {
-                            let value = self.expr(source, &mut scope)?;
+                            let mut value = self.expr(source, &mut scope)?;
+                            if self.is_case_insensitive(source) {
+                                value = d.case_insensitive(&value);
+                            }
                             let function = match other {
                                 AggregateKind::CountDistinct => "COUNT(DISTINCT ",
                                 AggregateKind::Min => "MIN(",
@@ -625,7 +719,10 @@ impl<'a> Compiler<'a> {
         loop {
             match self.graph.node(current).clone() {
                 Node::Sort { source, sort_by } => {
-                    let key = self.expr(sort_by, scope)?;
+                    let mut key = self.expr(sort_by, scope)?;
+                    if self.is_case_insensitive(sort_by) {
+                        key = self.dialect.case_insensitive_sort_key(&key);
+                    }
                     if !keys.contains(&key) {
                         keys.push(key);
                     }
@@ -1046,7 +1143,7 @@ impl<'a> Compiler<'a> {
             }
             let rows: Vec<(String, i64)> =
                 masks.into_iter().map(|(v, m)| (d.literal(v), m)).collect();
-            let sqls = d.create_code_map(&map.alias, &rows);
+            let sqls = d.create_code_map(&map.alias, &rows, map.case_insensitive);
             self.setup(sqls);
             self.cleanup.push(map.alias.clone());
         }
@@ -1106,6 +1203,7 @@ impl<'a> Compiler<'a> {
                 scope.code_maps.push(CodeMap {
                     alias,
                     column: column.clone(),
+                    case_insensitive: self.is_case_insensitive(lhs),
                     sets: Vec::new(),
                 });
                 scope.code_maps.len() - 1
@@ -1381,6 +1479,11 @@ impl<'a> Compiler<'a> {
         for arg in args {
             a.push(self.expr(*arg, scope)?);
         }
+        let compares = matches!(op, Eq | Ne | Lt | Le | Gt | Ge | MinimumOf | MaximumOf);
+        if compares && args.iter().any(|arg| self.is_case_insensitive(*arg)) {
+            // Every operand, so a literal's own collation cannot conflict.
+            a = a.iter().map(|x| d.case_insensitive(x)).collect();
+        }
         let first_type = self.graph.scalar_type(args[0]);
         let binary = |sym: &str| format!("({} {sym} {})", a[0], a[1]);
         // A part of a literal date (`index_date` in an age) is folded, not parsed per row.
@@ -1464,6 +1567,9 @@ impl<'a> Compiler<'a> {
             DayFromDate => part(0, DatePart::Day),
             ToFirstOfYear => d.first_of_year(&a[0]),
             ToFirstOfMonth => d.first_of_month(&a[0]),
+            StringContains if self.is_case_insensitive(args[0]) => {
+                d.bool_value(&d.string_contains_case_insensitive(&a[0], &a[1]))
+            }
             StringContains => d.bool_value(&d.string_contains(&a[0], &a[1])),
             MinimumOf => d.greatest(&a, false),
             MaximumOf => d.greatest(&a, true),
@@ -1478,7 +1584,11 @@ impl<'a> Compiler<'a> {
         scope: &mut Scope,
     ) -> Result<String, CompileError> {
         let d = self.dialect;
-        let x = self.expr(lhs, scope)?;
+        let case_insensitive = self.is_case_insensitive(lhs) || self.is_case_insensitive(rhs);
+        let mut x = self.expr(lhs, scope)?;
+        if case_insensitive {
+            x = d.case_insensitive(&x);
+        }
         match self.graph.node(rhs).clone() {
             Node::Value(Literal::Set { values, .. }) => {
                 if values.is_empty() {
@@ -1490,14 +1600,19 @@ impl<'a> Compiler<'a> {
                 }
                 let literals: Vec<String> = values.iter().map(|v| d.literal(v)).collect();
                 if literals.len() <= d.max_in_list_len() {
-                    return Ok(d.bool_value(&format!("({x} IN ({}))", literals.join(", "))));
+                    let listed: Vec<String> = if case_insensitive {
+                        literals.iter().map(|l| d.case_insensitive(l)).collect()
+                    } else {
+                        literals
+                    };
+                    return Ok(d.bool_value(&format!("({x} IN ({}))", listed.join(", "))));
                 }
-                let table = match self.values_tables.get(&rhs) {
+                let table = match self.values_tables.get(&(rhs, case_insensitive)) {
                     Some(t) => t.clone(),
                     None => {
                         self.counter += 1;
                         let t = format!("inline_data_{}", self.counter);
-                        let sqls = d.create_values_table(&t, &literals);
+                        let sqls = d.create_values_table(&t, &literals, case_insensitive);
                         // Values tables depend on nothing: create them first.
                         for (i, sql) in sqls.into_iter().enumerate() {
                             self.statements.insert(
@@ -1509,7 +1624,8 @@ impl<'a> Compiler<'a> {
                             );
                         }
                         self.cleanup.push(t.clone());
-                        self.values_tables.insert(rhs, t.clone());
+                        self.values_tables
+                            .insert((rhs, case_insensitive), t.clone());
                         t
                     }
                 };

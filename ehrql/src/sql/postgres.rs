@@ -19,6 +19,9 @@
 use super::dialect::{DatePart, Dialect, IntOp};
 use crate::query_model::{ScalarType, Value};
 
+/// The session's case-insensitive collation ([`Dialect::case_insensitive_setup`] creates it).
+const POSTGRES_CASE_INSENSITIVE: &str = "pg_temp.ehrql_ci";
+
 /// PostgreSQL (tested against version 15).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PostgresDialect;
@@ -146,12 +149,22 @@ impl Dialect for PostgresDialect {
         ]
     }
 
-    fn create_values_table(&self, name: &str, values: &[String]) -> Vec<String> {
+    fn create_values_table(
+        &self,
+        name: &str,
+        values: &[String],
+        case_insensitive: bool,
+    ) -> Vec<String> {
         let quoted = self.ident(name);
         let rows: Vec<String> = values.iter().map(|v| format!("({v})")).collect();
+        let value = if case_insensitive {
+            self.case_insensitive("value")
+        } else {
+            "value".into()
+        };
         vec![
             format!(
-                "CREATE TEMPORARY TABLE {quoted} AS SELECT DISTINCT value FROM (VALUES {}) AS v (value)",
+                "CREATE TEMPORARY TABLE {quoted} AS SELECT DISTINCT {value} AS value FROM (VALUES {}) AS v (value)",
                 rows.join(", ")
             ),
             format!("ALTER TABLE {quoted} ADD PRIMARY KEY (value)"),
@@ -159,17 +172,52 @@ impl Dialect for PostgresDialect {
         ]
     }
 
-    fn create_code_map(&self, name: &str, rows: &[(String, i64)]) -> Vec<String> {
+    fn create_code_map(
+        &self,
+        name: &str,
+        rows: &[(String, i64)],
+        case_insensitive: bool,
+    ) -> Vec<String> {
         let quoted = self.ident(name);
         let values: Vec<String> = rows.iter().map(|(v, m)| format!("({v}, {m})")).collect();
-        vec![
+        let select = if case_insensitive {
+            // Values differing only in case form one group: their masks are merged.
             format!(
-                "CREATE TEMPORARY TABLE {quoted} AS SELECT value, CAST(mask AS BIGINT) AS mask FROM (VALUES {}) AS v (value, mask)",
+                "SELECT {} AS value, CAST(bit_or(mask) AS BIGINT) AS mask FROM (VALUES {}) AS v (value, mask) GROUP BY 1",
+                self.case_insensitive("value"),
                 values.join(", ")
-            ),
+            )
+        } else {
+            format!(
+                "SELECT value, CAST(mask AS BIGINT) AS mask FROM (VALUES {}) AS v (value, mask)",
+                values.join(", ")
+            )
+        };
+        vec![
+            format!("CREATE TEMPORARY TABLE {quoted} AS {select}"),
             format!("ALTER TABLE {quoted} ADD PRIMARY KEY (value)"),
             self.analyze(name),
         ]
+    }
+
+    fn case_insensitive(&self, expr: &str) -> String {
+        // An outer COLLATE overrides the literals' "C".
+        format!("({expr} COLLATE {POSTGRES_CASE_INSENSITIVE})")
+    }
+
+    fn case_insensitive_setup(&self) -> Vec<String> {
+        // ICU's root locale at strength 2 ignores case but not accents, like
+        // Latin1_General_CI_AS; a temporary collation disappears with the session.
+        vec![format!(
+            "CREATE COLLATION IF NOT EXISTS {POSTGRES_CASE_INSENSITIVE} (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+        )]
+    }
+
+    fn string_contains_case_insensitive(&self, haystack: &str, needle: &str) -> String {
+        // Substring search refuses a nondeterministic collation (before PostgreSQL 18):
+        // search the lower-case forms, lowered under ICU's rules, in byte order.
+        let lower = |x: &str| format!("lower({}) COLLATE \"C\"", self.case_insensitive(x));
+        format!("(strpos({}, {}) > 0)", lower(haystack), lower(needle))
     }
 
     fn order_key(&self, key: &str, descending: bool) -> String {
