@@ -275,17 +275,16 @@ async fn an_agent_killed_mid_job_adopts_the_container_and_finishes_once() {
     tasks.shutdown().await;
 }
 
-/// Builds `rap.test/dbstatus:latest` from the busybox image: an `in_maintenance_mode` command
-/// that reports maintenance only if it was given a database URL.
-async fn dbstatus_image(docker: &bollard::Docker) {
+/// Builds `rap.test/<name>:latest` from the busybox image, with `script` as `/bin/<command>`
+/// (a database utilities image with one command).
+async fn db_utility_image(docker: &bollard::Docker, name: &str, command: &str, script: &str) {
+    let image = name;
     use bollard::query_parameters::{
         CommitContainerOptionsBuilder, CreateContainerOptionsBuilder,
         RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
     };
     use futures_util::StreamExt;
-    let name = unique_id("dbstatus-build");
-    let script = "#!/bin/sh\necho checking the database\n\
-                  if [ -n \"$DATABASE_URL\" ]; then echo \"db-maintenance;1\"; else echo \"none;0\"; fi\n";
+    let name = unique_id(&format!("{image}-build"));
     docker
         .create_container(
             Some(CreateContainerOptionsBuilder::default().name(&name).build()),
@@ -295,9 +294,7 @@ async fn dbstatus_image(docker: &bollard::Docker) {
                 cmd: Some(vec![
                     "sh".into(),
                     "-c".into(),
-                    format!(
-                        "printf '%s' '{script}' > /bin/in_maintenance_mode && chmod 755 /bin/in_maintenance_mode"
-                    ),
+                    format!("printf '%s' '{script}' > /bin/{command} && chmod 755 /bin/{command}"),
                 ]),
                 ..Default::default()
             },
@@ -313,7 +310,7 @@ async fn dbstatus_image(docker: &bollard::Docker) {
         .commit_container(
             CommitContainerOptionsBuilder::default()
                 .container(&name)
-                .repo("rap.test/dbstatus")
+                .repo(&format!("rap.test/{image}"))
                 .tag("latest")
                 .build(),
             bollard::models::ContainerConfig::default(),
@@ -333,7 +330,15 @@ async fn a_dbstatus_task_runs_the_check_on_the_database_network_and_reports_its_
         .negotiate_version()
         .await
         .unwrap();
-    dbstatus_image(&docker).await;
+    // Reports maintenance only if it was given a database URL.
+    db_utility_image(
+        &docker,
+        "dbstatus",
+        "in_maintenance_mode",
+        "#!/bin/sh\necho checking the database\n\
+         if [ -n \"$DATABASE_URL\" ]; then echo \"db-maintenance;1\"; else echo \"none;0\"; fi\n",
+    )
+    .await;
     let network = unique_id("rap-test-dbstatus");
     docker
         .create_network(bollard::models::NetworkCreateRequest {
@@ -392,6 +397,95 @@ async fn a_dbstatus_task_runs_the_check_on_the_database_network_and_reports_its_
         }
         other => panic!("{other:?}"),
     }
+    tasks.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dbdatacheck_task_reports_ok_or_failed_and_never_echoes_anything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let docker = bollard::Docker::connect_with_unix_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    // OK for the expected month, FAILED for the next; anything else prints the database URL,
+    // which must not reach the controller. Without a URL in its environment it prints nothing
+    // valid either.
+    db_utility_image(
+        &docker,
+        "dbdatacheck",
+        "hes_cutoff_date_check",
+        "#!/bin/sh\necho checking HES activity up to $1\n\
+         [ -n \"$DATABASE_URL\" ] || exit 0\n\
+         case \"$1\" in 202304) echo OK;; 202305) echo FAILED;; *) echo \"$DATABASE_URL\";; esac\n",
+    )
+    .await;
+    let network = unique_id("rap-test-dbdatacheck");
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: network.clone(),
+            internal: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut config = docker_config(&work);
+    config.allowed_images = vec!["dbdatacheck".into()];
+    config.database_network = network.clone();
+    config.database_url =
+        rap_agent::executor::docker::DatabaseUrl::new("mssql://u:secret-pw@db/x".into());
+    let (mut tasks, mut updates, _) = start_agent(
+        DockerExecutor::connect(config).await.unwrap(),
+        &Layout::new(work.clone()).outbox(),
+        2,
+    );
+    let mut check = |month: &str| {
+        let id = unique_id("dbdatacheck");
+        tasks.start(pb::Task {
+            id: id.clone(),
+            backend: "test".into(),
+            r#type: pb::TaskType::Dbdatacheck as i32,
+            definition: Some(pb::task::Definition::DbDataCheck(
+                pb::DbDataCheckDefinition {
+                    hes_expected_activity_month: month.into(),
+                    image: "rap.test/dbdatacheck:latest".into(),
+                },
+            )),
+            ..Default::default()
+        });
+        id
+    };
+    let mut results = Vec::new();
+    for month in ["202304", "202305", "999999"] {
+        let id = check(month);
+        let update = next_update(&mut updates).await;
+        assert_eq!(update.task_id, id);
+        assert!(update.complete);
+        assert_eq!(stage(&update), S::Unspecified);
+        match update.results {
+            Some(pb::task_update::Results::DbDataCheck(r)) => results.push(r),
+            other => panic!("{other:?}"),
+        }
+    }
+    let _ = docker.remove_network(&network).await;
+    assert_eq!(
+        (results[0].status.as_str(), &results[0].error),
+        ("OK", &None)
+    );
+    assert_eq!(
+        (results[1].status.as_str(), &results[1].error),
+        ("FAILED", &None)
+    );
+    assert_eq!(results[2].status, "");
+    assert_eq!(
+        results[2].error,
+        Some(pb::TaskError {
+            kind: pb::ErrorKind::Retryable as i32,
+            message: "Invalid status from the database data check".into(),
+        }),
+        "the value printed is not echoed"
+    );
     tasks.shutdown().await;
 }
 

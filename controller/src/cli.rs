@@ -333,8 +333,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .db_maintenance
                     .map(|f| format!("{} {}", f.status, f.r#type))
                     .unwrap_or_default();
+                let data_check = b
+                    .data_check
+                    .map(|c| match c.error.as_str() {
+                        "" => format!("{} at {}", c.status, c.checked_at),
+                        error => format!("{} at {}: {error}", c.status, c.checked_at),
+                    })
+                    .unwrap_or_else(|| "none yet".into());
                 println!(
-                    "{}\tlast_seen={:?}\tpaused={paused}\tdb_maintenance={db}",
+                    "{}\tlast_seen={:?}\tpaused={paused}\tdb_maintenance={db}\tdata_check={data_check}",
                     b.slug, b.last_seen
                 );
             }
@@ -547,8 +554,12 @@ max_workers = 10
 max_db_workers = 10
 cpu_count = 2.0
 memory_limit = "4G"
-# Seconds between database-maintenance checks; 0 disables them.
+# Seconds between database-maintenance checks (DBSTATUS); 0 disables them.
 db_status_interval_s = 0
+# Seconds between database data checks (DBDATACHECK; the reference checks daily, 86400);
+# 0 disables them. The month the HES activity data is expected to reach, as YYYYMM.
+data_check_interval_s = 0
+data_check_hes_expected_activity_month = "202304"
 "#
         ));
         let agent = ca

@@ -100,8 +100,15 @@ pub struct BackendConfig {
     /// Seconds between DBSTATUS checks; 0 disables them.
     #[serde(default)]
     pub db_status_interval_s: u64,
+    /// The database utilities image, for DBSTATUS and DBDATACHECK tasks alike.
     #[serde(default = "default_db_status_image")]
     pub db_status_image: String,
+    /// Seconds between DBDATACHECK checks; 0 disables them.
+    #[serde(default)]
+    pub data_check_interval_s: u64,
+    /// The month (`YYYYMM`) the data check expects the HES activity data to reach.
+    #[serde(default = "default_hes_expected_activity_month")]
+    pub data_check_hes_expected_activity_month: String,
 }
 
 impl BackendConfig {
@@ -129,6 +136,8 @@ impl BackendConfig {
             weights: BTreeMap::new(),
             db_status_interval_s: 0,
             db_status_image: default_db_status_image(),
+            data_check_interval_s: 0,
+            data_check_hes_expected_activity_month: default_hes_expected_activity_month(),
         }
     }
 }
@@ -165,6 +174,9 @@ fn default_memory() -> String {
 }
 fn default_db_status_image() -> String {
     "ghcr.io/opensafely-core/tpp-database-utils:latest".into()
+}
+fn default_hes_expected_activity_month() -> String {
+    "202304".into()
 }
 
 /// A configuration that cannot be used.
@@ -250,6 +262,17 @@ impl Config {
                     backend.name
                 )));
             }
+            let month = &backend.data_check_hes_expected_activity_month;
+            let valid_month = month.len() == 6
+                && month.bytes().all(|b| b.is_ascii_digit())
+                && matches!(month[4..].parse::<u8>(), Ok(1..=12));
+            if !valid_month {
+                return Err(ConfigError::Invalid(format!(
+                    "backend '{}': data_check_hes_expected_activity_month '{month}' must be a \
+                     month as YYYYMM, e.g. 202304",
+                    backend.name
+                )));
+            }
         }
         for client in &self.clients {
             if client.token_sha256.len() != 64 || hex::decode(&client.token_sha256).is_err() {
@@ -322,6 +345,14 @@ weights = { "*/big" = 2.5, "ws/big" = 1.5 }
         assert_eq!(config.backends[0].weight("other", "big"), 2.5);
         assert_eq!(config.backends[0].weight("other", "small"), 1.0);
         config.validate().unwrap();
+        assert_eq!(config.backends[0].data_check_interval_s, 0);
+        config.backends[0].data_check_hes_expected_activity_month = "2023-04".into();
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "backend 'tpp': data_check_hes_expected_activity_month '2023-04' must be a month as \
+             YYYYMM, e.g. 202304"
+        );
+        config.backends[0].data_check_hes_expected_activity_month = "202304".into();
         config.backends[0].name = "Bad Name".into();
         assert!(config.validate().is_err());
         let no_env = |_: &str| None;

@@ -85,6 +85,19 @@ pub struct BackendStatus {
     pub db_maintenance_since: Option<i64>,
     /// "manual", "scheduled", or empty when off.
     pub db_maintenance_type: &'static str,
+    /// The latest DBDATACHECK result, once one has arrived.
+    pub data_check: Option<DataCheckStatus>,
+}
+
+/// The latest database data check of a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataCheckStatus {
+    /// `OK`, `FAILED`, or `ERROR` when the check could not run.
+    pub status: String,
+    /// UNIX seconds.
+    pub checked_at: i64,
+    /// Why it could not run (with `ERROR`).
+    pub error: Option<String>,
 }
 
 /// The controller's domain API.
@@ -297,6 +310,13 @@ impl Controller {
                     (true, Some("on")) => "manual",
                     (true, _) => "scheduled",
                 },
+                data_check: flags.get(flags::DATA_CHECK).and_then(|flag| {
+                    Some(DataCheckStatus {
+                        status: flag.value.clone()?,
+                        checked_at: flag.timestamp,
+                        error: value(flags::DATA_CHECK_ERROR).map(str::to_string),
+                    })
+                }),
             });
         }
         Ok(out)

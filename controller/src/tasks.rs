@@ -15,6 +15,7 @@ pub enum TaskType {
     RunJob,
     CancelJob,
     DbStatus,
+    DbDataCheck,
 }
 
 impl TaskType {
@@ -23,6 +24,7 @@ impl TaskType {
             TaskType::RunJob => "runjob",
             TaskType::CancelJob => "canceljob",
             TaskType::DbStatus => "dbstatus",
+            TaskType::DbDataCheck => "dbdatacheck",
         }
     }
 
@@ -31,6 +33,7 @@ impl TaskType {
             "runjob" => Some(TaskType::RunJob),
             "canceljob" => Some(TaskType::CancelJob),
             "dbstatus" => Some(TaskType::DbStatus),
+            "dbdatacheck" => Some(TaskType::DbDataCheck),
             _ => None,
         }
     }
@@ -65,6 +68,11 @@ pub enum TaskDefinition {
     Job(Box<JobDefinition>),
     DbStatus {
         database_name: String,
+        image: String,
+    },
+    /// `hes_cutoff_date_check <month>` against the default database (§1.4).
+    DbDataCheck {
+        hes_expected_activity_month: String,
         image: String,
     },
 }
@@ -105,6 +113,11 @@ pub struct JobDefinition {
 pub enum TaskResults {
     Job(Box<RunJobResults>),
     DbStatus {
+        status: String,
+        error: Option<TaskError>,
+    },
+    /// `"OK"` or `"FAILED"`, or an error.
+    DbDataCheck {
         status: String,
         error: Option<TaskError>,
     },
@@ -186,7 +199,12 @@ mod tests {
         assert_eq!(canceljob_task_id("abc-002"), "abc-002-cancel");
         assert_eq!(runjob_attempt("abc-002"), Some(2));
         assert_eq!(runjob_attempt("abc-002-cancel"), None);
-        for t in [TaskType::RunJob, TaskType::CancelJob, TaskType::DbStatus] {
+        for t in [
+            TaskType::RunJob,
+            TaskType::CancelJob,
+            TaskType::DbStatus,
+            TaskType::DbDataCheck,
+        ] {
             assert_eq!(TaskType::parse(t.as_str()), Some(t));
         }
     }

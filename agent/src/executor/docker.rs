@@ -1185,18 +1185,62 @@ impl Executor for DockerExecutor {
     }
 }
 
-impl crate::task::DbStatusCheck for DockerExecutor {
-    /// Runs the database-status image with `in_maintenance_mode` on the database network, the
-    /// URL in its environment only, and reads the last line of its output (spec §1.4 DBSTATUS).
+const DB_STATUS_CHECK: &str = "database status check";
+const DB_DATA_CHECK: &str = "database data check";
+
+impl crate::task::DbChecks for DockerExecutor {
+    /// `in_maintenance_mode` (spec §1.4 DBSTATUS).
     async fn db_status(
         &self,
         definition: &rap_proto::pb::rap::v1::DbStatusDefinition,
     ) -> Result<String, ExecutorError> {
-        let image_id = self.resolve_image_named(&definition.image, "").await?;
-        let database = if definition.database_name.is_empty() {
+        let output = self
+            .run_db_utility(
+                &definition.image,
+                &definition.database_name,
+                vec!["in_maintenance_mode".to_string()],
+                DB_STATUS_CHECK,
+            )
+            .await?;
+        parse_db_status(&output)
+    }
+
+    /// `hes_cutoff_date_check <month>` against the default database (spec §1.4 DBDATACHECK).
+    async fn db_data_check(
+        &self,
+        definition: &rap_proto::pb::rap::v1::DbDataCheckDefinition,
+    ) -> Result<String, ExecutorError> {
+        let output = self
+            .run_db_utility(
+                &definition.image,
+                "default",
+                vec![
+                    "hes_cutoff_date_check".to_string(),
+                    definition.hes_expected_activity_month.clone(),
+                ],
+                DB_DATA_CHECK,
+            )
+            .await?;
+        parse_data_check(&output)
+    }
+}
+
+impl DockerExecutor {
+    /// Runs the database utilities `image` with `args` on the database network, the URL of
+    /// `database_name` in its environment only (never in argv), and returns its stdout. A
+    /// non-zero exit is an invalid status of `check`, whose output is not echoed.
+    async fn run_db_utility(
+        &self,
+        image: &str,
+        database_name: &str,
+        args: Vec<String>,
+        check: &'static str,
+    ) -> Result<String, ExecutorError> {
+        let image_id = self.resolve_image_named(image, "").await?;
+        let database = if database_name.is_empty() {
             "default"
         } else {
-            definition.database_name.as_str()
+            database_name
         };
         let url = (database == "default")
             .then_some(self.config.database_url.as_ref())
@@ -1205,10 +1249,10 @@ impl crate::task::DbStatusCheck for DockerExecutor {
                 name: database.to_owned(),
                 backend: self.config.backend.clone(),
             })?;
-        let name = format!("os-dbstatus-{}", clock::now_ns());
+        let name = format!("os-dbcheck-{}", clock::now_ns());
         let body = ContainerCreateBody {
             image: Some(image_id),
-            cmd: Some(vec!["in_maintenance_mode".to_string()]),
+            cmd: Some(args),
             env: Some(vec![format!("DATABASE_URL={}", url.expose())]),
             user: Some(self.config.user.clone()),
             labels: Some(HashMap::from([(JOB_LABEL.to_string(), String::new())])),
@@ -1226,12 +1270,12 @@ impl crate::task::DbStatusCheck for DockerExecutor {
         self.docker
             .create_container(Some(options), body)
             .await
-            .map_err(docker_error("creating the database-status container"))?;
+            .map_err(docker_error("creating the database utility container"))?;
         let outcome = async {
             self.docker
                 .start_container(&name, None)
                 .await
-                .map_err(docker_error("starting the database-status container"))?;
+                .map_err(docker_error("starting the database utility container"))?;
             let options = WaitContainerOptionsBuilder::default()
                 .condition("not-running")
                 .build();
@@ -1252,9 +1296,9 @@ impl crate::task::DbStatusCheck for DockerExecutor {
                 output.extend_from_slice(&chunk.into_bytes());
             }
             if exit != 0 {
-                return Err(ExecutorError::InvalidDbStatus);
+                return Err(ExecutorError::InvalidDbCheckStatus { check });
             }
-            parse_db_status(&String::from_utf8_lossy(&output))
+            Ok(String::from_utf8_lossy(&output).into_owned())
         }
         .await;
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
@@ -1263,16 +1307,33 @@ impl crate::task::DbStatusCheck for DockerExecutor {
     }
 }
 
+/// The last line of a database utility's output, trimmed.
+fn last_line(output: &str) -> &str {
+    output.trim_end().lines().last().unwrap_or("").trim()
+}
+
 /// The last line of the database-status output: one of the reference's accepted values, turned
 /// into `"db-maintenance"` or `""`. Anything else is an error that does not echo the value.
 fn parse_db_status(output: &str) -> Result<String, ExecutorError> {
-    let last = output.trim_end().lines().last().unwrap_or("").trim();
-    match last {
+    match last_line(output) {
         "" | "none;0" | "none;1" | "none;2" => Ok(String::new()),
         "db-maintenance" | "db-maintenance;0" | "db-maintenance;1" | "db-maintenance;2" => {
             Ok("db-maintenance".to_string())
         }
-        _ => Err(ExecutorError::InvalidDbStatus),
+        _ => Err(ExecutorError::InvalidDbCheckStatus {
+            check: DB_STATUS_CHECK,
+        }),
+    }
+}
+
+/// The last line of the data-check output: `OK` or `FAILED`. Anything else is an error that
+/// does not echo the value.
+fn parse_data_check(output: &str) -> Result<String, ExecutorError> {
+    match last_line(output) {
+        status @ ("OK" | "FAILED") => Ok(status.to_string()),
+        _ => Err(ExecutorError::InvalidDbCheckStatus {
+            check: DB_DATA_CHECK,
+        }),
     }
 }
 
@@ -1375,6 +1436,19 @@ mod tests {
         );
         let error = parse_db_status("secret-value").unwrap_err();
         assert!(!error.public_message().contains("secret"));
+    }
+
+    #[test]
+    fn data_check_lines_parse_without_echoing() {
+        assert_eq!(parse_data_check("checking\nOK\n").unwrap(), "OK");
+        assert_eq!(parse_data_check(" FAILED ").unwrap(), "FAILED");
+        for bad in ["", "ok", "OK\nsecret-value"] {
+            let error = parse_data_check(bad).unwrap_err();
+            assert_eq!(
+                error.public_message(),
+                "Invalid status from the database data check"
+            );
+        }
     }
 
     #[test]

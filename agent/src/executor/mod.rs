@@ -98,10 +98,13 @@ pub enum ExecutorError {
     /// Metadata could not be read or written.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
-    /// The database-status check printed something other than an accepted status (the value
-    /// is not echoed: it may hold anything).
-    #[error("Invalid status from the database status check")]
-    InvalidDbStatus,
+    /// A database check (DBSTATUS, DBDATACHECK) failed or printed something other than an
+    /// accepted status (the value is not echoed: it may hold anything).
+    #[error("Invalid status from the {check}")]
+    InvalidDbCheckStatus {
+        /// Which check: "database status check" or "database data check".
+        check: &'static str,
+    },
     /// A blocking file-system task could not finish.
     #[error("a blocking task failed: {0}")]
     Blocking(String),
@@ -127,7 +130,7 @@ impl ExecutorError {
             ExecutorError::Docker { .. }
             | ExecutorError::Outputs(_)
             | ExecutorError::Metadata(_)
-            | ExecutorError::InvalidDbStatus
+            | ExecutorError::InvalidDbCheckStatus { .. }
             | ExecutorError::Blocking(_) => false,
         }
     }

@@ -1,4 +1,4 @@
-//! Task runners: one tokio task per RUNJOB, CANCELJOB or DBSTATUS task, driven by the pure
+//! Task runners: one tokio task per RUNJOB, CANCELJOB, DBSTATUS or DBDATACHECK task, driven by the pure
 //! decisions in [`state`] and reporting every stage as a `TaskUpdate` through the durable
 //! [`Outbox`].
 //!
@@ -39,12 +39,18 @@ const MAX_RETRIES: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Something a DBSTATUS task can run: the executor's database-status check.
-pub trait DbStatusCheck: Send + Sync + 'static {
-    /// Runs the check and returns `"db-maintenance"` or `""`.
+/// What DBSTATUS and DBDATACHECK tasks run: the executor's checks of the database.
+pub trait DbChecks: Send + Sync + 'static {
+    /// Runs the maintenance check and returns `"db-maintenance"` or `""`.
     fn db_status(
         &self,
         definition: &pb::DbStatusDefinition,
+    ) -> impl std::future::Future<Output = Result<String, ExecutorError>> + Send;
+
+    /// Runs the data check and returns `"OK"` or `"FAILED"`.
+    fn db_data_check(
+        &self,
+        definition: &pb::DbDataCheckDefinition,
     ) -> impl std::future::Future<Output = Result<String, ExecutorError>> + Send;
 }
 
@@ -63,12 +69,12 @@ struct Runner {
 }
 
 /// Every running task runner. Owned by the agent's main loop.
-pub struct Tasks<E: Executor + DbStatusCheck> {
+pub struct Tasks<E: Executor + DbChecks> {
     context: Arc<Context<E>>,
     runners: HashMap<String, Runner>,
 }
 
-impl<E: Executor + DbStatusCheck> Tasks<E> {
+impl<E: Executor + DbChecks> Tasks<E> {
     /// Runners over `executor`, reporting through `outbox`, with the given pool sizes.
     pub fn new(
         executor: Arc<E>,
@@ -177,7 +183,17 @@ impl<E: Executor + DbStatusCheck> Tasks<E> {
             }
             (pb::TaskType::Dbstatus, Some(pb::task::Definition::DbStatus(definition))) => (
                 None,
-                tokio::spawn(run_db_status(context, task_id.clone(), definition).instrument(span)),
+                tokio::spawn(
+                    run_db_check(context, task_id.clone(), DbCheck::Status(definition))
+                        .instrument(span),
+                ),
+            ),
+            (pb::TaskType::Dbdatacheck, Some(pb::task::Definition::DbDataCheck(definition))) => (
+                None,
+                tokio::spawn(
+                    run_db_check(context, task_id.clone(), DbCheck::Data(definition))
+                        .instrument(span),
+                ),
             ),
             _ => (
                 None,
@@ -531,19 +547,22 @@ async fn drive_cancel<E: Executor>(
     Ok(())
 }
 
-async fn run_db_status<E: DbStatusCheck>(
-    context: Arc<Context<E>>,
-    task_id: String,
-    definition: pb::DbStatusDefinition,
-) {
-    let results = match context.executor.db_status(&definition).await {
-        Ok(status) => pb::DbStatusResults {
-            status,
-            error: None,
-        },
-        Err(error) => pb::DbStatusResults {
-            status: String::new(),
-            error: Some(pb::TaskError {
+/// A DBSTATUS or DBDATACHECK task's definition.
+enum DbCheck {
+    Status(pb::DbStatusDefinition),
+    Data(pb::DbDataCheckDefinition),
+}
+
+async fn run_db_check<E: DbChecks>(context: Arc<Context<E>>, task_id: String, check: DbCheck) {
+    let outcome = match &check {
+        DbCheck::Status(definition) => context.executor.db_status(definition).await,
+        DbCheck::Data(definition) => context.executor.db_data_check(definition).await,
+    };
+    let (status, error) = match outcome {
+        Ok(status) => (status, None),
+        Err(error) => (
+            String::new(),
+            Some(pb::TaskError {
                 kind: if error.is_fatal() {
                     pb::ErrorKind::Fatal as i32
                 } else {
@@ -551,7 +570,15 @@ async fn run_db_status<E: DbStatusCheck>(
                 },
                 message: error.public_message(),
             }),
-        },
+        ),
+    };
+    let results = match check {
+        DbCheck::Status(_) => {
+            pb::task_update::Results::DbStatus(pb::DbStatusResults { status, error })
+        }
+        DbCheck::Data(_) => {
+            pb::task_update::Results::DbDataCheck(pb::DbDataCheckResults { status, error })
+        }
     };
     // As the reference: stage "" (unspecified), complete, no timestamp of a stage.
     let final_update = pb::TaskUpdate {
@@ -559,7 +586,7 @@ async fn run_db_status<E: DbStatusCheck>(
         stage: pb::ExecutorState::Unspecified as i32,
         complete: true,
         timestamp_ns: clock::now_ns(),
-        results: Some(pb::task_update::Results::DbStatus(results)),
+        results: Some(results),
         ..Default::default()
     };
     report(&context, final_update).await;

@@ -34,6 +34,10 @@ pub mod flags {
     pub const DB_CHECKS_DISABLED: &str = "db-maintenance-checks-disabled";
     pub const LAST_SEEN: &str = "last-seen-at";
     pub const DB_MAINTENANCE: &str = "db-maintenance";
+    /// The latest DBDATACHECK result: `OK`, `FAILED` or `ERROR`; its time is when it arrived.
+    pub const DATA_CHECK: &str = "data-check";
+    /// Why the latest DBDATACHECK could not run (with `ERROR`).
+    pub const DATA_CHECK_ERROR: &str = "data-check-error";
 }
 
 /// Level 4 limits sent with every job (§1.5).
@@ -144,8 +148,10 @@ pub struct Core {
     next_connection: u64,
     /// What the transitions applied since the last [`Core::take_effects`] owe the outside world.
     effects: Effects,
-    /// When the last DBSTATUS task finished (UNIX seconds).
-    last_db_status: Option<i64>,
+    /// When a task of each scheduled type (DBSTATUS, DBDATACHECK) last completed on an agent
+    /// (UNIX seconds). Deactivated tasks do not count: a check suspended by maintenance runs
+    /// again as soon as it may.
+    last_scheduled: HashMap<TaskType, i64>,
     /// Jobs to visit on the next incremental pass.
     dirty: std::collections::HashSet<JobId>,
     full_pass_needed: bool,
@@ -185,12 +191,15 @@ impl Core {
         hub: WatchHub,
     ) -> Result<Core, StoreError> {
         let flags = store.flags(&backend.name)?;
-        let last_db_status = store
-            .all_tasks(&backend.name)?
-            .iter()
-            .filter(|t| t.task_type == TaskType::DbStatus)
-            .filter_map(|t| t.finished_at)
-            .max();
+        let mut last_scheduled: HashMap<TaskType, i64> = HashMap::new();
+        for task in store.all_tasks(&backend.name)? {
+            if let (TaskType::DbStatus | TaskType::DbDataCheck, true, Some(finished)) =
+                (task.task_type, task.agent_complete, task.finished_at)
+            {
+                let last = last_scheduled.entry(task.task_type).or_default();
+                *last = (*last).max(finished);
+            }
+        }
         // After a restart no agent is connected yet: each lessee's grace starts now.
         let started = Instant::now();
         let absent_since = store
@@ -210,7 +219,7 @@ impl Core {
             agents: Vec::new(),
             next_connection: 1,
             effects: Effects::default(),
-            last_db_status,
+            last_scheduled,
             dirty: std::collections::HashSet::new(),
             full_pass_needed: true,
             finished_in_pass: false,
@@ -287,7 +296,9 @@ impl Core {
     /// A flag change for the batch; the timestamp moves only when the value changes (§2.6).
     fn flag_change(&mut self, id: &str, value: Option<&str>, batch: &mut WriteBatch) {
         let current = self.flags.get(id);
-        if current.is_some_and(|f| f.value.as_deref() == value) && id != flags::LAST_SEEN {
+        // The time of these two is when the value was last reported, not when it last changed.
+        let refreshed = id == flags::LAST_SEEN || id == flags::DATA_CHECK;
+        if current.is_some_and(|f| f.value.as_deref() == value) && !refreshed {
             return;
         }
         let flag = Flag {
@@ -541,17 +552,30 @@ impl Core {
                 self.dirty.insert(JobId::from_stored(definition.id.clone()));
             }
             TaskDefinition::DbStatus { .. } => self.full_pass_needed = true,
+            TaskDefinition::DbDataCheck { .. } => {}
         }
-        if task.task_type == TaskType::DbStatus && update.complete {
-            self.last_db_status = Some(now_s());
-            if let Some(TaskResults::DbStatus {
-                status,
-                error: None,
-            }) = &update.results
-                && self.flag_value(flags::MANUAL_DB_MAINTENANCE) != Some("on")
-            {
-                let value = status.clone();
-                self.flag_change(flags::MODE, Some(&value), &mut batch);
+        if update.complete && matches!(task.task_type, TaskType::DbStatus | TaskType::DbDataCheck) {
+            self.last_scheduled.insert(task.task_type, now_s());
+        }
+        if update.complete {
+            match &update.results {
+                Some(TaskResults::DbStatus {
+                    status,
+                    error: None,
+                }) if self.flag_value(flags::MANUAL_DB_MAINTENANCE) != Some("on") => {
+                    let value = status.clone();
+                    self.flag_change(flags::MODE, Some(&value), &mut batch);
+                }
+                // The controller only records the data check (§1.4): it changes no job.
+                Some(TaskResults::DbDataCheck { status, error }) => {
+                    let (status, error) = match error {
+                        None => (status.as_str(), None),
+                        Some(error) => ("ERROR", Some(error.message.as_str())),
+                    };
+                    self.flag_change(flags::DATA_CHECK, Some(status), &mut batch);
+                    self.flag_change(flags::DATA_CHECK_ERROR, error, &mut batch);
+                }
+                _ => {}
             }
         }
         batch.tasks.push(task);
@@ -723,7 +747,7 @@ impl Core {
             };
             self.visit(jobs)?;
             if full {
-                self.schedule_db_status()?;
+                self.schedule_regular_tasks()?;
             }
             if !self.finished_in_pass {
                 return Ok(());
@@ -1048,7 +1072,9 @@ impl Core {
                 definition.image_sha = String::new();
                 definition
             }
-            TaskDefinition::DbStatus { .. } => self.job_definition(&job, &cancel_id)?,
+            TaskDefinition::DbStatus { .. } | TaskDefinition::DbDataCheck { .. } => {
+                self.job_definition(&job, &cancel_id)?
+            }
         };
         let mut cancel = self.new_task(
             cancel_id,
@@ -1280,23 +1306,61 @@ impl Core {
         job
     }
 
-    /// Keep one DBSTATUS task alive when checks are enabled (§1.4).
-    fn schedule_db_status(&mut self) -> Result<(), BackendError> {
-        let interval = self.backend.db_status_interval_s;
-        if interval == 0 {
+    /// Keep one task of each scheduled type alive while it is enabled and active (§1.4):
+    /// DBSTATUS unless manual maintenance has its checks disabled, DBDATACHECK unless the
+    /// database is in maintenance.
+    fn schedule_regular_tasks(&mut self) -> Result<(), BackendError> {
+        let checks_disabled = self.flag_value(flags::MANUAL_DB_MAINTENANCE) == Some("on")
+            && self.flag_value(flags::DB_CHECKS_DISABLED) == Some("true");
+        let in_maintenance = self.flag_value(flags::MODE) == Some(flags::DB_MAINTENANCE);
+        let image = self.backend.db_status_image.clone();
+        self.schedule_regular_task(
+            self.backend.db_status_interval_s,
+            !checks_disabled,
+            TaskDefinition::DbStatus {
+                database_name: "default".into(),
+                image: image.clone(),
+            },
+        )?;
+        self.schedule_regular_task(
+            self.backend.data_check_interval_s,
+            !in_maintenance,
+            TaskDefinition::DbDataCheck {
+                hes_expected_activity_month: self
+                    .backend
+                    .data_check_hes_expected_activity_month
+                    .clone(),
+                image,
+            },
+        )
+    }
+
+    /// Keep one task with `definition` alive every `interval_s` (0: never): deactivate the
+    /// active ones while not `active`, else create one unless one is active or one finished
+    /// within the interval.
+    fn schedule_regular_task(
+        &mut self,
+        interval_s: u64,
+        active: bool,
+        definition: TaskDefinition,
+    ) -> Result<(), BackendError> {
+        let task_type = match definition {
+            TaskDefinition::DbStatus { .. } => TaskType::DbStatus,
+            TaskDefinition::DbDataCheck { .. } => TaskType::DbDataCheck,
+            TaskDefinition::Job(_) => return Ok(()),
+        };
+        if interval_s == 0 {
             return Ok(());
         }
-        let disabled = self.flag_value(flags::MANUAL_DB_MAINTENANCE) == Some("on")
-            && self.flag_value(flags::DB_CHECKS_DISABLED) == Some("true");
-        let active: Vec<Task> = self
+        let running: Vec<Task> = self
             .store
             .active_tasks(&self.backend.name)?
             .into_iter()
-            .filter(|t| t.task_type == TaskType::DbStatus)
+            .filter(|t| t.task_type == task_type)
             .collect();
         let mut batch = WriteBatch::default();
-        if disabled {
-            for mut task in active {
+        if !active {
+            for mut task in running {
                 self.unlease(&task);
                 task.active = false;
                 task.finished_at = Some(now_s());
@@ -1306,27 +1370,30 @@ impl Core {
             return Ok(());
         }
         let recent = self
-            .last_db_status
-            .is_some_and(|t| now_s() - t < interval as i64);
-        if !active.is_empty() || recent {
+            .last_scheduled
+            .get(&task_type)
+            .is_some_and(|t| now_s() - t < interval_s as i64);
+        if !running.is_empty() || recent {
             return Ok(());
         }
         let now = now_ns();
         let suffix = hex::encode(
             &sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(format!(
-                "{}{now}",
-                self.backend.name
+                "{}{}{now}",
+                self.backend.name,
+                task_type.as_str()
             )))[..10],
         );
-        let id = format!("dbstatus-{}-{suffix}", civil_date(now / 1_000_000_000));
+        let id = format!(
+            "{}-{}-{suffix}",
+            task_type.as_str(),
+            civil_date(now / 1_000_000_000)
+        );
         let mut task = Task {
             id,
             backend: self.backend.name.clone(),
-            task_type: TaskType::DbStatus,
-            definition: TaskDefinition::DbStatus {
-                database_name: "default".into(),
-                image: self.backend.db_status_image.clone(),
-            },
+            task_type,
+            definition,
             active: true,
             created_at: now_s(),
             finished_at: None,
@@ -1339,8 +1406,6 @@ impl Core {
             last_update_id: 0,
         };
         self.lease(&mut task);
-        // Counted as the latest check so that a lost task is replaced after one interval.
-        self.last_db_status = Some(now_s());
         batch.tasks.push(task);
         self.write(&batch)?;
         Ok(())

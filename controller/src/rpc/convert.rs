@@ -124,6 +124,11 @@ pub fn backend_status(status: &BackendStatus) -> pb::BackendStatus {
             since: status.db_maintenance_since,
             r#type: status.db_maintenance_type.to_string(),
         }),
+        data_check: status.data_check.as_ref().map(|check| pb::DataCheck {
+            status: check.status.clone(),
+            checked_at: check.checked_at,
+            error: check.error.clone().unwrap_or_default(),
+        }),
     }
 }
 
@@ -132,6 +137,7 @@ fn task_type(t: TaskType) -> pb::TaskType {
         TaskType::RunJob => pb::TaskType::Runjob,
         TaskType::CancelJob => pb::TaskType::Canceljob,
         TaskType::DbStatus => pb::TaskType::Dbstatus,
+        TaskType::DbDataCheck => pb::TaskType::Dbdatacheck,
     }
 }
 
@@ -182,6 +188,13 @@ pub fn task(task: &Task) -> pb::Task {
             image,
         } => pb::task::Definition::DbStatus(pb::DbStatusDefinition {
             database_name: database_name.clone(),
+            image: image.clone(),
+        }),
+        TaskDefinition::DbDataCheck {
+            hes_expected_activity_month,
+            image,
+        } => pb::task::Definition::DbDataCheck(pb::DbDataCheckDefinition {
+            hes_expected_activity_month: hes_expected_activity_month.clone(),
             image: image.clone(),
         }),
     };
@@ -272,6 +285,10 @@ pub fn task_update(update: pb::TaskUpdate) -> TaskUpdate {
             }),
         })),
         pb::task_update::Results::DbStatus(d) => TaskResults::DbStatus {
+            status: d.status,
+            error: d.error.map(task_error),
+        },
+        pb::task_update::Results::DbDataCheck(d) => TaskResults::DbDataCheck {
             status: d.status,
             error: d.error.map(task_error),
         },

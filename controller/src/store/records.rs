@@ -292,6 +292,10 @@ pub enum TaskDefinitionRecord {
         database_name: String,
         image: String,
     },
+    DbDataCheck {
+        hes_expected_activity_month: String,
+        image: String,
+    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -299,6 +303,10 @@ pub enum TaskDefinitionRecord {
 pub enum TaskResultsRecord {
     Job(Box<RunJobResultsRecord>),
     DbStatus {
+        status: String,
+        error: Option<TaskErrorRecord>,
+    },
+    DbDataCheck {
         status: String,
         error: Option<TaskErrorRecord>,
     },
@@ -382,6 +390,13 @@ impl From<&Task> for TaskRecordV1 {
                 database_name: database_name.clone(),
                 image: image.clone(),
             },
+            TaskDefinition::DbDataCheck {
+                hes_expected_activity_month,
+                image,
+            } => TaskDefinitionRecord::DbDataCheck {
+                hes_expected_activity_month: hes_expected_activity_month.clone(),
+                image: image.clone(),
+            },
         };
         let agent_results = t.agent_results.as_ref().map(|r| match r {
             TaskResults::Job(r) => TaskResultsRecord::Job(Box::new(RunJobResultsRecord {
@@ -403,6 +418,10 @@ impl From<&Task> for TaskRecordV1 {
                 metrics: r.metrics.as_ref().map(metrics_to),
             })),
             TaskResults::DbStatus { status, error } => TaskResultsRecord::DbStatus {
+                status: status.clone(),
+                error: error.as_ref().map(error_to),
+            },
+            TaskResults::DbDataCheck { status, error } => TaskResultsRecord::DbDataCheck {
                 status: status.clone(),
                 error: error.as_ref().map(error_to),
             },
@@ -473,6 +492,13 @@ impl TryFrom<TaskRecordV1> for Task {
                 database_name,
                 image,
             },
+            TaskDefinitionRecord::DbDataCheck {
+                hes_expected_activity_month,
+                image,
+            } => TaskDefinition::DbDataCheck {
+                hes_expected_activity_month,
+                image,
+            },
         };
         let agent_results = r.agent_results.map(|res| match res {
             TaskResultsRecord::Job(j) => {
@@ -497,6 +523,10 @@ impl TryFrom<TaskRecordV1> for Task {
                 }))
             }
             TaskResultsRecord::DbStatus { status, error } => TaskResults::DbStatus {
+                status,
+                error: error.map(error_from),
+            },
+            TaskResultsRecord::DbDataCheck { status, error } => TaskResults::DbDataCheck {
                 status,
                 error: error.map(error_from),
             },

@@ -159,6 +159,7 @@ impl pb::rap_service_server::RapService for FakeService {
         check_token(&request)?;
         Ok(GrpcResponse::new(pb::GetBackendStatusResponse {
             backends: vec![pb::BackendStatus {
+                data_check: None,
                 slug: "test".into(),
                 last_seen: Some(1_700_000_000),
                 paused: Some(pb::Flag {

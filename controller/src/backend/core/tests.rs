@@ -712,6 +712,149 @@ fn db_status_results_set_the_mode_unless_manual() {
     );
 }
 
+fn complete(w: &mut World, task_id: &str, results: TaskResults) {
+    w.core
+        .update(
+            "a",
+            &TaskUpdate {
+                update_id: 1,
+                task_id: task_id.into(),
+                stage: ExecutorStage::Unspecified,
+                complete: true,
+                timestamp_ns: 0,
+                results: Some(results),
+            },
+        )
+        .unwrap();
+}
+
+fn active_of(w: &World, task_type: TaskType) -> Vec<Task> {
+    w.store
+        .active_tasks("test")
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.task_type == task_type)
+        .collect()
+}
+
+#[test]
+fn db_data_checks_are_scheduled_per_interval_and_their_results_stored() {
+    let mut backend = BackendConfig::with_defaults("test");
+    backend.data_check_interval_s = 86_400;
+    backend.data_check_hes_expected_activity_month = "202401".into();
+    let mut w = world_with(backend);
+    w.core.pass().unwrap();
+    w.core.pass().unwrap();
+    let tasks = active_of(&w, TaskType::DbDataCheck);
+    assert_eq!(tasks.len(), 1, "one at a time");
+    assert!(tasks[0].id.starts_with("dbdatacheck-20"));
+    assert_eq!(
+        tasks[0].definition,
+        TaskDefinition::DbDataCheck {
+            hes_expected_activity_month: "202401".into(),
+            image: "ghcr.io/opensafely-core/tpp-database-utils:latest".into(),
+        }
+    );
+    assert!(
+        active_of(&w, TaskType::DbStatus).is_empty(),
+        "DBSTATUS has its own interval (off)"
+    );
+    complete(
+        &mut w,
+        &tasks[0].id,
+        TaskResults::DbDataCheck {
+            status: "FAILED".into(),
+            error: None,
+        },
+    );
+    assert_eq!(w.core.flag_value(flags::DATA_CHECK), Some("FAILED"));
+    assert_eq!(w.core.flag_value(flags::DATA_CHECK_ERROR), None);
+    assert_eq!(
+        w.core.flag_value(flags::MODE),
+        None,
+        "a data check changes nothing"
+    );
+    w.core.pass().unwrap();
+    assert!(
+        active_of(&w, TaskType::DbDataCheck).is_empty(),
+        "not again within the interval"
+    );
+
+    // An error is stored with its message; a restarted controller still knows the last check.
+    let mut backend = BackendConfig::with_defaults("test");
+    backend.data_check_interval_s = 1;
+    let mut w = world_with(backend.clone());
+    w.core.pass().unwrap();
+    let task = active_of(&w, TaskType::DbDataCheck).remove(0);
+    complete(
+        &mut w,
+        &task.id,
+        TaskResults::DbDataCheck {
+            status: String::new(),
+            error: Some(TaskError {
+                kind: ErrorKind::Retryable,
+                message: "Invalid status from the database utility".into(),
+            }),
+        },
+    );
+    assert_eq!(w.core.flag_value(flags::DATA_CHECK), Some("ERROR"));
+    assert_eq!(
+        w.core.flag_value(flags::DATA_CHECK_ERROR),
+        Some("Invalid status from the database utility")
+    );
+    backend.data_check_interval_s = 86_400;
+    let restarted = Core::new(
+        &config(backend.clone()),
+        &backend,
+        w.store.clone(),
+        WatchHub::default(),
+    );
+    w.core = restarted.unwrap();
+    w.core.pass().unwrap();
+    assert!(active_of(&w, TaskType::DbDataCheck).is_empty());
+}
+
+#[test]
+fn db_data_checks_are_inactive_while_the_database_is_in_maintenance() {
+    let mut backend = BackendConfig::with_defaults("test");
+    backend.data_check_interval_s = 86_400;
+    backend.db_status_interval_s = 300;
+    let mut w = world_with(backend);
+    w.core.pass().unwrap();
+    let check = active_of(&w, TaskType::DbDataCheck).remove(0);
+    let status = active_of(&w, TaskType::DbStatus).remove(0);
+    // Scheduled maintenance, as reported by DBSTATUS.
+    complete(
+        &mut w,
+        &status.id,
+        TaskResults::DbStatus {
+            status: flags::DB_MAINTENANCE.into(),
+            error: None,
+        },
+    );
+    w.core.pass().unwrap();
+    assert!(active_of(&w, TaskType::DbDataCheck).is_empty());
+    let stored = w.store.task(&check.id).unwrap().unwrap();
+    assert!(!stored.active && stored.finished_at.is_some());
+    w.core.pass().unwrap();
+    assert!(
+        active_of(&w, TaskType::DbDataCheck).is_empty(),
+        "none while in maintenance"
+    );
+
+    // Maintenance over: the suspended check (which never ran) is replaced at once.
+    w.core.set_db_maintenance(false).unwrap();
+    w.core.pass().unwrap();
+    let again = active_of(&w, TaskType::DbDataCheck);
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].id, check.id);
+
+    // Manual maintenance suspends it too.
+    w.core.set_db_maintenance(true).unwrap();
+    w.core.pass().unwrap();
+    assert!(active_of(&w, TaskType::DbDataCheck).is_empty());
+}
+
 #[test]
 fn helpers() {
     assert_eq!(civil_date(0), "1970-01-01");
