@@ -837,46 +837,7 @@ fn tpp_strings_compare_case_insensitively_except_ctv3_and_snomed_codes() {
          dataset.ctv3_exact = events.where(events.ctv3_code == 'XaBcD').count_for_patient()\n"
         .replace("LONG", &format!("{long_list:?}"));
     fs::write(dir.path().join("def.py"), source).unwrap();
-    // Patient 1 moved from a "London" practice to a "LONDON" one, patient 2 from "B" to "a".
-    let raw = "INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'F', '9999-12-31'), (2, '1980-01-01', 'M', '9999-12-31');
-         INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2);
-         INSERT INTO \"Organisation\" VALUES (1, 'E1', 'London', '2000-01-01'), (2, 'E1', 'LONDON', '2000-01-01'),
-             (3, 'E1', 'B', '2000-01-01'), (4, 'E1', 'a', '2000-01-01');
-         INSERT INTO \"DirectionsAcknowledged\" VALUES (1), (2), (3), (4);
-         INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '2005-01-01', 1), (1, '2005-01-01', '9999-12-31', 2),
-             (2, '2000-01-01', '2005-01-01', 3), (2, '2005-01-01', '9999-12-31', 4);
-         INSERT INTO \"CodedEvent\" VALUES (1, '2020-01-01', 'XaBcD', NULL, 1);";
-    let core = "CREATE TABLE patients (patient_id BIGINT, date_of_birth DATE, sex TEXT, date_of_death DATE);
-         CREATE TABLE practice_registrations (patient_id BIGINT, start_date DATE, end_date DATE, practice_pseudo_id BIGINT,
-             practice_stp TEXT, practice_nuts1_region_name TEXT, practice_systmone_go_live_date DATE);
-         CREATE TABLE clinical_events (patient_id BIGINT, date DATE, snomedct_code TEXT, ctv3_code TEXT,
-             numeric_value DOUBLE PRECISION, consultation_id BIGINT);
-         INSERT INTO patients VALUES (1, '1980-01-01', 'female', NULL), (2, '1980-01-01', 'male', NULL);
-         INSERT INTO practice_registrations VALUES (1, '2000-01-01', '2005-01-01', 1, 'E1', 'London', '2000-01-01'),
-             (1, '2005-01-01', NULL, 2, 'E1', 'LONDON', '2000-01-01'), (2, '2000-01-01', '2005-01-01', 3, 'E1', 'B', '2000-01-01'),
-             (2, '2005-01-01', NULL, 4, 'E1', 'a', '2000-01-01');
-         INSERT INTO clinical_events VALUES (1, '2020-01-01', NULL, 'XaBcD', NULL, 1);";
-    let tpp_postgres = postgres_support::TestDatabase::create();
-    tpp_postgres
-        .connect()
-        .execute(&format!(
-            "{}; {raw}",
-            tpp::create_raw_tables_sql(SqlFlavour::Postgres).join(";")
-        ))
-        .unwrap();
-    let core_postgres = postgres_support::TestDatabase::create();
-    core_postgres.connect().execute(core).unwrap();
-    Connection::open(dir.path().join("tpp.db"))
-        .unwrap()
-        .execute_batch(&format!(
-            "{}; {raw}",
-            tpp::create_raw_tables_sql(SqlFlavour::Sqlite).join(";")
-        ))
-        .unwrap();
-    Connection::open(dir.path().join("core.db"))
-        .unwrap()
-        .execute_batch(core)
-        .unwrap();
+    let (tpp_postgres, core_postgres) = case_variant_databases(dir.path());
     let run = |dsn: &str, backend: &str| {
         let out = ehrql(
             dir.path(),
@@ -891,14 +852,128 @@ fn tpp_strings_compare_case_insensitively_except_ctv3_and_snomed_codes() {
     for dsn in [tpp_postgres.url.as_str(), "sqlite:///tpp.db"] {
         assert_eq!(
             run(dsn, "tpp"),
-            format!("{header}1,T,T,T,2,1,F,2000-01-01,0,1\r\n2,F,F,F,0,2,T,2005-01-01,0,0\r\n"),
+            format!(
+                "{header}1,T,T,T,2,1,F,2000-01-01,0,1\r\n2,F,F,F,0,2,T,2005-01-01,0,0\r\n\
+                 3,T,T,T,1,1,F,2000-01-01,0,0\r\n"
+            ),
             "{dsn}"
         );
     }
     for dsn in [core_postgres.url.as_str(), "sqlite:///core.db"] {
         assert_eq!(
             run(dsn, "expectations"),
-            format!("{header}1,F,F,F,0,2,F,2005-01-01,0,1\r\n2,F,F,F,0,2,F,2000-01-01,0,0\r\n"),
+            format!(
+                "{header}1,F,F,F,0,2,F,2005-01-01,0,1\r\n2,F,F,F,0,2,F,2000-01-01,0,0\r\n\
+                 3,F,F,T,0,1,F,2000-01-01,0,0\r\n"
+            ),
+            "{dsn}"
+        );
+    }
+}
+
+/// Raw TPP tables (in `dir`/tpp.db and a PostgreSQL database) and the same data as ehrQL
+/// tables for the default backend (`dir`/core.db and another): patient 1 moved from a
+/// "London" practice to a "LONDON" one, patient 2 from "B" to "a"; patient 3 stayed at the
+/// "London" one; patient 1 has a CTV3 event `XaBcD`.
+fn case_variant_databases(
+    dir: &Path,
+) -> (
+    postgres_support::TestDatabase,
+    postgres_support::TestDatabase,
+) {
+    let raw = "INSERT INTO \"Patient\" VALUES (1, '1980-01-01', 'F', '9999-12-31'), (2, '1980-01-01', 'M', '9999-12-31'),
+             (3, '1980-01-01', 'M', '9999-12-31');
+         INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2), (3);
+         INSERT INTO \"Organisation\" VALUES (1, 'E1', 'London', '2000-01-01'), (2, 'E1', 'LONDON', '2000-01-01'),
+             (3, 'E1', 'B', '2000-01-01'), (4, 'E1', 'a', '2000-01-01');
+         INSERT INTO \"DirectionsAcknowledged\" VALUES (1), (2), (3), (4);
+         INSERT INTO \"RegistrationHistory\" VALUES (1, '2000-01-01', '2005-01-01', 1), (1, '2005-01-01', '9999-12-31', 2),
+             (2, '2000-01-01', '2005-01-01', 3), (2, '2005-01-01', '9999-12-31', 4), (3, '2000-01-01', '9999-12-31', 1);
+         INSERT INTO \"CodedEvent\" VALUES (1, '2020-01-01', 'XaBcD', NULL, 1);";
+    let core = "CREATE TABLE patients (patient_id BIGINT, date_of_birth DATE, sex TEXT, date_of_death DATE);
+         CREATE TABLE practice_registrations (patient_id BIGINT, start_date DATE, end_date DATE, practice_pseudo_id BIGINT,
+             practice_stp TEXT, practice_nuts1_region_name TEXT, practice_systmone_go_live_date DATE);
+         CREATE TABLE clinical_events (patient_id BIGINT, date DATE, snomedct_code TEXT, ctv3_code TEXT,
+             numeric_value DOUBLE PRECISION, consultation_id BIGINT);
+         INSERT INTO patients VALUES (1, '1980-01-01', 'female', NULL), (2, '1980-01-01', 'male', NULL),
+             (3, '1980-01-01', 'male', NULL);
+         INSERT INTO practice_registrations VALUES (1, '2000-01-01', '2005-01-01', 1, 'E1', 'London', '2000-01-01'),
+             (1, '2005-01-01', NULL, 2, 'E1', 'LONDON', '2000-01-01'), (2, '2000-01-01', '2005-01-01', 3, 'E1', 'B', '2000-01-01'),
+             (2, '2005-01-01', NULL, 4, 'E1', 'a', '2000-01-01'), (3, '2000-01-01', NULL, 1, 'E1', 'London', '2000-01-01');
+         INSERT INTO clinical_events VALUES (1, '2020-01-01', NULL, 'XaBcD', NULL, 1);";
+    let tpp_postgres = postgres_support::TestDatabase::create();
+    tpp_postgres
+        .connect()
+        .execute(&format!(
+            "{}; {raw}",
+            tpp::create_raw_tables_sql(SqlFlavour::Postgres).join(";")
+        ))
+        .unwrap();
+    let core_postgres = postgres_support::TestDatabase::create();
+    core_postgres.connect().execute(core).unwrap();
+    Connection::open(dir.join("tpp.db"))
+        .unwrap()
+        .execute_batch(&format!(
+            "{}; {raw}",
+            tpp::create_raw_tables_sql(SqlFlavour::Sqlite).join(";")
+        ))
+        .unwrap();
+    Connection::open(dir.join("core.db"))
+        .unwrap()
+        .execute_batch(core)
+        .unwrap();
+    (tpp_postgres, core_postgres)
+}
+
+/// Measures on the `tpp` backend group a case-insensitive column's case variants together
+/// (one "London" group of two patients), on both engines; the default backend keeps them apart.
+#[test]
+fn tpp_measures_group_case_variants_together() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("measures.py"),
+        "from ehrql import create_measures, years\n\
+         from ehrql.tables.tpp import patients, practice_registrations as regs\n\
+         measures = create_measures()\nmeasures.configure_disclosure_control(enabled=False)\n\
+         region = regs.sort_by(regs.start_date).last_for_patient().practice_nuts1_region_name\n\
+         measures.define_measure('m', numerator=patients.exists_for_patient(),\n\
+             denominator=patients.exists_for_patient(), group_by={'region': region},\n\
+             intervals=years(1).starting_on('2020-01-01'))\n",
+    )
+    .unwrap();
+    let (tpp_postgres, core_postgres) = case_variant_databases(dir.path());
+    // The denominators of the groups, by lower-cased region.
+    let groups = |dsn: &str, backend: &str| {
+        let out = ehrql(
+            dir.path(),
+            &["generate-measures", "measures.py", "--dsn", dsn],
+            &[("OPENSAFELY_BACKEND", backend)],
+        );
+        assert!(out.status.success(), "{dsn}: {}", stderr(&out));
+        let mut groups: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+            .split("\r\n")
+            .skip(1)
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                let fields: Vec<&str> = line.split(',').collect();
+                (fields[6].to_lowercase(), fields[5].to_string())
+            })
+            .collect();
+        groups.sort();
+        groups
+    };
+    let pair = |region: &str, denominator: &str| (region.to_string(), denominator.to_string());
+    for dsn in [tpp_postgres.url.as_str(), "sqlite:///tpp.db"] {
+        assert_eq!(
+            groups(dsn, "tpp"),
+            [pair("a", "1"), pair("london", "2")],
+            "{dsn}"
+        );
+    }
+    for dsn in [core_postgres.url.as_str(), "sqlite:///core.db"] {
+        assert_eq!(
+            groups(dsn, "expectations"),
+            [pair("a", "1"), pair("london", "1"), pair("london", "1")],
             "{dsn}"
         );
     }

@@ -996,6 +996,10 @@ impl<'a> Compiler<'a> {
             let sql = self.expr(*id, &mut scope)?;
             let sql = if self.graph.scalar_type(*id) == Some(ScalarType::Bool) {
                 d.bool_value(&sql)
+            } else if self.grouped.is_some() && self.is_case_insensitive(*id) {
+                // Measures group case variants together. PostgreSQL's temporary table keeps
+                // the collation; SQLite's does not, so its GROUP BY says it again.
+                d.case_insensitive(&sql)
             } else {
                 sql
             };
@@ -1031,6 +1035,13 @@ impl<'a> Compiler<'a> {
             .collect();
         let from = format!("FROM {} AS measure_rows", d.ident(&table));
         let groups: Vec<String> = grouped.groups.iter().map(|g| d.ident(g)).collect();
+        let case_insensitive: BTreeSet<&str> = self
+            .dataset
+            .variables()
+            .iter()
+            .filter(|(_, id)| self.is_case_insensitive(*id))
+            .map(|(name, _)| name.as_str())
+            .collect();
         if groups.is_empty() {
             return format!("SELECT {}, 0 AS grouping_id {from}", sums.join(", "));
         }
@@ -1073,7 +1084,16 @@ impl<'a> Compiler<'a> {
                     grouped.grouping_id(set)
                 );
                 if !set.is_empty() {
-                    let by: Vec<String> = set.iter().map(|g| d.ident(g)).collect();
+                    let by: Vec<String> = set
+                        .iter()
+                        .map(|g| {
+                            if case_insensitive.contains(g.as_str()) {
+                                d.case_insensitive(&d.ident(g))
+                            } else {
+                                d.ident(g)
+                            }
+                        })
+                        .collect();
                     sql.push_str(&format!(" GROUP BY {}", by.join(", ")));
                 }
                 sql
