@@ -45,6 +45,8 @@ pub enum ControllerEvent {
     Task(Box<pb::Task>),
     /// Stop a task without reporting.
     Revoke(String),
+    /// The task's lease moved to another agent: stop it and discard its work.
+    LeaseMoved(String),
 }
 
 /// Why the link could not be set up at all (a broken stream is not an error: it reconnects).
@@ -212,7 +214,12 @@ async fn session(
                         outbox.ack(&ack.task_id, ack.update_id);
                     }
                     pb::controller_message::Message::Revoke(revoke) => {
-                        if events.send(ControllerEvent::Revoke(revoke.task_id)).await.is_err() {
+                        let event = if revoke.reason == pb::RevokeReason::LeaseMoved as i32 {
+                            ControllerEvent::LeaseMoved(revoke.task_id)
+                        } else {
+                            ControllerEvent::Revoke(revoke.task_id)
+                        };
+                        if events.send(event).await.is_err() {
                             return Ok(Session::Shutdown);
                         }
                     }

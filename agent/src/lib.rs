@@ -160,6 +160,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             event = events.recv() => match event {
                 Some(ControllerEvent::Task(task)) => tasks.start(*task),
                 Some(ControllerEvent::Revoke(task_id)) => tasks.revoke(&task_id),
+                Some(ControllerEvent::LeaseMoved(task_id)) => tasks.abandon(&task_id),
                 None => break,
             },
         }

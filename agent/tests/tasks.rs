@@ -194,6 +194,55 @@ async fn cancel_while_running_kills_the_container_and_reports_cancelled() {
 }
 
 #[tokio::test]
+async fn a_task_whose_lease_moved_is_stopped_and_discarded_without_outputs_or_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);
+    let work = dir.path().join("work");
+    let layout = Layout::new(work.clone());
+    let (mut tasks, mut updates, _) = start_agent(executor(&work).await, &layout.outbox(), 2);
+    let mut job = new_job(
+        &unique_id("lease-moved"),
+        &repo,
+        &commit,
+        "mkdir -p output && echo 1 > output/a.csv && sleep 300",
+    );
+    let _container = ContainerGuard::for_job(&job);
+    job.output_spec = vec![output("output/a.csv", Privacy::HighlySensitive)];
+    let task = runjob_task(&job);
+    tasks.start(task.clone());
+    loop {
+        let update = next_update(&mut updates).await;
+        if stage(&update) == S::Executing {
+            break;
+        }
+    }
+    tasks.abandon(&task.id);
+    // Shutdown waits for every runner, the discarding one included.
+    within(tasks.shutdown()).await;
+    let docker = bollard::Docker::connect_with_unix_defaults().unwrap();
+    let inspected = docker
+        .inspect_container(&job.container_name(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            inspected,
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            }
+        ),
+        "the container is gone: {inspected:?}"
+    );
+    assert!(!layout.job_dir(&job).exists());
+    assert!(!layout.high_workspace(&job).join("output/a.csv").exists());
+    assert!(
+        updates.try_recv().is_err(),
+        "nothing reported after the lease moved"
+    );
+}
+
+#[tokio::test]
 async fn cancel_before_start_finalizes_as_cancelled_without_running_anything() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, commit) = make_repo(dir.path(), &[("run.sh", "true")]);

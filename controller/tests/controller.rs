@@ -446,7 +446,7 @@ async fn cancel_scoping_and_cancel_while_running() {
         (response.details.as_str(), response.count),
         ("1 actions cancelled", 1)
     );
-    assert_eq!(agent.next_revoke().await, gen_def.id);
+    assert_eq!(agent.next_revoke().await.task_id, gen_def.id);
     let cancel = agent.next_task().await;
     assert_eq!(cancel.id, format!("{}-cancel", gen_def.id));
     assert_eq!(cancel.r#type, pb::TaskType::Canceljob as i32);
@@ -592,7 +592,7 @@ async fn operators_pause_and_prepare_for_reboot() {
         ))
         .await
         .unwrap();
-    assert_eq!(agent.next_revoke().await, task.id);
+    assert_eq!(agent.next_revoke().await.task_id, task.id);
     assert_eq!(agent.next_task().await.id, format!("{}-cancel", task.id));
     let changes = wait_for_code(&mut client, R1, "solo", pb::StatusCode::WaitingOnReboot).await;
     let last = changes.last().unwrap();
@@ -690,6 +690,20 @@ async fn an_agent_that_does_not_return_within_the_grace_period_loses_its_tasks()
     drop(first);
     let moved = second.next_task().await;
     assert_eq!(moved.id, task.id);
+
+    // It comes back still running the task: its update is ignored and it is told to stop.
+    let mut first =
+        TestAgent::connect(setup.agent_pem("test"), controller.agent_addr, "first").await;
+    first
+        .report(&task.id, pb::ExecutorState::Executing, false, None)
+        .await;
+    assert_eq!(
+        first.next_revoke().await,
+        pb::Revoke {
+            task_id: task.id.clone(),
+            reason: pb::RevokeReason::LeaseMoved as i32,
+        }
+    );
     second.run_to_exit(&task.id, 0).await;
     wait_for_code(&mut client, R1, "solo", pb::StatusCode::Succeeded).await;
     let tasks = admin

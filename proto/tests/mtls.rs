@@ -54,6 +54,7 @@ impl AgentService for EchoIdentity {
         let reply = ControllerMessage {
             message: Some(controller_message::Message::Revoke(Revoke {
                 task_id: backend.to_string(),
+                ..Default::default()
             })),
         };
         Ok(Response::new(Box::pin(tokio_stream::once(Ok(reply)))))

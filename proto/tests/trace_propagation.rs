@@ -57,6 +57,7 @@ impl AgentService for Controller {
                 let reply = ControllerMessage {
                     message: Some(controller_message::Message::Revoke(Revoke {
                         task_id: "ok".to_owned(),
+                        ..Default::default()
                     })),
                 };
                 let stream: Self::ConnectStream = Box::pin(tokio_stream::once(Ok(reply)));

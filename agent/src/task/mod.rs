@@ -62,7 +62,7 @@ struct Context<E> {
 }
 
 struct Runner {
-    job_id: Option<String>,
+    job: Option<JobDefinition>,
     kind: pb::TaskType,
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
@@ -135,7 +135,7 @@ impl<E: Executor + DbChecks> Tasks<E> {
                 .collect();
             let _ = rap_proto::trace_context::set_parent_from_map(&span, &parent);
         }
-        let (job_id, handle) = match (kind, task.definition) {
+        let (job, handle) = match (kind, task.definition) {
             (pb::TaskType::Runjob, Some(pb::task::Definition::Job(wire))) => {
                 match JobDefinition::from_wire(&wire) {
                     Ok(job) => {
@@ -143,7 +143,7 @@ impl<E: Executor + DbChecks> Tasks<E> {
                         // runner has stopped: two runners never drive one job directory.
                         let previous = self.take_runjob_runner(&job.id);
                         (
-                            Some(job.id.clone()),
+                            Some(job.clone()),
                             tokio::spawn(
                                 run_job(context, task_id.clone(), job, stop_rx, previous)
                                     .instrument(span),
@@ -165,7 +165,7 @@ impl<E: Executor + DbChecks> Tasks<E> {
                         // The job's RUNJOB runner stops first; the cancel waits for it.
                         let previous = self.take_runjob_runner(&job.id);
                         (
-                            Some(job.id.clone()),
+                            Some(job.clone()),
                             tokio::spawn(
                                 cancel_job(context, task_id.clone(), job, previous)
                                     .instrument(span),
@@ -210,7 +210,7 @@ impl<E: Executor + DbChecks> Tasks<E> {
         self.runners.insert(
             task_id,
             Runner {
-                job_id,
+                job,
                 kind,
                 stop,
                 handle,
@@ -223,6 +223,41 @@ impl<E: Executor + DbChecks> Tasks<E> {
         if let Some(runner) = self.runners.get(task_id) {
             let _ = runner.stop.send(true);
         }
+    }
+
+    /// Stops a RUNJOB task whose lease moved to another agent and discards its work: once its
+    /// runner has stopped, the job's container is killed and removed with the job directory.
+    /// Nothing is finalized (no outputs filed) and nothing is reported: the task's outcome is
+    /// the new lessee's.
+    pub fn abandon(&mut self, task_id: &str) {
+        self.reap();
+        let Some(runner) = self.runners.remove(task_id) else {
+            return;
+        };
+        let _ = runner.stop.send(true);
+        let (pb::TaskType::Runjob, Some(job)) = (runner.kind, runner.job.clone()) else {
+            self.runners.insert(task_id.to_owned(), runner);
+            return;
+        };
+        let context = self.context.clone();
+        let stopping = runner.handle;
+        let span = tracing::info_span!("ABANDON", task = %task_id, job = %job.id);
+        let handle = tokio::spawn(
+            async move {
+                let _ = stopping.await;
+                discard_job(&context, &job).await;
+            }
+            .instrument(span),
+        );
+        self.runners.insert(
+            task_id.to_owned(),
+            Runner {
+                job: runner.job,
+                kind: runner.kind,
+                stop: runner.stop,
+                handle,
+            },
+        );
     }
 
     /// How many runners are still running.
@@ -259,7 +294,8 @@ impl<E: Executor + DbChecks> Tasks<E> {
             .runners
             .iter()
             .find(|(_, runner)| {
-                runner.kind == pb::TaskType::Runjob && runner.job_id.as_deref() == Some(job_id)
+                runner.kind == pb::TaskType::Runjob
+                    && runner.job.as_ref().is_some_and(|job| job.id == job_id)
             })
             .map(|(task_id, _)| task_id.clone())?;
         let runner = self.runners.remove(&task_id)?;
@@ -319,6 +355,20 @@ async fn report_invalid<E>(context: Arc<Context<E>>, task_id: String, message: S
         ..Default::default()
     }));
     report(&context, final_update).await;
+}
+
+/// Kills the job's container if it runs and removes it and the job directory, filing nothing.
+async fn discard_job<E: Executor>(context: &Context<E>, job: &JobDefinition) {
+    let executor = &context.executor;
+    let discarded = async {
+        executor.terminate(job).await?;
+        executor.cleanup(job).await
+    };
+    match discarded.await {
+        Ok(()) => tracing::info!(job = %job.id, "lease moved to another agent: job discarded"),
+        // Left for an operator: the controller already gave the task to another agent.
+        Err(error) => tracing::error!(job = %job.id, %error, "discarding the job failed"),
+    }
 }
 
 /// Resolves when the stop signal is raised (or its sender is gone).

@@ -91,6 +91,9 @@ pub struct CancelOutcome {
 pub enum AgentCommand {
     Task(Box<Task>),
     Revoke(String),
+    /// The task's lease moved to another agent: the former lessee stops it and discards its
+    /// work.
+    LeaseMoved(String),
 }
 
 /// A task as operators see it.
@@ -524,8 +527,11 @@ impl Core {
                 task_id = %task.id,
                 %agent_id,
                 lessee = %holder,
-                "update from an agent that no longer holds the task's lease; ignored"
+                "update from an agent that no longer holds the task's lease; ignored, and the \
+                 agent told to stop the task"
             );
+            let stale_task = task.id.clone();
+            self.send_later(agent_id, AgentCommand::LeaseMoved(stale_task));
             self.write(&batch)?;
             return Ok(());
         }

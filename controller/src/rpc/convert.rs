@@ -215,9 +215,14 @@ pub fn task(task: &Task) -> pb::Task {
 pub fn agent_command(command: AgentCommand) -> pb::ControllerMessage {
     let message = match command {
         AgentCommand::Task(t) => pb::controller_message::Message::Task(task(&t)),
-        AgentCommand::Revoke(task_id) => {
-            pb::controller_message::Message::Revoke(pb::Revoke { task_id })
-        }
+        AgentCommand::Revoke(task_id) => pb::controller_message::Message::Revoke(pb::Revoke {
+            task_id,
+            reason: pb::RevokeReason::Unspecified as i32,
+        }),
+        AgentCommand::LeaseMoved(task_id) => pb::controller_message::Message::Revoke(pb::Revoke {
+            task_id,
+            reason: pb::RevokeReason::LeaseMoved as i32,
+        }),
     };
     pb::ControllerMessage {
         message: Some(message),

@@ -430,12 +430,12 @@ impl TestAgent {
     }
 
     /// The next revocation.
-    pub async fn next_revoke(&mut self) -> String {
+    pub async fn next_revoke(&mut self) -> pb::Revoke {
         let mut skipped = Vec::new();
         let id = loop {
             let message = self.receive().await;
             match message.message {
-                Some(pb::controller_message::Message::Revoke(revoke)) => break revoke.task_id,
+                Some(pb::controller_message::Message::Revoke(revoke)) => break revoke,
                 _ => skipped.push(message),
             }
         };

@@ -936,6 +936,10 @@ fn an_absent_agents_leases_move_only_after_the_grace_period() {
         timestamp_ns: now_ns(),
         results: None,
     };
+    // The former lessee returns, still running the task: its update is ignored and it is
+    // told to stop.
+    let (_, mut rx_a) = w.core.connect("a").unwrap();
+    assert!(rx_a.try_recv().is_err(), "the moved task is not sent to it");
     w.core.update("a", &executing(1)).unwrap();
     let stage = |w: &World| w.store.task(&task_id).unwrap().unwrap().agent_stage;
     assert_eq!(
@@ -943,6 +947,13 @@ fn an_absent_agents_leases_move_only_after_the_grace_period() {
         ExecutorStage::Unspecified,
         "the former lessee is ignored"
     );
+    let effects = w.core.take_effects();
+    w.core.perform(effects);
+    assert!(
+        matches!(rx_a.try_recv(), Ok(AgentCommand::LeaseMoved(id)) if id == task_id),
+        "the former lessee is told the lease moved"
+    );
+    assert!(rx_b.try_recv().is_err(), "the new lessee is not disturbed");
     w.core.update("b", &executing(1)).unwrap();
     assert_eq!(stage(&w), ExecutorStage::Executing);
 }
