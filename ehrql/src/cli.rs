@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backends::tpp::{self, SqlFlavour, TppOptions};
 use crate::backends::{self, Backend, Permissions};
@@ -56,6 +56,33 @@ struct Cli {
     command: Command,
 }
 
+/// The database flags `generate-dataset` and `generate-measures` share.
+#[derive(Args, Debug)]
+struct DatabaseArgs {
+    /// Database URL; `sqlite:///relative.db`, `sqlite:////absolute.db` or
+    /// `postgresql://user:password@host:port/database`.
+    #[arg(long, env = "DATABASE_URL")]
+    dsn: Option<String>,
+    /// Query engine.
+    #[arg(long, env = "OPENSAFELY_QUERY_ENGINE", value_enum)]
+    query_engine: Option<QueryEngine>,
+    /// Backend: the default (tables named as ehrQL's) or `tpp`.
+    #[arg(long, env = "OPENSAFELY_BACKEND")]
+    backend: Option<String>,
+}
+
+/// The flags after `--dummy-data-file` that `generate-dataset` and `generate-measures` share.
+#[derive(Args, Debug)]
+struct DummyTablesAndUserArgs {
+    /// Without a database: run the definition in memory over the table files in this
+    /// directory (`<table>.csv`, `.csv.gz` or `.arrow`, as `create-dummy-tables` writes).
+    #[arg(long)]
+    dummy_tables: Option<PathBuf>,
+    /// User arguments for the definition (after `--`); recorded, not used by JSON input.
+    #[arg(last = true)]
+    user_args: Vec<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a dataset definition against a database and write the dataset.
@@ -65,27 +92,14 @@ enum Command {
         /// Output file (.csv, .csv.gz or .arrow); CSV on stdout if omitted.
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Database URL; `sqlite:///relative.db`, `sqlite:////absolute.db` or
-        /// `postgresql://user:password@host:port/database`.
-        #[arg(long, env = "DATABASE_URL")]
-        dsn: Option<String>,
-        /// Query engine.
-        #[arg(long, env = "OPENSAFELY_QUERY_ENGINE", value_enum)]
-        query_engine: Option<QueryEngine>,
-        /// Backend (only the default, table-named-as-ehrQL backend exists here).
-        #[arg(long, env = "OPENSAFELY_BACKEND")]
-        backend: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Without a database: use this file (.csv, .csv.gz or .arrow) as the dataset, after
         /// checking its columns, types and categories against the definition.
         #[arg(long)]
         dummy_data_file: Option<PathBuf>,
-        /// Without a database: run the definition in memory over the table files in this
-        /// directory (`<table>.csv`, `.csv.gz` or `.arrow`, as `create-dummy-tables` writes).
-        #[arg(long)]
-        dummy_tables: Option<PathBuf>,
-        /// User arguments for the definition (after `--`); recorded, not used by JSON input.
-        #[arg(last = true)]
-        user_args: Vec<String>,
+        #[command(flatten)]
+        rest: DummyTablesAndUserArgs,
     },
     /// Run a measures definition and write the measures.
     GenerateMeasures {
@@ -95,25 +109,14 @@ enum Command {
         /// one file per measure; CSV on stdout if omitted.
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Database URL, as for generate-dataset.
-        #[arg(long, env = "DATABASE_URL")]
-        dsn: Option<String>,
-        /// Query engine.
-        #[arg(long, env = "OPENSAFELY_QUERY_ENGINE", value_enum)]
-        query_engine: Option<QueryEngine>,
-        /// Backend.
-        #[arg(long, env = "OPENSAFELY_BACKEND")]
-        backend: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Without a database: the measures from this file (all measures), or this directory
         /// (one file per measure), checked against the definition.
         #[arg(long)]
         dummy_data_file: Option<PathBuf>,
-        /// Without a database: run over the table files in this directory.
-        #[arg(long)]
-        dummy_tables: Option<PathBuf>,
-        /// User arguments (after `--`).
-        #[arg(last = true)]
-        user_args: Vec<String>,
+        #[command(flatten)]
+        rest: DummyTablesAndUserArgs,
     },
     /// Generate dummy source tables for a definition and write one file per table.
     CreateDummyTables {
@@ -227,6 +230,13 @@ fn permissions_from_env() -> Result<Permissions, Failure> {
     Permissions::from_env_value(permissions.as_deref()).map_err(|e| fail(EXIT_USAGE, e))
 }
 
+/// The permissions from [`permissions_from_env`], checked to cover what `dataset` reads.
+fn checked_permissions(dataset: &crate::query_model::Dataset) -> Result<Permissions, Failure> {
+    let permissions = permissions_from_env()?;
+    backends::check_permissions(dataset, &permissions).map_err(|e| fail(EXIT_PERMISSIONS, e))?;
+    Ok(permissions)
+}
+
 /// The statements mapping the dataset's tables onto the backend's raw tables (none without a
 /// backend). `TEMP_DATABASE_NAME` and the opt-out permissions configure TPP's.
 fn backend_views(
@@ -309,12 +319,14 @@ fn dispatch(command: Command) -> Result<(), Failure> {
         Command::GenerateDataset {
             definition,
             output,
-            dsn,
-            query_engine,
-            backend,
+            database:
+                DatabaseArgs {
+                    dsn,
+                    query_engine,
+                    backend,
+                },
             dummy_data_file,
-            dummy_tables,
-            user_args: _,
+            rest: DummyTablesAndUserArgs { dummy_tables, .. },
         } => {
             let backend = backend_from_flag(backend.as_deref())?;
             let definition = load(&definition)?;
@@ -338,9 +350,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                         .map_err(engine_failure)
                 });
             };
-            let permissions = permissions_from_env()?;
-            backends::check_permissions(dataset, &permissions)
-                .map_err(|e| fail(EXIT_PERMISSIONS, e))?;
+            let permissions = checked_permissions(dataset)?;
             if dummy_data_file.is_some() || dummy_tables.is_some() {
                 tracing::warn!(
                     "--dummy-data-file and --dummy-tables are ignored when a database is given"
@@ -354,18 +364,13 @@ fn dispatch(command: Command) -> Result<(), Failure> {
         Command::GenerateMeasures {
             definition,
             output,
-            dsn,
-            query_engine,
-            backend,
+            database,
             dummy_data_file,
-            dummy_tables,
-            user_args: _,
+            rest: DummyTablesAndUserArgs { dummy_tables, .. },
         } => generate_measures(
             &definition,
             output.as_deref(),
-            dsn,
-            query_engine,
-            backend,
+            database,
             dummy_data_file.as_deref(),
             dummy_tables.as_deref(),
         ),
@@ -609,16 +614,18 @@ fn database_engine(
 /// `generate-measures`: every measure at every interval, on the database or on dummy data,
 /// suppressed unless the definition turns disclosure control off, to one file (all measures)
 /// or a `DIR/:format` directory (one file per measure).
-#[allow(clippy::too_many_arguments)]
 fn generate_measures(
     definition: &Path,
     output: Option<&Path>,
-    dsn: Option<String>,
-    query_engine: Option<QueryEngine>,
-    backend: Option<String>,
+    database: DatabaseArgs,
     dummy_data_file: Option<&Path>,
     dummy_tables: Option<&Path>,
 ) -> Result<(), Failure> {
+    let DatabaseArgs {
+        dsn,
+        query_engine,
+        backend,
+    } = database;
     let backend = backend_from_flag(backend.as_deref())?;
     if definition.extension().is_none_or(|e| e != "py") {
         return Err(fail(
@@ -641,9 +648,7 @@ fn generate_measures(
     let per_measure = matches!(target, OutputTarget::Directory { .. });
     let rows = match dsn.filter(|d| !d.is_empty()) {
         Some(dsn) => {
-            let permissions = permissions_from_env()?;
-            backends::check_permissions(&dataset, &permissions)
-                .map_err(|e| fail(EXIT_PERMISSIONS, e))?;
+            let permissions = checked_permissions(&dataset)?;
             let mut engine = database_engine(&dsn, query_engine, backend, &dataset, &permissions)?;
             crate::measures::calculate(&measures, engine.as_mut()).map_err(measures_failure)?
         }

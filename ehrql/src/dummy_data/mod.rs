@@ -592,16 +592,21 @@ fn practice_attributes(practice: i64, columns: &[ColumnSchema]) -> Vec<(&'static
 mod tests {
     use super::*;
 
-    #[test]
-    fn regex_constrained_strings_match_their_pattern() {
-        let mut generator = Generator {
+    /// A generator over no tables, for drawing single values.
+    fn table_less_generator() -> Generator<'static> {
+        Generator {
             rng: Rng::from_seed(SEED),
             tables: &[],
             today: Date::from_ymd(2025, 1, 1).unwrap(),
             earliest: Date::from_ymd(1900, 1, 1).unwrap(),
             int_span: 100,
             next_id: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn regex_constrained_strings_match_their_pattern() {
+        let mut generator = table_less_generator();
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..300 {
             let stp = generator.matching("E540000[0-9]{2}");
@@ -619,14 +624,7 @@ mod tests {
 
     #[test]
     fn generated_codes_have_their_systems_shape() {
-        let mut generator = Generator {
-            rng: Rng::from_seed(SEED),
-            tables: &[],
-            today: Date::from_ymd(2025, 1, 1).unwrap(),
-            earliest: Date::from_ymd(1900, 1, 1).unwrap(),
-            int_span: 100,
-            next_id: 0,
-        };
+        let mut generator = table_less_generator();
         for system in CodeSystem::ALL {
             for _ in 0..200 {
                 let code = generator.code(system);

@@ -125,6 +125,53 @@ pub trait Engine {
     ) -> Result<(), EngineError>;
 }
 
+/// An engine that compiles the dataset to SQL in its dialect and runs the statements: it gets
+/// [`Engine`] from this.
+pub trait SqlEngine {
+    /// The SQL dialect the engine's database speaks.
+    fn dialect(&self) -> &'static dyn crate::sql::Dialect;
+
+    /// The string columns compared case-insensitively.
+    fn case_insensitive(&self) -> &crate::sql::CaseInsensitiveColumns;
+
+    /// Runs compiled statements, streaming each results query into `sink` as the table
+    /// `specs` describes next.
+    ///
+    /// # Errors
+    /// Database, data or sink errors.
+    fn run_statements(
+        &mut self,
+        statements: &[crate::sql::Statement],
+        specs: &[(String, Vec<ColumnSpec>)],
+        sink: &mut dyn RowSink,
+    ) -> Result<(), EngineError>;
+}
+
+impl<T: SqlEngine> Engine for T {
+    fn run(&mut self, dataset: &Dataset, sink: &mut dyn RowSink) -> Result<(), EngineError> {
+        let statements = crate::sql::compile(dataset, self.dialect(), self.case_insensitive())
+            .map_err(|e| EngineError::Unsupported(e.to_string()))?;
+        self.run_statements(&statements, &table_specs(dataset), sink)
+    }
+
+    fn run_grouped_sum(
+        &mut self,
+        dataset: &Dataset,
+        grouped: &GroupedSum,
+        sink: &mut dyn RowSink,
+    ) -> Result<(), EngineError> {
+        let statements = crate::sql::compile_grouped_sum(
+            dataset,
+            self.dialect(),
+            self.case_insensitive(),
+            grouped,
+        )
+        .map_err(|e| EngineError::Unsupported(e.to_string()))?;
+        let specs = vec![("measures".to_string(), grouped.columns(dataset))];
+        self.run_statements(&statements, &specs, sink)
+    }
+}
+
 /// Sums of patient-level integer variables by grouping sets (spec §2.3 `GroupedSum`): what
 /// one interval of a group of measures sharing a denominator needs.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use tokio::runtime::Runtime;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::{Database, Engine, EngineError, GroupedSum, RowSink, table_specs};
+use super::{Database, EngineError, RowSink, SqlEngine};
 use crate::query_model::{Dataset, Date, ScalarType, Value};
 use crate::sql::postgres::SESSION_FUNCTIONS;
 use crate::sql::{self, Dialect, PostgresDialect, StatementKind};
@@ -260,30 +260,15 @@ pub fn dataset_sql(
     sql::compile(dataset, &PostgresDialect, case_insensitive)
 }
 
-impl Engine for PostgresEngine {
-    fn run(&mut self, dataset: &Dataset, sink: &mut dyn RowSink) -> Result<(), EngineError> {
-        let statements = dataset_sql(dataset, &self.case_insensitive)
-            .map_err(|e| EngineError::Unsupported(e.to_string()))?;
-        self.run_statements(&statements, &table_specs(dataset), sink)
+impl SqlEngine for PostgresEngine {
+    fn dialect(&self) -> &'static dyn Dialect {
+        &PostgresDialect
     }
 
-    fn run_grouped_sum(
-        &mut self,
-        dataset: &Dataset,
-        grouped: &GroupedSum,
-        sink: &mut dyn RowSink,
-    ) -> Result<(), EngineError> {
-        let statements =
-            sql::compile_grouped_sum(dataset, &PostgresDialect, &self.case_insensitive, grouped)
-                .map_err(|e| EngineError::Unsupported(e.to_string()))?;
-        let specs = vec![("measures".to_string(), grouped.columns(dataset))];
-        self.run_statements(&statements, &specs, sink)
+    fn case_insensitive(&self) -> &sql::CaseInsensitiveColumns {
+        &self.case_insensitive
     }
-}
 
-impl PostgresEngine {
-    /// Runs compiled statements, streaming each results query into `sink` as the table
-    /// `specs` describes next.
     fn run_statements(
         &mut self,
         statements: &[sql::Statement],

@@ -11,7 +11,7 @@ use rusqlite::functions::{Aggregate, Context, FunctionFlags};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Database, Engine, EngineError, GroupedSum, RowSink, table_specs};
+use super::{Database, EngineError, RowSink, SqlEngine};
 use crate::query_model::{Dataset, Date, ScalarType, Value};
 use crate::sql::dialect::{SQLITE_CASE_FOLD, SQLITE_CASE_INSENSITIVE, SQLITE_PICK_AGGREGATE};
 use crate::sql::{self, Dialect, SqliteDialect, StatementKind};
@@ -417,30 +417,15 @@ pub fn dataset_sql(
     sql::compile(dataset, &SqliteDialect, case_insensitive)
 }
 
-impl Engine for SqliteEngine {
-    fn run(&mut self, dataset: &Dataset, sink: &mut dyn RowSink) -> Result<(), EngineError> {
-        let statements = dataset_sql(dataset, &self.case_insensitive)
-            .map_err(|e| EngineError::Unsupported(e.to_string()))?;
-        self.run_statements(&statements, &table_specs(dataset), sink)
+impl SqlEngine for SqliteEngine {
+    fn dialect(&self) -> &'static dyn Dialect {
+        &SqliteDialect
     }
 
-    fn run_grouped_sum(
-        &mut self,
-        dataset: &Dataset,
-        grouped: &GroupedSum,
-        sink: &mut dyn RowSink,
-    ) -> Result<(), EngineError> {
-        let statements =
-            sql::compile_grouped_sum(dataset, &SqliteDialect, &self.case_insensitive, grouped)
-                .map_err(|e| EngineError::Unsupported(e.to_string()))?;
-        let specs = vec![("measures".to_string(), grouped.columns(dataset))];
-        self.run_statements(&statements, &specs, sink)
+    fn case_insensitive(&self) -> &sql::CaseInsensitiveColumns {
+        &self.case_insensitive
     }
-}
 
-impl SqliteEngine {
-    /// Runs compiled statements, streaming each results query into `sink` as the table
-    /// `specs` describes next.
     fn run_statements(
         &mut self,
         statements: &[sql::Statement],

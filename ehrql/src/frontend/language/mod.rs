@@ -50,6 +50,13 @@ pub fn load_definition(path: &Path) -> Result<Dataset, LanguageError> {
 /// # Errors
 /// As [`load_definition`].
 pub fn load_definition_file(path: &Path) -> Result<Definition, LanguageError> {
+    let (source, file_name) = read_source(path)?;
+    load_source(&source, &file_name, Path::new("."))
+}
+
+/// The text of a definition file, and the name messages give it: the path as the researcher
+/// gave it (`analysis/dataset_definition.py:3:1`).
+fn read_source(path: &Path) -> Result<(String, String), LanguageError> {
     let source = std::fs::read(path).map_err(|source| LanguageError::Read {
         path: path.to_path_buf(),
         source,
@@ -57,9 +64,7 @@ pub fn load_definition_file(path: &Path) -> Result<Definition, LanguageError> {
     let source = String::from_utf8(source).map_err(|_| LanguageError::NotUtf8 {
         path: path.to_path_buf(),
     })?;
-    // Messages name the file as the researcher gave it (`analysis/dataset_definition.py:3:1`).
-    let file_name = path.display().to_string();
-    load_source(&source, &file_name, Path::new("."))
+    Ok((source, path.display().to_string()))
 }
 
 /// Evaluates definition source text. `file_name` is used in messages; `workspace` is the
@@ -85,14 +90,25 @@ pub fn load_source(
     file_name: &str,
     workspace: &Path,
 ) -> Result<Definition, LanguageError> {
-    // Parsing and evaluation recurse over the syntax tree; a thread with a generous stack keeps
-    // the depth limits (brackets, expressions, calls) well clear of the caller's stack size,
-    // whatever thread the caller runs on.
+    evaluate_on_own_thread(source, file_name, workspace, interp::run)
+}
+
+/// [`evaluate_with`] on a thread of its own. Parsing and evaluation recurse over the syntax
+/// tree; a thread with a generous stack keeps the depth limits (brackets, expressions, calls)
+/// well clear of the caller's stack size, whatever thread the caller runs on.
+fn evaluate_on_own_thread<T: Send>(
+    source: &str,
+    file_name: &str,
+    workspace: &Path,
+    finish: for<'a> fn(&'a [rustpython_ruff_python_ast::Stmt], &'a Path) -> Result<T, error::Fail>,
+) -> Result<T, LanguageError> {
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("ehrql-language".into())
             .stack_size(EVALUATION_STACK_BYTES)
-            .spawn_scoped(scope, || evaluate(source, file_name, workspace))
+            .spawn_scoped(scope, || {
+                evaluate_with(source, file_name, workspace, finish)
+            })
             .map_err(|e| LanguageError::Internal(format!("cannot start the evaluator: {e}")))?;
         worker
             .join()
@@ -109,14 +125,8 @@ const EVALUATION_STACK_BYTES: usize = 256 << 20;
 /// # Errors
 /// As [`load_definition`], or no `measures` collection with at least one measure.
 pub fn load_measures_file(path: &Path) -> Result<MeasuresDefinition, LanguageError> {
-    let source = std::fs::read(path).map_err(|source| LanguageError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let source = String::from_utf8(source).map_err(|_| LanguageError::NotUtf8 {
-        path: path.to_path_buf(),
-    })?;
-    load_measures_source(&source, &path.display().to_string(), Path::new("."))
+    let (source, file_name) = read_source(path)?;
+    load_measures_source(&source, &file_name, Path::new("."))
 }
 
 /// [`load_measures_file`] over source text.
@@ -128,22 +138,7 @@ pub fn load_measures_source(
     file_name: &str,
     workspace: &Path,
 ) -> Result<MeasuresDefinition, LanguageError> {
-    std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
-            .name("ehrql-language".into())
-            .stack_size(EVALUATION_STACK_BYTES)
-            .spawn_scoped(scope, || {
-                evaluate_with(source, file_name, workspace, interp::run_measures)
-            })
-            .map_err(|e| LanguageError::Internal(format!("cannot start the evaluator: {e}")))?;
-        worker
-            .join()
-            .map_err(|_| LanguageError::Internal("the evaluator failed unexpectedly".into()))?
-    })
-}
-
-fn evaluate(source: &str, file_name: &str, workspace: &Path) -> Result<Definition, LanguageError> {
-    evaluate_with(source, file_name, workspace, interp::run)
+    evaluate_on_own_thread(source, file_name, workspace, interp::run_measures)
 }
 
 /// Parses `source` and runs `finish` (which evaluates the module and picks out its result).

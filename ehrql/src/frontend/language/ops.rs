@@ -620,16 +620,7 @@ impl<'a> Interp<'a> {
                     ],
                     0,
                 )?;
-                let config = &mut self.datasets[index].dummy_data_config;
-                if let Some(v) = &bound[0] {
-                    config.population_size = expect_int(v, "population_size")?;
-                }
-                if let Some(v) = &bound[1] {
-                    config.legacy = super::interp::truthy(v)?;
-                }
-                if let Some(v) = &bound[2] {
-                    config.timeout = expect_int(v, "timeout")?;
-                }
+                configure_dummy_data(&mut self.datasets[index].dummy_data_config, &bound)?;
                 let constraint = match &bound[3] {
                     None | Some(Obj::None) => None,
                     Some(Obj::Series(id))
@@ -770,16 +761,7 @@ impl<'a> Interp<'a> {
                     ));
                 }
                 let bound = args.bind(name, &["population_size", "legacy", "timeout"], 0)?;
-                let config = &mut self.measures[index].dummy_data_config;
-                if let Some(v) = &bound[0] {
-                    config.population_size = expect_int(v, "population_size")?;
-                }
-                if let Some(v) = &bound[1] {
-                    config.legacy = super::interp::truthy(v)?;
-                }
-                if let Some(v) = &bound[2] {
-                    config.timeout = expect_int(v, "timeout")?;
-                }
+                configure_dummy_data(&mut self.measures[index].dummy_data_config, &bound)?;
                 Ok(Obj::None)
             }
             "configure_disclosure_control" => {
@@ -1610,6 +1592,24 @@ fn plain_date(obj: &Obj<'_>) -> Result<Option<Date>> {
         })?),
         _ => None,
     })
+}
+
+/// `configure_dummy_data()`'s `population_size`, `legacy` and `timeout`, the first three of
+/// `bound`, on datasets and measures alike.
+fn configure_dummy_data(
+    config: &mut crate::frontend::DummyDataConfig,
+    bound: &[Option<Obj<'_>>],
+) -> Result<()> {
+    if let Some(v) = &bound[0] {
+        config.population_size = expect_int(v, "population_size")?;
+    }
+    if let Some(v) = &bound[1] {
+        config.legacy = super::interp::truthy(v)?;
+    }
+    if let Some(v) = &bound[2] {
+        config.timeout = expect_int(v, "timeout")?;
+    }
+    Ok(())
 }
 
 fn expect_int(value: &Obj<'_>, name: &str) -> Result<i64> {
