@@ -5,10 +5,11 @@
 //! reference, with its exit codes.
 
 mod postgres_support;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use ehrql::backends::tpp::{self, SqlFlavour};
 use ehrql::dummy_data;
@@ -17,28 +18,7 @@ use ehrql::frontend::language::load_source;
 use ehrql::local_files::{self, FileColumn};
 use ehrql::query_model::{Date, Value};
 use rusqlite::Connection;
-
-fn ehrql(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ehrql"));
-    command.current_dir(dir).args(args);
-    for name in [
-        "DATABASE_URL",
-        "OPENSAFELY_BACKEND",
-        "OPENSAFELY_QUERY_ENGINE",
-        "EHRQL_PERMISSIONS",
-        "TEMP_DATABASE_NAME",
-    ] {
-        command.env_remove(name);
-    }
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use support::{ehrql, ehrql_with_env, stderr};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/language")
@@ -104,13 +84,30 @@ fn sqlite_databases(dir: &Path, database: &Database) {
 }
 
 fn generate(dir: &Path, dsn: &str, output: &str, env: &[(&str, &str)]) -> Vec<u8> {
-    let out = ehrql(
+    let out = ehrql_with_env(
         dir,
         &["generate-dataset", STUDY, "--dsn", dsn, "--output", output],
         env,
     );
     assert!(out.status.success(), "{dsn} {env:?}: {}", stderr(&out));
     fs::read(dir.join(output)).unwrap()
+}
+
+/// `generate-dataset def.py` on the TPP backend over `tpp.db` in `dir`, to stdout, with the
+/// permissions `permissions` (a JSON list).
+fn generate_tpp_def(dir: &Path, permissions: &str) -> Output {
+    ehrql_with_env(
+        dir,
+        &[
+            "generate-dataset",
+            "def.py",
+            "--dsn",
+            "sqlite:///tpp.db",
+            "--backend",
+            "tpp",
+        ],
+        &[("EHRQL_PERMISSIONS", permissions)],
+    )
 }
 
 fn patient_ids(csv: &[u8]) -> Vec<i64> {
@@ -141,7 +138,6 @@ fn tpp_backend_gives_the_core_backends_dataset_on_sqlite() {
                 "--output",
                 "tpp.csv",
             ],
-            &[],
         );
         assert!(out.status.success(), "{}", stderr(&out));
         fs::read(dir.path().join("tpp.csv")).unwrap()
@@ -151,7 +147,7 @@ fn tpp_backend_gives_the_core_backends_dataset_on_sqlite() {
         String::from_utf8_lossy(&core)
     );
     // As in a database job: the backend and the database from the environment.
-    let from_env = ehrql(
+    let from_env = ehrql_with_env(
         dir.path(),
         &["generate-dataset", STUDY, "--output", "env.csv"],
         &[
@@ -229,19 +225,8 @@ fn tpp_rules_map_sex_codes_and_sentinel_dates() {
          INSERT INTO \"PatientsWithoutNDOO\" VALUES (1), (2), (3), (4), (5);",
     )
     .unwrap();
-    let out = ehrql(
-        dir.path(),
-        &[
-            "generate-dataset",
-            "def.py",
-            "--dsn",
-            "sqlite:///tpp.db",
-            "--backend",
-            "tpp",
-        ],
-        // No `DirectionsAcknowledged` rows: the activation filter is not what is tested here.
-        &[("EHRQL_PERMISSIONS", r#"["include_gp_unactivated"]"#)],
-    );
+    // No `DirectionsAcknowledged` rows: the activation filter is not what is tested here.
+    let out = generate_tpp_def(dir.path(), r#"["include_gp_unactivated"]"#);
     assert!(out.status.success(), "{}", stderr(&out));
     // Patient 3's registration is at an unknown practice (no Organisation row): not joined.
     assert_eq!(
@@ -253,7 +238,6 @@ fn tpp_rules_map_sex_codes_and_sentinel_dates() {
     let dump = ehrql(
         dir.path(),
         &["dump-dataset-sql", "def.py", "--backend", "tpp"],
-        &[],
     );
     assert!(dump.status.success(), "{}", stderr(&dump));
     let text = String::from_utf8_lossy(&dump.stdout);
@@ -304,18 +288,7 @@ fn tpp_gp_activation_is_applied_unless_permitted() {
     )
     .unwrap();
     let run = |permissions: &str| {
-        let out = ehrql(
-            dir.path(),
-            &[
-                "generate-dataset",
-                "def.py",
-                "--dsn",
-                "sqlite:///tpp.db",
-                "--backend",
-                "tpp",
-            ],
-            &[("EHRQL_PERMISSIONS", permissions)],
-        );
+        let out = generate_tpp_def(dir.path(), permissions);
         assert!(out.status.success(), "{}", stderr(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -335,7 +308,7 @@ fn environment_errors_have_the_reference_exit_codes() {
     let (dir, database) = study();
     sqlite_databases(dir.path(), &database);
     let run = |env: &[(&str, &str)]| {
-        ehrql(
+        ehrql_with_env(
             dir.path(),
             &["generate-dataset", STUDY, "--output", "out.csv"],
             env,
@@ -387,7 +360,7 @@ fn json_definitions_name_tpp_tables_by_module() {
       "5": {"SelectColumn": {"source": {"external_ref": {"module": "ehrql.tables.core", "name": "patients"}}, "name": "sex"}}
     }"#;
     fs::write(dir.path().join("def.json"), definition).unwrap();
-    let out = ehrql(dir.path(), &["generate-dataset", "def.json"], &[]);
+    let out = ehrql(dir.path(), &["generate-dataset", "def.json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let csv = String::from_utf8_lossy(&out.stdout);
     assert!(csv.starts_with("patient_id,imd,sex\r\n1,"), "{csv}");
@@ -413,7 +386,7 @@ fn event_tables_need_the_event_level_data_permission() {
       "4": {"SeriesCollectionFrame": {"members": {"dict": [["date", {"ref": "3"}]]}}}
     }"#;
     fs::write(dir.path().join("def.json"), definition).unwrap();
-    let out = ehrql(dir.path(), &["generate-dataset", "def.json"], &[]);
+    let out = ehrql(dir.path(), &["generate-dataset", "def.json"]);
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(
@@ -425,7 +398,7 @@ fn event_tables_need_the_event_level_data_permission() {
     // A real run reads EHRQL_PERMISSIONS.
     fs::write(dir.path().join("empty.db"), b"").unwrap();
     let real = |permissions: &str| {
-        ehrql(
+        ehrql_with_env(
             dir.path(),
             &["generate-dataset", "def.json", "--output", "real/:csv"],
             &[
@@ -451,7 +424,6 @@ fn event_tables_need_the_event_level_data_permission() {
     let out = ehrql(
         dir.path(),
         &["generate-dataset", "claimed.json", "--output", "out/:csv"],
-        &[],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let events = fs::read_to_string(dir.path().join("out/events.csv")).unwrap();
@@ -529,7 +501,7 @@ fn assert_dummy_tables_round_trip(
     let create = |args: &[&str]| {
         let mut full = vec!["create-dummy-tables", study];
         full.extend(args);
-        let out = ehrql(dir, &full, &[]);
+        let out = ehrql(dir, &full);
         assert!(out.status.success(), "{}", stderr(&out));
     };
     create(&["core"]);
@@ -538,7 +510,7 @@ fn assert_dummy_tables_round_trip(
         let mut full = vec!["generate-dataset", study];
         full.extend(args);
         // Real runs are granted what the definition claims for dummy ones.
-        let out = ehrql(dir, &full, &[("EHRQL_PERMISSIONS", permissions)]);
+        let out = ehrql_with_env(dir, &full, &[("EHRQL_PERMISSIONS", permissions)]);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         String::from_utf8(out.stdout).unwrap()
     };
@@ -642,7 +614,7 @@ fn tpp_appointments_need_their_permission_and_map_hes_and_appointment_rules() {
          dataset.admissions = apcs.count_for_patient()\n\
          dataset.first_admission = apcs.sort_by(apcs.admission_date).first_for_patient().admission_date\n";
     fs::write(dir.path().join("def.py"), definition).unwrap();
-    let out = ehrql(dir.path(), &["generate-dataset", "def.py"], &[]);
+    let out = ehrql(dir.path(), &["generate-dataset", "def.py"]);
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(
@@ -661,7 +633,7 @@ fn tpp_appointments_need_their_permission_and_map_hes_and_appointment_rules() {
         ),
     )
     .unwrap();
-    let out = ehrql(dir.path(), &["generate-dataset", "claimed.py"], &[]);
+    let out = ehrql(dir.path(), &["generate-dataset", "claimed.py"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let raw = Connection::open(dir.path().join("tpp.db")).unwrap();
@@ -685,20 +657,7 @@ fn tpp_appointments_need_their_permission_and_map_hes_and_appointment_rules() {
              VALUES (1, 2, '2022-01-01', '202201'), (1, 1, '2024-01-01', '202401');",
     )
     .unwrap();
-    let run = |permissions: &str| {
-        ehrql(
-            dir.path(),
-            &[
-                "generate-dataset",
-                "def.py",
-                "--dsn",
-                "sqlite:///tpp.db",
-                "--backend",
-                "tpp",
-            ],
-            &[("EHRQL_PERMISSIONS", permissions)],
-        )
-    };
+    let run = |permissions: &str| generate_tpp_def(dir.path(), permissions);
     let out = run("[]");
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
     assert!(
@@ -763,7 +722,7 @@ fn tpp_custom_medication_dictionary_comes_from_temp_database_name() {
         .execute_batch(&custom_dictionary.replace("{schema}", ""))
         .unwrap();
     let run = |dsn: &str, env: &[(&str, &str)]| {
-        ehrql(
+        ehrql_with_env(
             dir.path(),
             &[
                 "generate-dataset",
@@ -839,7 +798,7 @@ fn tpp_strings_compare_case_insensitively_except_ctv3_and_snomed_codes() {
     fs::write(dir.path().join("def.py"), source).unwrap();
     let (tpp_postgres, core_postgres) = case_variant_databases(dir.path());
     let run = |dsn: &str, backend: &str| {
-        let out = ehrql(
+        let out = ehrql_with_env(
             dir.path(),
             &["generate-dataset", "def.py", "--dsn", dsn],
             &[("OPENSAFELY_BACKEND", backend)],
@@ -944,7 +903,7 @@ fn tpp_measures_group_case_variants_together() {
     let (tpp_postgres, core_postgres) = case_variant_databases(dir.path());
     // The denominators of the groups, by lower-cased region.
     let groups = |dsn: &str, backend: &str| {
-        let out = ehrql(
+        let out = ehrql_with_env(
             dir.path(),
             &["generate-measures", "measures.py", "--dsn", dsn],
             &[("OPENSAFELY_BACKEND", backend)],

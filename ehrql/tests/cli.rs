@@ -7,7 +7,6 @@ mod support;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int8Type, UInt16Type};
@@ -16,18 +15,7 @@ use arrow_schema::DataType;
 use rusqlite::{Connection, params};
 use serde_json::json;
 use support::DefBuilder;
-
-fn ehrql(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ehrql"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use support::{ehrql, stderr};
 
 /// A tiny database: three patients, events for two.
 fn tiny_database(dir: &Path) -> PathBuf {

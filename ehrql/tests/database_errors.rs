@@ -6,37 +6,16 @@
 //! limit, 5 for anything else. Needs `RAP_TEST_POSTGRES_URL` (see `postgres_support`).
 
 mod postgres_support;
+mod support;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use ehrql::backends::tpp::{self, SqlFlavour};
 use postgres_support::TestDatabase;
 use rusqlite::Connection;
-
-fn ehrql_command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ehrql"));
-    command.current_dir(dir).args(args);
-    for name in [
-        "DATABASE_URL",
-        "OPENSAFELY_BACKEND",
-        "OPENSAFELY_QUERY_ENGINE",
-        "EHRQL_PERMISSIONS",
-        "TEMP_DATABASE_NAME",
-    ] {
-        command.env_remove(name);
-    }
-    command
-}
-
-fn ehrql(dir: &Path, args: &[&str]) -> Output {
-    ehrql_command(dir, args).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use support::{ehrql, ehrql_command, stderr};
 
 /// Asserts the exit code, that stderr says `advice`, and that no output file was written.
 fn assert_fails(dir: &Path, out: &Output, code: i32, advice: &str) {

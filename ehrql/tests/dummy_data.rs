@@ -4,31 +4,17 @@
 //! Through the built binary, in a fresh directory per test, plus library checks that run the
 //! generated tables through the SQLite engine (an independent judge of the population).
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use ehrql::dummy_data;
 use ehrql::engines::sqlite::SqliteEngine;
 use ehrql::engines::{ColumnSpec, Engine, RowSink, SinkError};
 use ehrql::frontend::language::load_source;
 use ehrql::query_model::{Date, Value};
-
-fn ehrql(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ehrql"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("OPENSAFELY_BACKEND")
-        .env_remove("OPENSAFELY_QUERY_ENGINE")
-        .env_remove("EHRQL_PERMISSIONS")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use support::{ehrql, stderr};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/language")

@@ -9,10 +9,9 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 
-use ehrql::engines::sqlite;
 use postgres_support::TestDatabase;
+use support::{ehrql, ehrql_with_env, stderr};
 
 /// Asthma events in the year before the index date (with the patient's age then, their sex
 /// and whether the value is high), and every medication of a codelist: two event tables.
@@ -47,25 +46,6 @@ inhalers = medications.where(medications.dmd_code.is_in(inhaler_codes))
 dataset.add_event_table("inhalers", date=inhalers.date, dmd_code=inhalers.dmd_code)
 "#;
 
-fn ehrql(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ehrql"));
-    command.current_dir(dir).args(args);
-    for name in [
-        "DATABASE_URL",
-        "OPENSAFELY_BACKEND",
-        "OPENSAFELY_QUERY_ENGINE",
-        "EHRQL_PERMISSIONS",
-    ] {
-        command.env_remove(name);
-    }
-    command.envs(env.iter().copied());
-    command.output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// A CSV file's header and its rows sorted (event rows of one patient come in no particular
 /// order from SQL, as in the reference).
 fn sorted_csv(path: &Path) -> (String, Vec<String>) {
@@ -82,31 +62,14 @@ fn event_tables_are_the_same_on_every_engine() {
     let dir = tempfile::tempdir().unwrap();
     support::generate_database(&dir.path().join("gen.db"), 300, 5).unwrap();
     fs::write(dir.path().join("def.py"), DEFINITION).unwrap();
-    let postgres = TestDatabase::create();
-    postgres
-        .connect()
-        .load_database(&sqlite::read_database(&dir.path().join("gen.db")).unwrap())
-        .unwrap();
+    let postgres = TestDatabase::with_sqlite_tables(&dir.path().join("gen.db"));
     let permitted = [("EHRQL_PERMISSIONS", r#"["event_level_data"]"#)];
     let mut results = Vec::new();
-    for (engine, dsn) in [
-        ("in_memory", "sqlite:///gen.db"),
-        ("sqlite", "sqlite:///gen.db"),
-        ("postgres", postgres.url.as_str()),
-    ] {
+    for (engine, flags) in postgres.every_engine() {
         let output = format!("{engine}/:csv");
-        let mut args = vec![
-            "generate-dataset",
-            "def.py",
-            "--dsn",
-            dsn,
-            "--output",
-            &output,
-        ];
-        if engine == "in_memory" {
-            args.extend(["--query-engine", "in_memory"]);
-        }
-        let out = ehrql(dir.path(), &args, &permitted);
+        let mut args = vec!["generate-dataset", "def.py", "--output", &output];
+        args.extend(flags);
+        let out = ehrql_with_env(dir.path(), &args, &permitted);
         assert!(out.status.success(), "{engine}: {}", stderr(&out));
         let mut files: Vec<String> = fs::read_dir(dir.path().join(engine))
             .unwrap()
@@ -155,7 +118,7 @@ fn event_tables_are_the_same_on_every_engine() {
     // Arrow and gzipped CSV directories hold the same tables.
     for (format, extension) in [("arrow", ".arrow"), ("csv.gz", ".csv.gz")] {
         let output = format!("out_{format}:{format}");
-        let out = ehrql(
+        let out = ehrql_with_env(
             dir.path(),
             &[
                 "generate-dataset",
@@ -190,7 +153,6 @@ fn output_of_event_tables_needs_a_directory_and_the_console_names_each_table() {
             "--output",
             "output/dataset.csv",
         ],
-        &[],
     );
     assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
     assert!(
@@ -204,7 +166,7 @@ fn output_of_event_tables_needs_a_directory_and_the_console_names_each_table() {
     assert!(!dir.path().join("output").exists());
 
     // Dummy data on the console: each table under its name, a blank line between tables.
-    let out = ehrql(dir.path(), &["generate-dataset", "def.py"], &[]);
+    let out = ehrql(dir.path(), &["generate-dataset", "def.py"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -221,11 +183,7 @@ fn output_of_event_tables_needs_a_directory_and_the_console_names_each_table() {
     );
 
     // Dummy tables written by create-dummy-tables give event rows (generated data has some).
-    let out = ehrql(
-        dir.path(),
-        &["create-dummy-tables", "def.py", "tables"],
-        &[],
-    );
+    let out = ehrql(dir.path(), &["create-dummy-tables", "def.py", "tables"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = ehrql(
         dir.path(),
@@ -237,7 +195,6 @@ fn output_of_event_tables_needs_a_directory_and_the_console_names_each_table() {
             "--output",
             "from_tables/:csv",
         ],
-        &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let (header, rows) = sorted_csv(&dir.path().join("from_tables/inhalers.csv"));
@@ -253,7 +210,6 @@ fn output_of_event_tables_needs_a_directory_and_the_console_names_each_table() {
             "--output",
             "copy/:arrow",
         ],
-        &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let out = ehrql(
@@ -266,7 +222,6 @@ fn output_of_event_tables_needs_a_directory_and_the_console_names_each_table() {
             "--output",
             "again/:csv",
         ],
-        &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     for table in ["dataset.csv", "asthma_events.csv", "inhalers.csv"] {
@@ -284,7 +239,6 @@ fn output_of_event_tables_needs_a_directory_and_the_console_names_each_table() {
             "--dummy-data-file",
             "from_tables/dataset.csv",
         ],
-        &[],
     );
     assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
     assert!(

@@ -9,11 +9,10 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 
-use ehrql::engines::sqlite;
 use ehrql::frontend::language::load_measures_source;
 use postgres_support::TestDatabase;
+use support::{ehrql, stderr};
 
 /// Four months of 2021: asthma events (any, and how many) by sex and age band, and inhaler
 /// prescriptions, among patients registered and alive at the start of each month.
@@ -60,54 +59,19 @@ measures.define_measure(
 )
 "#;
 
-fn ehrql(dir: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ehrql"));
-    command.current_dir(dir).args(args);
-    for name in [
-        "DATABASE_URL",
-        "OPENSAFELY_BACKEND",
-        "OPENSAFELY_QUERY_ENGINE",
-        "EHRQL_PERMISSIONS",
-    ] {
-        command.env_remove(name);
-    }
-    command.output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn measures_are_the_same_on_every_engine() {
     let dir = tempfile::tempdir().unwrap();
     support::generate_database(&dir.path().join("gen.db"), 300, 9).unwrap();
     fs::write(dir.path().join("measures.py"), DEFINITION).unwrap();
-    let postgres = TestDatabase::create();
-    postgres
-        .connect()
-        .load_database(&sqlite::read_database(&dir.path().join("gen.db")).unwrap())
-        .unwrap();
+    let postgres = TestDatabase::with_sqlite_tables(&dir.path().join("gen.db"));
     let mut outputs = Vec::new();
-    for (engine, dsn) in [
-        ("in_memory", "sqlite:///gen.db"),
-        ("sqlite", "sqlite:///gen.db"),
-        ("postgres", postgres.url.as_str()),
-    ] {
+    for (engine, flags) in postgres.every_engine() {
         let output = format!("{engine}.csv");
         let per_measure = format!("{engine}/:csv");
         for out in [&output, &per_measure] {
-            let mut args = vec![
-                "generate-measures",
-                "measures.py",
-                "--dsn",
-                dsn,
-                "--output",
-                out,
-            ];
-            if engine == "in_memory" {
-                args.extend(["--query-engine", "in_memory"]);
-            }
+            let mut args = vec!["generate-measures", "measures.py", "--output", out];
+            args.extend(&flags);
             let run = ehrql(dir.path(), &args);
             assert!(run.status.success(), "{engine}: {}", stderr(&run));
         }

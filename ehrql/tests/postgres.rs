@@ -8,38 +8,19 @@ mod postgres_support;
 mod support;
 
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Output};
 
 use ehrql::engines::memory::MemoryEngine;
 use ehrql::engines::{ColumnSpec, Engine, EngineError, RowSink, SinkError, sqlite};
 use ehrql::frontend::json::load_dataset;
 use ehrql::query_model::Value;
 use postgres_support::TestDatabase;
-
-fn ehrql(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ehrql"))
-        .current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("OPENSAFELY_QUERY_ENGINE")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use support::{ehrql, stderr};
 
 #[test]
 fn generate_dataset_on_postgres_writes_the_same_csv_as_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     support::generate_database(&dir.path().join("gen.db"), 400, 7).unwrap();
-    let database = TestDatabase::create();
-    database
-        .connect()
-        .load_database(&sqlite::read_database(&dir.path().join("gen.db")).unwrap())
-        .unwrap();
+    let database = TestDatabase::with_sqlite_tables(&dir.path().join("gen.db"));
     for (name, def) in [
         ("typical", support::typical_definition()),
         ("heavy", support::heavy_definition()),
@@ -172,11 +153,7 @@ fn a_failed_run_leaves_the_connection_usable_and_results_match_in_memory() {
 fn integer_overflow_is_null_on_every_engine() {
     let dir = tempfile::tempdir().unwrap();
     support::generate_database(&dir.path().join("gen.db"), 60, 11).unwrap();
-    let database = TestDatabase::create();
-    database
-        .connect()
-        .load_database(&sqlite::read_database(&dir.path().join("gen.db")).unwrap())
-        .unwrap();
+    let database = TestDatabase::with_sqlite_tables(&dir.path().join("gen.db"));
     // Birth years are around 1900–2020: every product and sum below leaves 64 bits, while
     // the small ones stay exact.
     fs::write(
@@ -193,23 +170,10 @@ fn integer_overflow_is_null_on_every_engine() {
     )
     .unwrap();
     let mut outputs = Vec::new();
-    for (engine, dsn) in [
-        ("in_memory", "sqlite:///gen.db"),
-        ("sqlite", "sqlite:///gen.db"),
-        ("postgres", database.url.as_str()),
-    ] {
+    for (engine, flags) in database.every_engine() {
         let output = format!("overflow-{engine}.csv");
-        let mut args = vec![
-            "generate-dataset",
-            "overflow.py",
-            "--dsn",
-            dsn,
-            "--output",
-            &output,
-        ];
-        if engine == "in_memory" {
-            args.extend(["--query-engine", "in_memory"]);
-        }
+        let mut args = vec!["generate-dataset", "overflow.py", "--output", &output];
+        args.extend(flags);
         let out = ehrql(dir.path(), &args);
         assert!(out.status.success(), "{engine}: {}", stderr(&out));
         outputs.push(fs::read_to_string(dir.path().join(output)).unwrap());

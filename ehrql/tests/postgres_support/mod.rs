@@ -53,6 +53,30 @@ impl TestDatabase {
         }
     }
 
+    /// [`TestDatabase::create`], holding the tables of the SQLite database at `path`.
+    pub fn with_sqlite_tables(path: &std::path::Path) -> TestDatabase {
+        let database = TestDatabase::create();
+        database
+            .connect()
+            .load_database(&ehrql::engines::sqlite::read_database(path).unwrap())
+            .unwrap();
+        database
+    }
+
+    /// The three engines the tests compare, by name, each with the `ehrql` flags that select
+    /// it: in memory and SQLite over `gen.db` in the working directory, and PostgreSQL over
+    /// this database.
+    pub fn every_engine(&self) -> [(&'static str, Vec<&str>); 3] {
+        [
+            (
+                "in_memory",
+                vec!["--dsn", "sqlite:///gen.db", "--query-engine", "in_memory"],
+            ),
+            ("sqlite", vec!["--dsn", "sqlite:///gen.db"]),
+            ("postgres", vec!["--dsn", self.url.as_str()]),
+        ]
+    }
+
     /// A new connection to the test database.
     pub fn connect(&self) -> PostgresEngine {
         PostgresEngine::connect(&self.url).unwrap()

@@ -5,9 +5,45 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::process::{Command, Output};
 
 use rusqlite::{Connection, params};
 use serde_json::{Value as Json, json};
+
+/// The built `ehrql` binary run in `dir` with `args`, without the environment variables it
+/// reads (so that a developer's own settings do not leak into a test).
+pub fn ehrql_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ehrql"));
+    command.current_dir(dir).args(args);
+    for name in [
+        "DATABASE_URL",
+        "OPENSAFELY_BACKEND",
+        "OPENSAFELY_QUERY_ENGINE",
+        "EHRQL_PERMISSIONS",
+        "TEMP_DATABASE_NAME",
+    ] {
+        command.env_remove(name);
+    }
+    command
+}
+
+/// Runs [`ehrql_command`] to completion.
+pub fn ehrql(dir: &Path, args: &[&str]) -> Output {
+    ehrql_command(dir, args).output().unwrap()
+}
+
+/// Runs [`ehrql_command`] to completion with the environment variables `env` set.
+pub fn ehrql_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    ehrql_command(dir, args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// A run's stderr, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
 
 /// Builds ehrQL serializer JSON: every node gets an id, references are `{"ref": id}`.
 pub struct DefBuilder {
