@@ -10,7 +10,7 @@ mod postgres_support;
 use ehrql::engines::memory::MemoryEngine;
 use ehrql::engines::postgres::PostgresEngine;
 use ehrql::engines::sqlite::SqliteEngine;
-use ehrql::engines::{ColumnSpec, Database, Engine, RowSink, SinkError};
+use ehrql::engines::{CollectRows, Database, Engine};
 use ehrql::frontend::json::load_dataset;
 use ehrql::query_model::{Date, ScalarType, Value};
 use serde_json::Value as Json;
@@ -22,20 +22,6 @@ enum EngineKind {
     Memory,
     Sqlite,
     Postgres,
-}
-
-struct Collect {
-    rows: Vec<Vec<Value>>,
-}
-
-impl RowSink for Collect {
-    fn begin_table(&mut self, _name: &str, _columns: &[ColumnSpec]) -> Result<(), SinkError> {
-        Ok(())
-    }
-    fn row(&mut self, row: &[Value]) -> Result<(), SinkError> {
-        self.rows.push(row.to_vec());
-        Ok(())
-    }
 }
 
 fn json_value(v: &Json, ty: ScalarType) -> Value {
@@ -109,7 +95,7 @@ fn check_case(
     let dataset = load_dataset(&case["dataset"].to_string(), Path::new("/nonexistent"))
         .map_err(|e| format!("load: {e}"))?;
     let db = database(case);
-    let mut sink = Collect { rows: vec![] };
+    let mut sink = CollectRows::default();
     let result = match kind {
         EngineKind::Memory => MemoryEngine::new(db).run(&dataset, &mut sink),
         EngineKind::Sqlite => SqliteEngine::from_database(&db)
@@ -126,7 +112,7 @@ fn check_case(
     };
     result.map_err(|e| format!("run: {e}"))?;
     let mut actual: BTreeMap<i64, Value> = BTreeMap::new();
-    for row in sink.rows {
+    for row in sink.0 {
         let Value::Int(pid) = row[0] else {
             return Err(format!("bad patient id {:?}", row[0]));
         };

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ehrql::dummy_data;
 use ehrql::engines::sqlite::SqliteEngine;
-use ehrql::engines::{ColumnSpec, Engine, RowSink, SinkError};
+use ehrql::engines::{CollectRows, Engine};
 use ehrql::frontend::language::load_source;
 use ehrql::query_model::{Date, Value};
 use support::{ehrql, stderr};
@@ -115,18 +115,6 @@ fn generation_is_deterministic() {
     assert!(first.len() > 1000);
 }
 
-struct Collect(Vec<Vec<Value>>);
-
-impl RowSink for Collect {
-    fn begin_table(&mut self, _name: &str, _columns: &[ColumnSpec]) -> Result<(), SinkError> {
-        Ok(())
-    }
-    fn row(&mut self, row: &[Value]) -> Result<(), SinkError> {
-        self.0.push(row.to_vec());
-        Ok(())
-    }
-}
-
 /// The SQLite engine, run over the generated source tables, finds every generated patient in
 /// the population (the generator's own in-memory check is not the only judge), and the
 /// additional population constraint holds for all of them.
@@ -142,7 +130,7 @@ fn sqlite_engine_agrees_that_every_generated_patient_is_in_the_population() {
     let generated = dummy_data::generate(&definition, Date::from_ymd(2025, 6, 1).unwrap()).unwrap();
     assert_eq!(generated.n_patients, 30);
     let mut engine = SqliteEngine::from_database(&generated.database).unwrap();
-    let mut rows = Collect(vec![]);
+    let mut rows = CollectRows::default();
     engine.run(&definition.dataset, &mut rows).unwrap();
     let ids: Vec<Value> = rows.0.iter().map(|r| r[0].clone()).collect();
     assert_eq!(ids, (1..=30).map(Value::Int).collect::<Vec<_>>());

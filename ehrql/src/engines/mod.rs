@@ -45,6 +45,21 @@ pub trait RowSink {
     fn row(&mut self, row: &[Value]) -> Result<(), SinkError>;
 }
 
+/// A [`RowSink`] that keeps every row of every table, in arrival order.
+#[derive(Debug, Default)]
+pub struct CollectRows(pub Vec<Vec<Value>>);
+
+impl RowSink for CollectRows {
+    fn begin_table(&mut self, _name: &str, _columns: &[ColumnSpec]) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn row(&mut self, row: &[Value]) -> Result<(), SinkError> {
+        self.0.push(row.to_vec());
+        Ok(())
+    }
+}
+
 /// An error from a [`RowSink`] (usually IO), passed through engines unchanged.
 pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::engines::{ColumnSpec, Engine, EngineError, GroupedSum, RowSink, SinkError};
+use crate::engines::{
+    CollectRows, ColumnSpec, Engine, EngineError, GroupedSum, RowSink, SinkError,
+};
 use crate::frontend::DummyDataConfig;
 use crate::local_files::{self, FileColumn, FileError};
 use crate::query_model::{
@@ -345,20 +347,6 @@ fn measure_groups(definition: &MeasuresDefinition) -> Result<Vec<MeasureGroup>, 
     Ok(out)
 }
 
-/// Collects a grouped-sum table.
-struct Collect(Vec<Vec<Value>>);
-
-impl RowSink for Collect {
-    fn begin_table(&mut self, _name: &str, _columns: &[ColumnSpec]) -> Result<(), SinkError> {
-        Ok(())
-    }
-
-    fn row(&mut self, row: &[Value]) -> Result<(), SinkError> {
-        self.0.push(row.to_vec());
-        Ok(())
-    }
-}
-
 /// Computes every measure at every interval on `engine`, in the fixed output order; groups
 /// with no denominator give no row (as in the reference).
 ///
@@ -375,7 +363,7 @@ pub fn calculate(
         for interval in &group.intervals {
             let dataset =
                 substituted_dataset(&group.graph, group.population, &group.variables, *interval)?;
-            let mut rows = Collect(Vec::new());
+            let mut rows = CollectRows::default();
             engine.run_grouped_sum(&dataset, &group.grouped, &mut rows)?;
             // Engines return groups in any order: grouping sets in definition order, then
             // group values ascending (NULL first).
