@@ -153,6 +153,24 @@ async fn capacity_holds_a_second_job_until_the_first_finishes() {
     tasks.shutdown().await;
 }
 
+/// A job that writes `output/a.csv` (declared highly sensitive) and then sleeps until stopped, with
+/// the guard that removes its container.
+fn job_that_writes_an_output_then_sleeps(
+    name: &str,
+    repo: &Path,
+    commit: &str,
+) -> (rap_agent::job::JobDefinition, ContainerGuard) {
+    let mut job = new_job(
+        &unique_id(name),
+        repo,
+        commit,
+        "mkdir -p output && echo 1 > output/a.csv && sleep 300",
+    );
+    job.output_spec = vec![output("output/a.csv", Privacy::HighlySensitive)];
+    let container = ContainerGuard::for_job(&job);
+    (job, container)
+}
+
 #[tokio::test]
 async fn cancel_while_running_kills_the_container_and_reports_cancelled() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,21 +178,9 @@ async fn cancel_while_running_kills_the_container_and_reports_cancelled() {
     let work = dir.path().join("work");
     let layout = Layout::new(work.clone());
     let (mut tasks, mut updates, _) = start_agent(executor(&work).await, &layout.outbox(), 2);
-    let mut job = new_job(
-        &unique_id("cancel-task"),
-        &repo,
-        &commit,
-        "mkdir -p output && echo 1 > output/a.csv && sleep 300",
-    );
-    let _container = ContainerGuard::for_job(&job);
-    job.output_spec = vec![output("output/a.csv", Privacy::HighlySensitive)];
+    let (job, _container) = job_that_writes_an_output_then_sleeps("cancel-task", &repo, &commit);
     tasks.start(runjob_task(&job));
-    loop {
-        let update = next_update(&mut updates).await;
-        if stage(&update) == S::Executing {
-            break;
-        }
-    }
+    next_update_at(&mut updates, S::Executing).await;
     let cancel = canceljob_task(&job);
     tasks.start(cancel.clone());
     let seen = updates_until_complete(&mut updates, &cancel.id).await;
@@ -200,22 +206,10 @@ async fn a_task_whose_lease_moved_is_stopped_and_discarded_without_outputs_or_re
     let work = dir.path().join("work");
     let layout = Layout::new(work.clone());
     let (mut tasks, mut updates, _) = start_agent(executor(&work).await, &layout.outbox(), 2);
-    let mut job = new_job(
-        &unique_id("lease-moved"),
-        &repo,
-        &commit,
-        "mkdir -p output && echo 1 > output/a.csv && sleep 300",
-    );
-    let _container = ContainerGuard::for_job(&job);
-    job.output_spec = vec![output("output/a.csv", Privacy::HighlySensitive)];
+    let (job, _container) = job_that_writes_an_output_then_sleeps("lease-moved", &repo, &commit);
     let task = runjob_task(&job);
     tasks.start(task.clone());
-    loop {
-        let update = next_update(&mut updates).await;
-        if stage(&update) == S::Executing {
-            break;
-        }
-    }
+    next_update_at(&mut updates, S::Executing).await;
     tasks.abandon(&task.id);
     // Shutdown waits for every runner, the discarding one included.
     within(tasks.shutdown()).await;
@@ -282,12 +276,7 @@ async fn an_agent_killed_mid_job_adopts_the_container_and_finishes_once() {
     let started_at = {
         let (mut tasks, mut updates, _) = start_agent(executor(&work).await, &layout.outbox(), 2);
         tasks.start(runjob_task(&job));
-        let executing = loop {
-            let update = next_update(&mut updates).await;
-            if stage(&update) == S::Executing {
-                break update;
-            }
-        };
+        let executing = next_update_at(&mut updates, S::Executing).await;
         // The agent dies: every runner is aborted where it stands, nothing is acknowledged.
         tasks.abort();
         executing.timestamp_ns
@@ -555,12 +544,7 @@ async fn a_new_task_for_a_running_job_takes_it_over_without_a_second_container()
     job.output_spec = vec![output("output/*.txt", Privacy::HighlySensitive)];
     let _container = ContainerGuard::for_job(&job);
     tasks.start(runjob_task(&job));
-    let executing = loop {
-        let update = next_update(&mut updates).await;
-        if stage(&update) == S::Executing {
-            break update;
-        }
-    };
+    let executing = next_update_at(&mut updates, S::Executing).await;
     let mut retry = job.clone();
     retry.task_id = format!("{}-002", job.id);
     tasks.start(runjob_task(&retry));

@@ -250,6 +250,19 @@ pub async fn next_update(
     within(updates.recv()).await.expect("an update")
 }
 
+/// Skips announced updates until one at `stage`, and returns it.
+pub async fn next_update_at(
+    updates: &mut tokio::sync::mpsc::Receiver<pb::TaskUpdate>,
+    wanted: pb::ExecutorState,
+) -> pb::TaskUpdate {
+    loop {
+        let update = next_update(updates).await;
+        if stage(&update) == wanted {
+            return update;
+        }
+    }
+}
+
 /// Collects updates until `task_id` reports completion; returns them all (every task's).
 pub async fn updates_until_complete(
     updates: &mut tokio::sync::mpsc::Receiver<pb::TaskUpdate>,
