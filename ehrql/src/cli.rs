@@ -87,7 +87,7 @@ struct DummyTablesAndUserArgs {
 enum Command {
     /// Run a dataset definition against a database and write the dataset.
     GenerateDataset {
-        /// The serialized dataset definition (JSON).
+        /// The dataset definition: a `.py` file in the ehrQL language, or serialized `.json`.
         definition: PathBuf,
         /// Output file (.csv, .csv.gz or .arrow); CSV on stdout if omitted.
         #[arg(long)]
@@ -135,7 +135,7 @@ enum Command {
     },
     /// Print the SQL a dataset definition compiles to.
     DumpDatasetSql {
-        /// The serialized dataset definition (JSON).
+        /// The dataset definition: a `.py` file in the ehrQL language, or serialized `.json`.
         definition: PathBuf,
         /// Write the SQL here instead of stdout.
         #[arg(long)]
