@@ -141,17 +141,17 @@ pub fn view_statements(
 
 /// The SELECT giving ehrQL table `table` (columns `patient_id` and the schema's, by name).
 fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<String> {
-    let date = |column: &str| match flavour {
-        SqlFlavour::Sqlite => format!("NULLIF(date({column}), '9999-12-31')"),
-        SqlFlavour::Postgres => {
-            format!("NULLIF(CAST({column} AS DATE), DATE '9999-12-31')")
-        }
+    // TPP's "no date" sentinel, which is also the ceiling of an activation end date.
+    let ceiling = match flavour {
+        SqlFlavour::Sqlite => "'9999-12-31'",
+        SqlFlavour::Postgres => "DATE '9999-12-31'",
     };
     // Columns TPP stores as dates (or datetimes) with no sentinel.
     let plain_date = |column: &str| match flavour {
         SqlFlavour::Sqlite => format!("date({column})"),
         SqlFlavour::Postgres => format!("CAST({column} AS DATE)"),
     };
+    let date = |column: &str| format!("NULLIF({}, {ceiling})", plain_date(column));
     let int = match flavour {
         SqlFlavour::Sqlite => "INTEGER",
         SqlFlavour::Postgres => "BIGINT",
@@ -193,14 +193,7 @@ fn table_sql(flavour: SqlFlavour, options: &TppOptions, table: &str) -> Option<S
             "EXISTS (SELECT 1 FROM {raw_directionsacknowledged} AS da WHERE da.\"Organisation_ID\" = {alias}.\"Organisation_ID\")"
         )
     };
-    let raw_end = |alias: &str| match flavour {
-        SqlFlavour::Sqlite => format!("date({alias}.\"EndDate\")"),
-        SqlFlavour::Postgres => format!("CAST({alias}.\"EndDate\" AS DATE)"),
-    };
-    let ceiling = match flavour {
-        SqlFlavour::Sqlite => "'9999-12-31'",
-        SqlFlavour::Postgres => "DATE '9999-12-31'",
-    };
+    let raw_end = |alias: &str| plain_date(&format!("{alias}.\"EndDate\""));
     // Each activated patient's activation end date (see the module documentation).
     let activated = format!(
         "SELECT acked.pid AS patient_id, CASE WHEN unacked.last_end IS NOT NULL \
